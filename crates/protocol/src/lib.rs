@@ -7,4 +7,5 @@ pub mod percent;
 pub mod types;
 pub mod udp;
 
+pub use http::ResponsePeer;
 pub use types::{AnnounceEvent, InfoHash, PeerId};
