@@ -10,7 +10,7 @@ mod sqlite;
 mod url;
 
 pub use sqlite::SqliteStore;
-pub use url::DatabaseUrl;
+pub use url::{Backend, DatabaseUrl};
 
 /// The name of the global download counter in `counters`.
 pub const DOWNLOADS_TOTAL: &str = "downloads_total";

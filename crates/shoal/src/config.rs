@@ -1,0 +1,417 @@
+//! Configuration: one TOML file, every key overridable from `SHOAL_` environment variables
+//! (`__` between levels). Errors name the key and, for the environment, the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    pub database: DatabaseConfig,
+    pub udp: UdpConfig,
+    pub http: HttpConfig,
+    pub api: ApiConfig,
+    pub announce: AnnounceConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Public,
+    Listed,
+    Private,
+    PrivateListed,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    #[serde(serialize_with = "redacted_url")]
+    pub url: String,
+    /// How often completed-event deltas are written, in milliseconds.
+    pub flush_interval_ms: u64,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = store::DatabaseUrl::parse(&self.url).map(|u| u.redacted()).unwrap_or_else(|_| "<unparseable>".into());
+        f.debug_struct("DatabaseConfig")
+            .field("url", &url)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind: Vec<SocketAddr>,
+    /// Receive loops per socket; 0 means one per available core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    #[serde(deserialize_with = "one_or_many")]
+    pub bind: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnounceConfig {
+    /// Seconds a client should wait between announces.
+    pub interval: u32,
+    pub min_interval: u32,
+    /// Seconds of silence after which a peer leaves the swarm.
+    pub peer_timeout: u32,
+    /// Most peers one answer carries, whatever the client asks.
+    pub max_numwant: u32,
+    /// Peers given when the client does not say.
+    pub default_numwant: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `shoal=debug,sqlx=warn`, ...
+    pub level: String,
+}
+
+/// A value that never shows in `Debug`, logs or `shoal config`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    #[cfg_attr(not(test), allow(dead_code))] // read by the admin API's token check
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&store::DatabaseUrl::parse(url).map(|u| u.redacted()).unwrap_or_else(|_| "<unparseable>".into()))
+}
+
+/// Accepts `"127.0.0.1:6969"` as well as `["127.0.0.1:6969", "[::1]:6969"]`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    list.iter()
+        .map(|s| s.parse().map_err(|_| serde::de::Error::custom(format!("'{s}' is not an address like 0.0.0.0:6969 or [::]:6969"))))
+        .collect()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Public,
+            database: DatabaseConfig::default(),
+            udp: UdpConfig::default(),
+            http: HttpConfig::default(),
+            api: ApiConfig::default(),
+            announce: AnnounceConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: "sqlite://data/shoal.db".into(), flush_interval_ms: 1000, max_connections: 8 }
+    }
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig { bind: vec![SocketAddr::from(([0, 0, 0, 0], 6969))], workers: 0 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { bind: vec![SocketAddr::from(([0, 0, 0, 0], 7070))] }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 1212)), token: Secret::default() }
+    }
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        AnnounceConfig { interval: 120, min_interval: 60, peer_timeout: 1800, max_numwant: 74, default_numwant: 50 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config: unknown key '{key}' in {origin}")]
+    UnknownKey { key: String, origin: String },
+    #[error("config key '{key}'{origin}: {message}")]
+    BadValue { key: String, origin: String, message: String },
+}
+
+/// What a loaded configuration came with besides its values.
+pub struct Loaded {
+    pub config: Config,
+    /// `SHOAL_` variables that name no key: worth a warning, not a refusal.
+    pub ignored_env: Vec<String>,
+}
+
+pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialise");
+    let mut merged = toml::Table::new();
+    let mut origins: Vec<(String, String)> = Vec::new();
+
+    if let Some(path) = file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        check_known(&table, &defaults, "", &shown)?;
+        merged = table;
+    }
+
+    let mut ignored_env = Vec::new();
+    let mut env: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with("SHOAL_")).collect();
+    env.sort();
+    for (name, raw) in env {
+        let path: Vec<String> = name["SHOAL_".len()..].split("__").map(str::to_lowercase).collect();
+        let Some(default) = lookup(&defaults, &path) else {
+            ignored_env.push(name);
+            continue;
+        };
+        // A string key takes the raw text; others are read as a TOML value, so that
+        // `SHOAL_UDP__BIND='["127.0.0.1:6969"]'` is a list and `SHOAL_ANNOUNCE__INTERVAL=60` a number.
+        let value = match default {
+            toml::Value::String(_) => toml::Value::String(raw),
+            _ => format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw)),
+        };
+        insert(&mut merged, &path, value);
+        origins.push((path.join("."), name));
+    }
+
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+        let key = e.path().to_string();
+        let origin = origins
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, var)| format!(" (from {var})"))
+            .unwrap_or_default();
+        ConfigError::BadValue { key, origin, message: e.into_inner().to_string().trim_end().to_string() }
+    })?;
+    config.validate()?;
+    Ok(Loaded { config, ignored_env })
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let v = table.get(first)?;
+    match (v, rest.is_empty()) {
+        (_, true) => Some(v),
+        (toml::Value::Table(t), false) => lookup(t, rest),
+        _ => None,
+    }
+}
+
+fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (first, rest) = path.split_first().expect("non-empty path");
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return;
+    }
+    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    insert(entry.as_table_mut().expect("just made a table"), rest, value);
+}
+
+/// Every key in `given` must exist in the defaults, at the same nesting.
+fn check_known(given: &toml::Table, defaults: &toml::Table, prefix: &str, origin: &str) -> Result<(), ConfigError> {
+    for (k, v) in given {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match (defaults.get(k), v) {
+            (None, _) => return Err(ConfigError::UnknownKey { key, origin: origin.to_string() }),
+            (Some(toml::Value::Table(d)), toml::Value::Table(g)) => check_known(g, d, &key, origin)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| Err(ConfigError::BadValue { key: key.into(), origin: String::new(), message });
+        if let Err(e) = store::DatabaseUrl::parse(&self.database.url) {
+            return bad("database.url", e.to_string());
+        }
+        if self.database.flush_interval_ms == 0 {
+            return bad("database.flush_interval_ms", "must be at least 1".into());
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1".into());
+        }
+        let a = &self.announce;
+        if a.interval == 0 {
+            return bad("announce.interval", "must be at least 1 second".into());
+        }
+        if a.min_interval > a.interval {
+            return bad("announce.min_interval", format!("{} is larger than announce.interval ({})", a.min_interval, a.interval));
+        }
+        if a.peer_timeout <= a.interval {
+            return bad("announce.peer_timeout", format!("{} must exceed announce.interval ({}), or every peer expires between announces", a.peer_timeout, a.interval));
+        }
+        if a.max_numwant == 0 {
+            return bad("announce.max_numwant", "must be at least 1".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", format!("'{}' is not a log filter such as info or shoal=debug", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn no_file_means_documented_defaults() {
+        let c = load(None, env(&[])).unwrap().config;
+        assert_eq!(c.mode, Mode::Public);
+        assert_eq!(c.udp.bind, vec!["0.0.0.0:6969".parse().unwrap()]);
+        assert_eq!(c.http.bind, vec!["0.0.0.0:7070".parse().unwrap()]);
+        assert_eq!(c.api.bind, "127.0.0.1:1212".parse().unwrap());
+        assert_eq!(c.database.url, "sqlite://data/shoal.db");
+        assert_eq!((c.announce.interval, c.announce.min_interval, c.announce.peer_timeout, c.announce.max_numwant), (120, 60, 1800, 74));
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let f = file("mode = \"listed\"\n[udp]\nbind = \"127.0.0.1:1\"\n[announce]\ninterval = 300\n");
+        let c = load(Some(f.path()), env(&[
+            ("SHOAL_ANNOUNCE__INTERVAL", "90"),
+            ("SHOAL_HTTP__BIND", "[\"127.0.0.1:2\", \"[::1]:2\"]"),
+            ("SHOAL_DATABASE__URL", "sqlite:///tmp/x.db"),
+            ("SHOAL_API__TOKEN", "12345"),
+            ("SHOAL_UDP__BIND", "127.0.0.1:3"),
+        ])).unwrap().config;
+        assert_eq!(c.mode, Mode::Listed);
+        assert_eq!(c.announce.interval, 90);
+        assert_eq!(c.http.bind.len(), 2);
+        assert_eq!(c.udp.bind, vec!["127.0.0.1:3".parse().unwrap()], "a single address is accepted from the environment too");
+        assert_eq!(c.database.url, "sqlite:///tmp/x.db");
+        assert_eq!(c.api.token.expose(), "12345", "a numeric-looking token stays a string");
+        assert_eq!(load(Some(file("[udp]\nbind = []\n").path()), env(&[])).unwrap().config.udp.bind, vec![]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load(Some(file("[udp]\nbindd = \"x\"\n").path()), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("unknown key 'udp.bindd'"), "{e}");
+        let e = load(Some(file("[announce]\ninterval = \"soon\"\n").path()), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("'announce.interval'"), "{e}");
+        let e = load(None, env(&[("SHOAL_ANNOUNCE__INTERVAL", "-5")])).unwrap_err().to_string();
+        assert!(e.contains("'announce.interval'") && e.contains("SHOAL_ANNOUNCE__INTERVAL"), "{e}");
+        let e = load(None, env(&[("SHOAL_UDP__BIND", "nowhere")])).unwrap_err().to_string();
+        assert!(e.contains("'udp.bind'") && e.contains("nowhere"), "{e}");
+        let e = load(None, env(&[("SHOAL_MODE", "secret")])).unwrap_err().to_string();
+        assert!(e.contains("'mode'"), "{e}");
+        let e = load(None, env(&[("SHOAL_ANNOUNCE__MIN_INTERVAL", "500")])).unwrap_err().to_string();
+        assert!(e.contains("'announce.min_interval'"), "{e}");
+        let e = load(None, env(&[("SHOAL_DATABASE__URL", "postgress://u:hunter2@h/db")])).unwrap_err().to_string();
+        assert!(e.contains("'database.url'") && !e.contains("hunter2"), "{e}");
+        let e = load(Some(file("mode = \n").path()), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("config file") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_only_reported() {
+        let l = load(None, env(&[("SHOAL_UDP__BINDD", "x"), ("SHOAL_NOPE", "1"), ("OTHER", "1")])).unwrap();
+        assert_eq!(l.ignored_env, vec!["SHOAL_NOPE".to_string(), "SHOAL_UDP__BINDD".to_string()]);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = load(None, env(&[("SHOAL_API__TOKEN", "tok-abc"), ("SHOAL_DATABASE__URL", "sqlite://x.db")])).unwrap().config;
+        for shown in [format!("{c:?}"), c.to_toml()] {
+            assert!(!shown.contains("tok-abc"), "{shown}");
+        }
+        assert!(c.to_toml().contains("<redacted>"));
+        let db = DatabaseConfig { url: "postgresql://u:hunter2@h/db".into(), ..DatabaseConfig::default() };
+        assert!(!format!("{db:?}").contains("hunter2"));
+    }
+}

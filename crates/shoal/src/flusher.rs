@@ -1,0 +1,91 @@
+//! Writes download deltas to the store, one batched transaction per interval. A failed write
+//! keeps its deltas and retries with backoff; nothing is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use protocol::InfoHash;
+use store::TorrentMetricsStore;
+use tokio::sync::watch;
+
+use crate::tracker::Tracker;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Flusher<S> {
+    store: S,
+    tracker: Arc<Tracker>,
+    /// Deltas taken from the swarm whose write has not succeeded yet.
+    unflushed: HashMap<InfoHash, u64>,
+}
+
+impl<S: TorrentMetricsStore> Flusher<S> {
+    pub fn new(store: S, tracker: Arc<Tracker>) -> Self {
+        Flusher { store, tracker, unflushed: HashMap::new() }
+    }
+
+    /// One flush: takes new deltas, writes everything outstanding.
+    pub async fn flush(&mut self) -> Result<usize, store::StoreError> {
+        for (h, d) in self.tracker.swarm.take_pending() {
+            *self.unflushed.entry(h).or_default() += d;
+        }
+        let m = &self.tracker.metrics;
+        let outstanding: u64 = self.unflushed.values().sum();
+        m.unflushed_deltas.store(outstanding, Relaxed);
+        if self.unflushed.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<_> = self.unflushed.iter().map(|(h, d)| (*h, *d)).collect();
+        let started = Instant::now();
+        match self.store.add_downloads(&batch).await {
+            Ok(()) => {
+                self.unflushed.clear();
+                m.flushes.fetch_add(1, Relaxed);
+                m.flushed_deltas.fetch_add(outstanding, Relaxed);
+                m.unflushed_deltas.store(0, Relaxed);
+                m.flush_last_micros.store(started.elapsed().as_micros() as u64, Relaxed);
+                Ok(batch.len())
+            }
+            Err(e) => {
+                m.flush_failures.fetch_add(1, Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes every `interval` until `stop` changes, then flushes once more.
+    pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) -> Self {
+        let mut wait = interval;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+            match self.flush().await {
+                Ok(_) => wait = interval,
+                Err(e) => {
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                    let pending: u64 = self.unflushed.values().sum();
+                    tracing::error!("flush failed, {pending} download increments kept for retry in {wait:?}: {e}");
+                }
+            }
+        }
+        self
+    }
+
+    /// The last flush at shutdown: a few quick retries, then an honest count of what is lost.
+    pub async fn finish(&mut self) -> Result<(), u64> {
+        for attempt in 0..5 {
+            match self.flush().await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::error!("final flush attempt {} failed: {e}", attempt + 1);
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        Err(self.unflushed.values().sum())
+    }
+}

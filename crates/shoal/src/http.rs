@@ -1,0 +1,130 @@
+//! The HTTP tracker: `/announce` and `/scrape` over HTTP/1.1 keep-alive connections.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use protocol::http::{AnnounceRequest, AnnounceResponse, ScrapeRequest, SwarmCounts, write_failure, write_scrape};
+use swarm::Families;
+use tokio::net::TcpListener;
+
+use crate::metrics::{Action, Protocol::Http};
+use crate::tracker::{PeerAnnounce, Tracker};
+
+pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("http accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let resp = handle(&tracker, &req, remote);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(15))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+fn failure(t: &Tracker, kind: &'static str, reason: &str) -> Response<Full<Bytes>> {
+    t.metrics.error(Http, kind);
+    let mut body = Vec::with_capacity(32 + reason.len());
+    write_failure(reason, &mut body);
+    // BEP 3 failures travel in a 200 response: clients read the body, not the status.
+    reply(StatusCode::OK, body)
+}
+
+pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<Full<Bytes>> {
+    let query = req.uri().query().unwrap_or("").as_bytes();
+    match req.uri().path() {
+        "/announce" => announce(t, query, remote),
+        "/scrape" => scrape(t, query),
+        _ => {
+            t.metrics.error(Http, "not_found");
+            let mut body = Vec::new();
+            write_failure("not found: this tracker answers /announce and /scrape", &mut body);
+            reply(StatusCode::NOT_FOUND, body)
+        }
+    }
+}
+
+fn announce(t: &Tracker, query: &[u8], remote: SocketAddr) -> Response<Full<Bytes>> {
+    let req = match AnnounceRequest::parse(query) {
+        Ok(r) => r,
+        Err(e) => return failure(t, e.kind(), &e.to_string()),
+    };
+    t.metrics.request(Http, Action::Announce);
+    let mut peers = Vec::new();
+    let stats = t.announce(
+        &PeerAnnounce {
+            info_hash: req.info_hash,
+            peer_id: req.peer_id,
+            // The socket's address, never the `ip` parameter: anyone could claim any address.
+            ip: remote.ip(),
+            port: req.port,
+            left: req.left,
+            event: req.event,
+            numwant: req.numwant,
+            families: Families::Both,
+        },
+        &mut peers,
+    );
+    let mut body = Vec::with_capacity(96 + peers.len() * 18);
+    AnnounceResponse {
+        interval: t.policy.interval,
+        min_interval: t.policy.min_interval,
+        complete: stats.seeders,
+        incomplete: stats.leechers,
+        peers: &peers,
+    }
+    .write(req.compact, req.no_peer_id, &mut body);
+    reply(StatusCode::OK, body)
+}
+
+fn scrape(t: &Tracker, query: &[u8]) -> Response<Full<Bytes>> {
+    let req = match ScrapeRequest::parse(query) {
+        Ok(r) => r,
+        Err(e) => return failure(t, e.kind(), &e.to_string()),
+    };
+    t.metrics.request(Http, Action::Scrape);
+    let mut files: Vec<_> = req
+        .info_hashes
+        .iter()
+        .map(|h| {
+            let s = t.swarm.scrape(h);
+            (*h, SwarmCounts { complete: s.seeders, incomplete: s.leechers, downloaded: s.downloaded })
+        })
+        .collect();
+    let mut body = Vec::with_capacity(16 + files.len() * 80);
+    write_scrape(&mut files, &mut body);
+    reply(StatusCode::OK, body)
+}

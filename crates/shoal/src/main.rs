@@ -1,0 +1,71 @@
+//! `shoal`: a BitTorrent tracker on an embedded SQLite database.
+
+mod api;
+mod config;
+mod connection_id;
+mod flusher;
+mod http;
+mod metrics;
+mod serve;
+mod tracker;
+mod udp;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "A BitTorrent tracker (UDP and HTTP) that keeps its download counts in SQLite, PostgreSQL or MySQL/MariaDB.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the tracker. Without --config: public mode, UDP on 0.0.0.0:6969, HTTP on
+    /// 0.0.0.0:7070, admin API on 127.0.0.1:1212, SQLite in ./data/shoal.db.
+    Serve {
+        /// TOML configuration file; every key can also be set as SHOAL_<SECTION>__<KEY>.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (file plus environment), secrets redacted.
+    Config {
+        /// TOML configuration file to read before the environment.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(file: Option<&std::path::Path>) -> Result<config::Config, String> {
+    let loaded = config::load(file, std::env::vars()).map_err(|e| e.to_string())?;
+    for var in &loaded.ignored_env {
+        eprintln!("shoal: warning: environment variable {var} names no configuration key; ignored");
+    }
+    Ok(loaded.config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config { config } => load_config(config.as_deref()).map(|c| print!("{}", c.to_toml())),
+        Command::Serve { config } => load_config(config.as_deref()).and_then(|c| {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&c.log.level))
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start runtime: {e}"))?;
+            runtime.block_on(serve::run(c))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

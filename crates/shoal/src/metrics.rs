@@ -1,0 +1,98 @@
+//! Counters for the Prometheus endpoint. Hot-path counters are plain atomics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Udp,
+    Http,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Connect,
+    Announce,
+    Scrape,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// [protocol][action]
+    requests: [[AtomicU64; 3]; 2],
+    /// Malformed or refused requests, by protocol and a short kind label.
+    errors: Mutex<BTreeMap<(Protocol, &'static str), u64>>,
+    pub flushes: AtomicU64,
+    pub flush_failures: AtomicU64,
+    pub flush_last_micros: AtomicU64,
+    pub flushed_deltas: AtomicU64,
+    /// Deltas taken from the swarm but not yet in the database (failed flushes).
+    pub unflushed_deltas: AtomicU64,
+    pub expired_peers: AtomicU64,
+}
+
+pub struct Gauges {
+    pub torrents: u64,
+    pub counted_torrents: u64,
+    pub seeders: u64,
+    pub leechers: u64,
+    pub pending_deltas: u64,
+}
+
+impl Metrics {
+    pub fn request(&self, p: Protocol, a: Action) {
+        self.requests[p as usize][a as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn error(&self, p: Protocol, kind: &'static str) {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry((p, kind)).or_default() += 1;
+    }
+
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP shoal_requests_total Requests answered, by protocol and action.\n# TYPE shoal_requests_total counter\n");
+        for p in [Protocol::Udp, Protocol::Http] {
+            for (a, name) in [(Action::Connect, "connect"), (Action::Announce, "announce"), (Action::Scrape, "scrape")] {
+                if p == Protocol::Http && a == Action::Connect {
+                    continue;
+                }
+                let n = self.requests[p as usize][a as usize].load(Relaxed);
+                let _ = writeln!(out, "shoal_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}", p.label());
+            }
+        }
+        out.push_str("# HELP shoal_errors_total Malformed, refused or dropped requests, by protocol and kind.\n# TYPE shoal_errors_total counter\n");
+        for ((p, kind), n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}", p.label());
+        }
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        counter(&mut out, "shoal_flushes_total", "Successful flushes of download deltas.", self.flushes.load(Relaxed));
+        counter(&mut out, "shoal_flush_failures_total", "Flushes the database refused; their deltas are retried.", self.flush_failures.load(Relaxed));
+        counter(&mut out, "shoal_flushed_deltas_total", "Download increments written to the database.", self.flushed_deltas.load(Relaxed));
+        counter(&mut out, "shoal_expired_peers_total", "Peers removed after the peer timeout.", self.expired_peers.load(Relaxed));
+        let secs = self.flush_last_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "# HELP shoal_flush_last_seconds Duration of the last successful flush.\n# TYPE shoal_flush_last_seconds gauge\nshoal_flush_last_seconds {secs}");
+        gauge(&mut out, "shoal_pending_deltas", "Download increments waiting for the database.", g.pending_deltas + self.unflushed_deltas.load(Relaxed));
+        gauge(&mut out, "shoal_torrents", "Torrents with at least one peer.", g.torrents);
+        gauge(&mut out, "shoal_counted_torrents", "Torrents with a download count.", g.counted_torrents);
+        gauge(&mut out, "shoal_seeders", "Seeders in all swarms.", g.seeders);
+        gauge(&mut out, "shoal_leechers", "Leechers in all swarms.", g.leechers);
+        gauge(&mut out, "shoal_peers", "Peers in all swarms.", g.seeders + g.leechers);
+        out
+    }
+}

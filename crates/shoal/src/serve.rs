@@ -1,0 +1,159 @@
+//! `shoal serve`: open the store, bind every listener, load counts, serve until a signal,
+//! then flush and exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use store::{SqliteStore, Store};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, Mode};
+use crate::flusher::Flusher;
+use crate::tracker::Tracker;
+use crate::{api, http, udp};
+
+pub async fn run(config: Config) -> Result<(), String> {
+    if config.mode != Mode::Public {
+        return Err(format!("config key 'mode': {:?} mode is not available in this version; use \"public\"", config.mode));
+    }
+    let url = store::DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
+    let store = match url.backend().map_err(|e| e.to_string())? {
+        store::Backend::Sqlite => SqliteStore::open(&url, config.database.max_connections).await.map_err(|e| e.to_string())?,
+    };
+    serve_with(config, store).await
+}
+
+async fn serve_with<S: Store + Clone>(config: Config, store: S) -> Result<(), String> {
+    store.migrate().await.map_err(|e| e.to_string())?;
+
+    // Bind everything before the (possibly long) load, so a taken port fails fast.
+    let mut udp_sockets = Vec::new();
+    for addr in &config.udp.bind {
+        udp_sockets.push(bind_udp(*addr).map_err(|e| format!("cannot bind udp.bind {addr}: {e}"))?);
+    }
+    let mut http_listeners = Vec::new();
+    for addr in &config.http.bind {
+        http_listeners.push(bind_tcp(*addr).map_err(|e| format!("cannot bind http.bind {addr}: {e}"))?);
+    }
+    let api_listener = bind_tcp(config.api.bind).map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
+
+    let tracker = Arc::new(Tracker::new(config.announce.clone()));
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(4096);
+    let loaded = store
+        .load_all_torrents_downloads(|h, n| {
+            batch.push((h, n));
+            if batch.len() == batch.capacity() {
+                tracker.swarm.load_downloads(batch.drain(..));
+            }
+        })
+        .await
+        .map_err(|e| format!("cannot load download counts: {e}"))?;
+    tracker.swarm.load_downloads(batch);
+    tracing::info!("loaded {loaded} download counts from {} in {:?}", store.driver(), started.elapsed());
+
+    let mut servers = JoinSet::new();
+    let workers = match config.udp.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    for socket in udp_sockets {
+        let socket = Arc::new(socket);
+        tracing::info!("udp tracker listening on {}", socket.local_addr().map_err(|e| e.to_string())?);
+        for _ in 0..workers {
+            servers.spawn(udp::serve(socket.clone(), tracker.clone()));
+        }
+    }
+    for listener in http_listeners {
+        tracing::info!("http tracker listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+        servers.spawn(http::serve(listener, tracker.clone()));
+    }
+    tracing::info!("admin api listening on {}", api_listener.local_addr().map_err(|e| e.to_string())?);
+    let app = api::router(Arc::new(api::ApiState { tracker: tracker.clone(), store: store.clone() }));
+    servers.spawn(async move {
+        if let Err(e) = axum::serve(api_listener, app).await {
+            tracing::error!("admin api stopped: {e}");
+        }
+    });
+    servers.spawn(clean_expired(tracker.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let flusher = tokio::spawn(
+        Flusher::new(store.clone(), tracker.clone()).run(Duration::from_millis(config.database.flush_interval_ms), stop_rx),
+    );
+    tracing::info!("ready: {} mode, database {}", format!("{:?}", config.mode).to_lowercase(), url_for_log(&config));
+
+    let signal = shutdown_signal().await;
+    tracing::info!("{signal} received: stopping listeners and flushing");
+    servers.shutdown().await;
+    let _ = stop_tx.send(true);
+    let mut flusher = flusher.await.map_err(|e| format!("flusher task failed: {e}"))?;
+    let result = flusher.finish().await;
+    store.close().await;
+    match result {
+        Ok(()) => {
+            tracing::info!("all download counts flushed; bye");
+            Ok(())
+        }
+        Err(lost) => Err(format!("database unreachable at shutdown: {lost} download increments could not be written")),
+    }
+}
+
+fn url_for_log(config: &Config) -> String {
+    store::DatabaseUrl::parse(&config.database.url).map(|u| u.redacted()).unwrap_or_default()
+}
+
+/// Removes silent peers about ten times per peer timeout.
+async fn clean_expired(tracker: Arc<Tracker>) {
+    let timeout = tracker.policy.peer_timeout;
+    let every = Duration::from_secs(u64::from(timeout / 10).clamp(1, 60));
+    loop {
+        tokio::time::sleep(every).await;
+        let cutoff = tracker.uptime_secs().saturating_sub(timeout);
+        let gone = tracker.swarm.remove_expired(cutoff);
+        tracker.metrics.expired_peers.fetch_add(gone.peers, std::sync::atomic::Ordering::Relaxed);
+        if gone.peers > 0 {
+            tracing::debug!("expired {} peers, dropped {} empty torrents", gone.peers, gone.torrents);
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+fn socket_for(addr: SocketAddr, ty: Type, proto: SockProtocol) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        // Lets [::]:6969 and 0.0.0.0:6969 be bound side by side, as operators list them.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket_for(addr, Type::DGRAM, SockProtocol::UDP)?;
+    // A larger receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket_for(addr, Type::STREAM, SockProtocol::TCP)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}

@@ -1,0 +1,73 @@
+//! What both tracker protocols share: the swarm, the announce policy, metrics, the clock.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
+use swarm::{Announce, Families, Swarm, TorrentStats};
+
+use crate::config::AnnounceConfig;
+use crate::connection_id::ConnectionIds;
+use crate::metrics::Metrics;
+
+pub struct Tracker {
+    pub swarm: Swarm,
+    pub metrics: Metrics,
+    pub ids: ConnectionIds,
+    pub policy: AnnounceConfig,
+    started: Instant,
+}
+
+/// An announce after decoding, in the protocol-neutral form.
+pub struct PeerAnnounce {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub left: u64,
+    pub event: AnnounceEvent,
+    pub numwant: Option<u32>,
+    pub families: Families,
+}
+
+impl Tracker {
+    pub fn new(policy: AnnounceConfig) -> Self {
+        Tracker { swarm: Swarm::default(), metrics: Metrics::default(), ids: ConnectionIds::default(), policy, started: Instant::now() }
+    }
+
+    /// Seconds since start: the swarm's clock for last-seen times.
+    pub fn uptime_secs(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    pub fn unix_secs() -> u32 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+    }
+
+    pub fn announce(&self, a: &PeerAnnounce, out: &mut Vec<ResponsePeer>) -> TorrentStats {
+        // 0 and negative both mean "whatever the tracker gives", as most clients intend.
+        let numwant = match a.numwant {
+            None | Some(0) => self.policy.default_numwant,
+            Some(n) => n,
+        }
+        .min(self.policy.max_numwant) as usize;
+        let req = Announce {
+            info_hash: a.info_hash,
+            peer_id: a.peer_id,
+            addr: SocketAddr::new(canonical(a.ip), a.port),
+            left: a.left,
+            event: a.event,
+            numwant,
+            families: a.families,
+        };
+        self.swarm.announce(&req, self.uptime_secs(), out)
+    }
+}
+
+/// IPv4 clients reaching a dual-stack socket appear as ::ffff:a.b.c.d; they are IPv4 peers.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,99 @@
+//! The UDP tracker (BEP 15): one receive loop per worker, answering from the swarm.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use protocol::udp::{self, Request, ScrapeStats};
+use protocol::ResponsePeer;
+use swarm::Families;
+use tokio::net::UdpSocket;
+
+use crate::metrics::{Action, Protocol::Udp};
+use crate::tracker::{PeerAnnounce, Tracker};
+
+pub async fn serve(socket: Arc<UdpSocket>, tracker: Arc<Tracker>) {
+    // One byte more than the largest request tells an oversized datagram from a full one.
+    let mut buf = vec![0u8; udp::MAX_REQUEST_LEN + 1];
+    let mut out = Vec::with_capacity(1500);
+    let mut peers = Vec::with_capacity(tracker.policy.max_numwant as usize);
+    loop {
+        let (n, src) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP errors from earlier sends surface here on Linux; they concern nobody now.
+            Err(_) => continue,
+        };
+        out.clear();
+        handle(&tracker, &buf[..n], src, &mut out, &mut peers);
+        if !out.is_empty() {
+            let _ = socket.send_to(&out, src).await;
+        }
+    }
+}
+
+/// Answers one datagram into `out`; leaves `out` empty when the datagram gets no answer.
+pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<ResponsePeer>) {
+    if packet.len() > udp::MAX_REQUEST_LEN {
+        t.metrics.error(Udp, "oversized");
+        return;
+    }
+    let request = match Request::parse(packet) {
+        Ok(r) => r,
+        Err(e) => {
+            // Too short to hold a transaction id: nothing to answer to, only to count.
+            t.metrics.error(Udp, e.kind());
+            if let Some(tid) = e.transaction_id() {
+                udp::write_error(tid, &e.to_string(), packet.len(), out);
+            }
+            return;
+        }
+    };
+    let now = Tracker::unix_secs();
+    match request {
+        Request::Connect { transaction_id } => {
+            t.metrics.request(Udp, Action::Connect);
+            udp::write_connect(transaction_id, t.ids.issue(&src, now), out);
+        }
+        Request::Announce(a) => {
+            if !t.ids.is_valid(a.connection_id, &src, now) {
+                return refuse_connection(t, a.transaction_id, packet.len(), out);
+            }
+            t.metrics.request(Udp, Action::Announce);
+            peers.clear();
+            let stats = t.announce(
+                &PeerAnnounce {
+                    info_hash: a.info_hash,
+                    peer_id: a.peer_id,
+                    ip: src.ip(),
+                    port: a.port,
+                    left: a.left,
+                    event: a.event,
+                    numwant: (a.numwant > 0).then_some(a.numwant as u32),
+                    // The socket's family sets the peer format of the whole answer.
+                    families: Families::Same,
+                },
+                peers,
+            );
+            udp::write_announce_header(a.transaction_id, t.policy.interval, stats.leechers, stats.seeders, out);
+            for p in peers.iter() {
+                udp::write_peer(p.addr, out);
+            }
+        }
+        Request::Scrape(s) => {
+            if !t.ids.is_valid(s.connection_id, &src, now) {
+                return refuse_connection(t, s.transaction_id, packet.len(), out);
+            }
+            t.metrics.request(Udp, Action::Scrape);
+            udp::write_scrape_header(s.transaction_id, out);
+            for h in &s.info_hashes {
+                let st = t.swarm.scrape(h);
+                let completed = u32::try_from(st.downloaded).unwrap_or(u32::MAX);
+                udp::write_scrape_stats(ScrapeStats { seeders: st.seeders, completed, leechers: st.leechers }, out);
+            }
+        }
+    }
+}
+
+fn refuse_connection(t: &Tracker, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
+    t.metrics.error(Udp, "bad_connection_id");
+    udp::write_error(transaction_id, "connection id expired or invalid", request_len, out);
+}
