@@ -202,6 +202,7 @@ pub enum ConfigError {
 }
 
 /// What a loaded configuration came with besides its values.
+#[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
     /// `SHOAL_` variables that name no key: worth a warning, not a refusal.

@@ -1,0 +1,88 @@
+//! Start-up behaviour of the binary: defaults, help, and errors that name their cause.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn no_config_file_runs_public_with_sqlite_in_data() {
+    let dir = temp_dir();
+    // Default everything but the ports, which other tests may hold.
+    let mut cmd = command(&["serve"]);
+    cmd.current_dir(dir.path())
+        .env("SHOAL_UDP__BIND", "127.0.0.1:0")
+        .env("SHOAL_HTTP__BIND", "[\"127.0.0.1:0\"]")
+        .env("SHOAL_API__BIND", "127.0.0.1:0");
+    let shoal = Shoal::spawn(cmd);
+    assert!(dir.path().join("data/shoal.db").exists(), "the database and its folder are created");
+    let mut c = UdpClient::new(shoal.udp[0]);
+    let cid = c.connect();
+    assert!(matches!(c.announce(cid, hash(1), peer_id(1), 1, 0, protocol::AnnounceEvent::Started), protocol::udp::Response::Announce { seeders: 1, .. }));
+    let (status, body) = http_get(shoal.api, "/health");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8(body).unwrap().contains("\"reachable\":true"));
+    let (status, log) = shoal.stop();
+    assert!(status.success(), "{log:?}");
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = command(&["--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(text.contains("serve") && text.contains("config"), "{text}");
+    let out = command(&["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("--config") && text.contains("SHOAL_"), "{text}");
+}
+
+fn fails_with(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> String {
+    let mut cmd = command(args);
+    cmd.current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "expected failure for {args:?} {env:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let dir = temp_dir();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[announce]\ninterval = 60\nmin_intervall = 30\n").unwrap();
+    let err = fails_with(&["serve", "--config", cfg.to_str().unwrap()], &[], dir.path());
+    assert!(err.contains("announce.min_intervall"), "{err}");
+    let err = fails_with(&["serve"], &[("SHOAL_ANNOUNCE__INTERVAL", "often")], dir.path());
+    assert!(err.contains("announce.interval") && err.contains("SHOAL_ANNOUNCE__INTERVAL"), "{err}");
+    let err = fails_with(&["serve", "--config", "/nonexistent/shoal.toml"], &[], dir.path());
+    assert!(err.contains("/nonexistent/shoal.toml"), "{err}");
+    assert!(!dir.path().join("data").exists(), "a refused start touches no database");
+}
+
+#[test]
+fn a_taken_port_names_the_address() {
+    let dir = temp_dir();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = fails_with(&["serve"], &[("SHOAL_UDP__BIND", &addr), ("SHOAL_HTTP__BIND", "127.0.0.1:0"), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
+    assert!(err.contains(&format!("udp.bind {addr}")) && err.contains("in use"), "{err}");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap().to_string();
+    let err = fails_with(&["serve"], &[("SHOAL_UDP__BIND", "127.0.0.1:0"), ("SHOAL_HTTP__BIND", &addr), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
+    assert!(err.contains(&format!("http.bind {addr}")), "{err}");
+}
+
+#[test]
+fn config_command_prints_effective_values_without_secrets() {
+    let dir = temp_dir();
+    let out = command(&["config"]).current_dir(dir.path()).env("SHOAL_API__TOKEN", "sekrit-token").env("SHOAL_ANNOUNCE__INTERVAL", "77").env("SHOAL_BOGUS", "1").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("interval = 77") && !text.contains("sekrit-token"), "{text}");
+    assert!(String::from_utf8(out.stderr).unwrap().contains("SHOAL_BOGUS"), "unknown variables are warned about");
+    let _ = Duration::ZERO;
+}

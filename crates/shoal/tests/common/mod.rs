@@ -1,0 +1,264 @@
+//! Starts the real `shoal` binary on ephemeral loopback ports and speaks to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use protocol::bencode::{self, Value};
+use protocol::udp::{AnnounceRequest, Request, Response, ScrapeRequest};
+use protocol::{AnnounceEvent, InfoHash, PeerId};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+
+pub struct Shoal {
+    child: Child,
+    pub udp: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    pub api: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+}
+
+/// A config on loopback ports chosen by the kernel, with a database in `dir`.
+pub fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("shoal.toml");
+    let text = format!(
+        "[database]\nurl = \"sqlite://{}/shoal.db\"\nflush_interval_ms = 100\n\
+         [udp]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nworkers = 2\n\
+         [http]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\n[api]\nbind = \"127.0.0.1:0\"\n{extra}",
+        dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    // The tests' own environment must not reconfigure the server under test.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SHOAL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+impl Shoal {
+    pub fn start(dir: &Path, extra: &str) -> Shoal {
+        let cfg = config(dir, extra);
+        Shoal::spawn(command(&["serve", "--config", cfg.to_str().unwrap()]))
+    }
+
+    pub fn spawn(mut cmd: Command) -> Shoal {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start shoal");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut udp, mut http, mut api) = (vec![], vec![], None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("shoal did not become ready; exit: {:?}", child.try_wait()));
+            let addr = || line.rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
+            if line.contains("udp tracker listening on") {
+                udp.push(addr());
+            } else if line.contains("http tracker listening on") {
+                http.push(addr());
+            } else if line.contains("admin api listening on") {
+                api = Some(addr());
+            } else if line.contains("ready:") {
+                break;
+            }
+        }
+        Shoal { child, udp, http, api: api.expect("api address logged"), log: rx }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then the exit status and everything logged meanwhile.
+    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
+        self.signal("TERM");
+        let status = wait_timeout(&mut self.child, Duration::from_secs(20));
+        (status, self.log.try_iter().collect())
+    }
+
+    pub fn kill(mut self) {
+        self.signal("KILL");
+        wait_timeout(&mut self.child, Duration::from_secs(10));
+    }
+
+    pub fn metrics(&self) -> String {
+        let (_, body) = http_get(self.api, "/metrics");
+        String::from_utf8(body).unwrap()
+    }
+
+    /// The value of one metric line (`name{labels}` as printed), 0 when absent.
+    pub fn metric(&self, series: &str) -> u64 {
+        self.metrics().lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Shoal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "shoal did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("shoal-test-").tempdir().unwrap()
+}
+
+pub fn hash(n: u8) -> InfoHash {
+    InfoHash([n; 20])
+}
+
+pub fn peer_id(n: u8) -> PeerId {
+    let mut id = *b"-SH0001-000000000000";
+    id[19] = n;
+    PeerId(id)
+}
+
+/// A UDP client bound on the loopback address of `server`'s family.
+pub struct UdpClient {
+    pub socket: UdpSocket,
+    server: SocketAddr,
+    tid: u32,
+}
+
+impl UdpClient {
+    pub fn new(server: SocketAddr) -> Self {
+        let local = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+        let socket = UdpSocket::bind(local).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        UdpClient { socket, server, tid: 1 }
+    }
+
+    pub fn send_raw(&self, packet: &[u8]) {
+        self.socket.send_to(packet, self.server).unwrap();
+    }
+
+    /// The next datagram, or None after `wait`.
+    pub fn recv_raw(&self, wait: Duration) -> Option<Vec<u8>> {
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 4096];
+        let r = self.socket.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec());
+        self.socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        r
+    }
+
+    pub fn request(&mut self, req: &Request) -> Response {
+        let mut out = Vec::new();
+        req.write(&mut out);
+        self.send_raw(&out);
+        let bytes = self.recv_raw(Duration::from_secs(3)).expect("udp answer");
+        Response::parse(&bytes, self.server.is_ipv6()).expect("well-formed answer")
+    }
+
+    pub fn connect(&mut self) -> u64 {
+        self.tid += 1;
+        match self.request(&Request::Connect { transaction_id: self.tid }) {
+            Response::Connect { transaction_id, connection_id } => {
+                assert_eq!(transaction_id, self.tid);
+                connection_id
+            }
+            other => panic!("connect answered with {other:?}"),
+        }
+    }
+
+    pub fn announce(&mut self, cid: u64, ih: InfoHash, pid: PeerId, port: u16, left: u64, event: AnnounceEvent) -> Response {
+        self.tid += 1;
+        self.request(&Request::Announce(announce_req(cid, self.tid, ih, pid, port, left, event)))
+    }
+
+    pub fn scrape(&mut self, cid: u64, hashes: &[InfoHash]) -> Response {
+        self.tid += 1;
+        self.request(&Request::Scrape(ScrapeRequest { connection_id: cid, transaction_id: self.tid, info_hashes: hashes.to_vec() }))
+    }
+}
+
+pub fn announce_req(cid: u64, tid: u32, ih: InfoHash, pid: PeerId, port: u16, left: u64, event: AnnounceEvent) -> AnnounceRequest {
+    AnnounceRequest {
+        connection_id: cid,
+        transaction_id: tid,
+        info_hash: ih,
+        peer_id: pid,
+        downloaded: 0,
+        left,
+        uploaded: 0,
+        event,
+        ip: 0,
+        key: 7,
+        numwant: -1,
+        port,
+        url_data: b"/announce".to_vec(),
+    }
+}
+
+/// One HTTP/1.1 exchange on an open connection: (status, body).
+pub fn http_exchange(stream: &mut TcpStream, target: &str, close: bool) -> (u16, Vec<u8>) {
+    let conn = if close { "close" } else { "keep-alive" };
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: {conn}\r\n\r\n").unwrap();
+    read_response(stream)
+}
+
+pub fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    (status, body)
+}
+
+pub fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    http_exchange(&mut s, target, true)
+}
+
+pub fn bdecode(body: &[u8]) -> Value {
+    bencode::decode(body).unwrap_or_else(|e| panic!("not bencode ({e}): {}", body.escape_ascii()))
+}
+
+pub fn failure_reason(body: &[u8]) -> String {
+    let v = bdecode(body);
+    String::from_utf8(v.get("failure reason").expect("failure reason").as_bytes().unwrap().to_vec()).unwrap()
+}
