@@ -80,6 +80,17 @@ def wait_for(what, check, timeout):
     return False
 
 
+def stop_process(proc):
+    """SIGTERM to the client's process group, SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 # --- clients -------------------------------------------------------------------------
 
 class Libtorrent:
@@ -147,12 +158,7 @@ class Transmission:
         return "Seeding" in text
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process(self.proc)
 
 
 class QBittorrent:
@@ -224,12 +230,7 @@ class QBittorrent:
         return self.done()
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process(self.proc)
 
 
 # --- tracker and scenarios -------------------------------------------------------------

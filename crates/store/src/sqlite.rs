@@ -14,6 +14,8 @@ use crate::{DOWNLOADS_TOTAL, DatabaseUrl, SchemaMigrator, Store, StoreError, Tor
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
+const ADD_TO_COUNTER: &str = "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value";
+
 /// Rows per multi-row INSERT; 2 parameters each stays far below SQLite's variable limit.
 const BATCH_ROWS: usize = 1000;
 
@@ -123,7 +125,7 @@ impl TorrentMetricsStore for SqliteStore {
             q.push(" ON CONFLICT (info_hash) DO UPDATE SET completed = torrents.completed + excluded.completed");
             q.build().execute(&mut *tx).await?;
         }
-        sqlx::query("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value")
+        sqlx::query(ADD_TO_COUNTER)
             .bind(DOWNLOADS_TOTAL)
             .bind(total)
             .execute(&mut *tx)
@@ -150,7 +152,7 @@ impl TorrentMetricsStore for SqliteStore {
     }
 
     async fn increase_global_downloads(&self, by: u64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value")
+        sqlx::query(ADD_TO_COUNTER)
             .bind(DOWNLOADS_TOTAL)
             .bind(to_db(by)?)
             .execute(&self.pool)
