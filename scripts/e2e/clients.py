@@ -333,7 +333,7 @@ SCENARIOS = [
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shoal", help="path to the shoal binary")
-    ap.add_argument("--timeout", type=int, default=90, help="seconds a download may take")
+    ap.add_argument("--timeout", type=int, default=180, help="seconds a download may take")
     ap.add_argument("--only", help="run only scenarios whose 'seeder->leecher proto' contains this")
     ap.add_argument("--negative-control", action="store_true",
                     help="run one scenario with no tracker listening; succeed only if the download fails")

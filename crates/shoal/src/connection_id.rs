@@ -1,9 +1,15 @@
 //! BEP 15 connection ids without server state: the id carries the time it was issued and a
-//! keyed hash of that time and the client's address, so it cannot be forged for another
-//! address or reused after it expires.
+//! keyed hash of that time and the client's IP, so it cannot be forged for another address
+//! or reused after it expires.
+//!
+//! The port is left out on purpose: spoofing protection comes from the IP having received the
+//! connect answer, while clients do change source ports within an id's life (NAT rebinding,
+//! and libtorrent caches ids per tracker across all its sockets in a process).
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
+
+use crate::tracker::canonical;
 
 /// How long an id is accepted after it is issued, in seconds (BEP 15 says two minutes).
 pub const VALID_FOR: u32 = 120;
@@ -21,7 +27,7 @@ impl Default for ConnectionIds {
 
 impl ConnectionIds {
     fn mac(&self, addr: &SocketAddr, issued: u32) -> u32 {
-        (self.key.hash_one((addr.ip(), addr.port(), issued)) >> 32) as u32
+        (self.key.hash_one((canonical(addr.ip()), issued)) >> 32) as u32
     }
 
     /// `now` is unix time in seconds.
@@ -50,7 +56,9 @@ mod tests {
         assert!(ids.is_valid(id, &a, 1_000_000 + VALID_FOR));
         assert!(!ids.is_valid(id, &a, 1_000_000 + VALID_FOR + 1), "expired");
         assert!(!ids.is_valid(id, &"10.0.0.2:5000".parse().unwrap(), 1_000_000), "another ip");
-        assert!(!ids.is_valid(id, &"10.0.0.1:5001".parse().unwrap(), 1_000_000), "another port");
+        assert!(ids.is_valid(id, &"10.0.0.1:5001".parse().unwrap(), 1_000_000), "the same IP from another port");
+        assert!(ids.is_valid(id, &"[::ffff:10.0.0.1]:5000".parse().unwrap(), 1_000_000), "the same IPv4 client on a dual-stack socket");
+        assert!(!ids.is_valid(id, &"[2001:db8::1]:5000".parse().unwrap(), 1_000_000), "another family");
         assert!(!ids.is_valid(id ^ 1, &a, 1_000_000), "tampered mac");
         assert!(!ids.is_valid(id + (1 << 32), &a, 1_000_001), "tampered time");
         assert!(!ConnectionIds::default().is_valid(id, &a, 1_000_000), "another process's secret");

@@ -92,8 +92,8 @@ fn udp_bad_connection_ids_get_an_error_and_no_swarm_entry() {
     let server = shoal.udp[0];
     let mut c = UdpClient::new(server);
     let real = c.connect();
-    // A forged id, and a real id used from another address (another client socket).
-    let mut other = UdpClient::new(server);
+    // A forged id, and a real id used from another address (the IPv6 loopback).
+    let mut other = UdpClient::new(shoal.udp[1]);
     for (client, cid) in [(&mut c, 0xdead_beef_u64), (&mut other, real)] {
         match client.announce(cid, hash(9), peer_id(1), 2000, 5, AnnounceEvent::Started) {
             Response::Error { message, .. } => assert!(message.starts_with(b"connection id"), "{}", message.escape_ascii()),
@@ -105,7 +105,11 @@ fn udp_bad_connection_ids_get_an_error_and_no_swarm_entry() {
         }
     }
     assert_eq!(udp_scrape_one(server, hash(9)), ScrapeStats::default());
+    assert_eq!(udp_scrape_one(shoal.udp[1], hash(9)), ScrapeStats::default());
     assert_eq!(shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"bad_connection_id\"}"), 4);
+    // The same IP from a new source port keeps its id (NAT rebinding, shared client caches).
+    let mut rebound = UdpClient::new(server);
+    assert!(matches!(rebound.announce(real, hash(9), peer_id(1), 2000, 5, AnnounceEvent::Started), Response::Announce { leechers: 1, .. }));
 }
 
 #[test]
