@@ -281,12 +281,10 @@ fn silent_peers_expire_and_counts_stay() {
     c.announce(cid, hash(5), peer_id(1), 7001, 0, AnnounceEvent::Completed);
     c.announce(cid, hash(5), peer_id(2), 7002, 5, AnnounceEvent::Started);
     assert_eq!(udp_scrape_one(udp, hash(5)), ScrapeStats { seeders: 1, completed: 1, leechers: 1 });
-    let mut waited = Duration::ZERO;
-    while udp_scrape_one(udp, hash(5)).seeders + udp_scrape_one(udp, hash(5)).leechers > 0 {
-        assert!(waited < Duration::from_secs(10), "peers never expired");
-        std::thread::sleep(Duration::from_millis(250));
-        waited += Duration::from_millis(250);
-    }
+    let waited = wait_until("peers to expire", Duration::from_secs(10), || {
+        let s = udp_scrape_one(udp, hash(5));
+        s.seeders + s.leechers == 0
+    });
     assert!(waited >= Duration::from_secs(1), "peers expired before their timeout");
     assert_eq!(udp_scrape_one(udp, hash(5)), ScrapeStats { seeders: 0, completed: 1, leechers: 0 });
     assert_eq!(shoal.metric("shoal_torrents"), 0, "a torrent without peers leaves the swarm");
@@ -313,12 +311,7 @@ fn download_counts_survive_restarts() {
     let http = shoal.http[0];
     http_announce(http, hash(8), 9, 8009, 9, AnnounceEvent::Started, true);
     http_announce(http, hash(8), 9, 8009, 0, AnnounceEvent::Completed, true);
-    let mut waited = 0;
-    while shoal.metric("shoal_flushed_deltas_total") < 1 {
-        assert!(waited < 100, "no flush within 10 s");
-        std::thread::sleep(Duration::from_millis(100));
-        waited += 1;
-    }
+    wait_until("a periodic flush", Duration::from_secs(10), || shoal.metric("shoal_flushed_deltas_total") >= 1);
     shoal.kill();
     let shoal = Shoal::start(dir.path(), "");
     let (_, body) = http_get(shoal.http[0], &format!("/scrape?info_hash={}", protocol::percent::encode(&hash(8).0)));

@@ -133,6 +133,16 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Polls `done` until it holds, failing the test after `limit`; returns the time it took.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "gave up waiting for {what} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("shoal-test-").tempdir().unwrap()
 }
