@@ -89,6 +89,85 @@ impl fmt::Debug for PeerId {
     }
 }
 
+/// A private-tracker key: exactly 32 characters from `[A-Za-z0-9]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key([u8; Key::LEN]);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    Length(usize),
+    Character(usize),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Length(n) => write!(f, "a key has {} characters, got {n}", Key::LEN),
+            KeyError::Character(i) => write!(f, "character {i} of the key is not a letter or digit"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl Key {
+    pub const LEN: usize = 32;
+    pub const ALPHABET: &'static [u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+    pub fn parse(b: &[u8]) -> Result<Self, KeyError> {
+        let arr: [u8; Key::LEN] = b.try_into().map_err(|_| KeyError::Length(b.len()))?;
+        match arr.iter().position(|c| !c.is_ascii_alphanumeric()) {
+            Some(i) => Err(KeyError::Character(i)),
+            None => Ok(Key(arr)),
+        }
+    }
+
+    /// Builds a key from 32 random bytes (the caller brings a CSPRNG). Rejection sampling
+    /// keeps every character equally likely.
+    pub fn from_random(mut fill: impl FnMut(&mut [u8])) -> Self {
+        let mut out = [0u8; Key::LEN];
+        let mut n = 0;
+        let mut buf = [0u8; 64];
+        while n < Key::LEN {
+            fill(&mut buf);
+            // 248 = 4 * 62: bytes at or above it would favour the first characters.
+            for &b in buf.iter().filter(|&&b| b < 248) {
+                if n == Key::LEN {
+                    break;
+                }
+                out[n] = Key::ALPHABET[(b % 62) as usize];
+                n += 1;
+            }
+        }
+        Key(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII alphanumerics are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for Key {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        Key::parse(s.as_bytes())
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A key is a credential: show enough to tell keys apart, not enough to use one.
+        write!(f, "Key({}…)", &self.as_str()[..4])
+    }
+}
+
 /// What a peer says about itself in an announce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AnnounceEvent {
@@ -121,5 +200,38 @@ mod tests {
         assert_eq!(InfoHash::from_hex(&s), Err(HexError::Digit(7)));
         // A multi-byte character must not slip past the length check.
         assert!(InfoHash::from_hex(&format!("{}é", "0".repeat(38))).is_err());
+    }
+
+    #[test]
+    fn keys_are_32_alphanumerics() {
+        let k: Key = "abcdefghijklmnopqrstuvwxyzABCDE1".parse().unwrap();
+        assert_eq!(k.to_string(), "abcdefghijklmnopqrstuvwxyzABCDE1");
+        assert!(!format!("{k:?}").contains("efgh"), "Debug must not show the whole key");
+        assert_eq!(Key::parse(b"short"), Err(KeyError::Length(5)));
+        assert_eq!(Key::parse(b"abcdefghijklmnopqrstuvwxyzABCD-1"), Err(KeyError::Character(30)));
+        assert_eq!(Key::parse("é".repeat(16).as_bytes()), Err(KeyError::Character(0)));
+    }
+
+    #[test]
+    fn random_keys_use_the_whole_alphabet_evenly() {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut fill = |b: &mut [u8]| {
+            for x in b {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *x = state as u8;
+            }
+        };
+        let mut counts = [0u32; 62];
+        for _ in 0..2000 {
+            let k = Key::from_random(&mut fill);
+            assert!(Key::parse(k.as_str().as_bytes()).is_ok());
+            for c in k.as_str().bytes() {
+                counts[Key::ALPHABET.iter().position(|&a| a == c).unwrap()] += 1;
+            }
+        }
+        // 64,000 characters over 62 symbols: about 1032 each; a biased mapping skews the first ones.
+        assert!(counts.iter().all(|&c| (850..1220).contains(&c)), "{counts:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-use store::{SqliteStore, Store};
+use store::{AnyStore, Store};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -21,9 +21,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         return Err(format!("config key 'mode': {:?} mode is not available in this version; use \"public\"", config.mode));
     }
     let url = store::DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
-    let store = match url.backend().map_err(|e| e.to_string())? {
-        store::Backend::Sqlite => SqliteStore::open(&url, config.database.max_connections).await.map_err(|e| e.to_string())?,
-    };
+    let store = AnyStore::open(&url, config.database.max_connections).await.map_err(|e| e.to_string())?;
     serve_with(config, store).await
 }
 

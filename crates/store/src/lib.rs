@@ -4,11 +4,19 @@
 use std::fmt;
 use std::future::Future;
 
-use protocol::InfoHash;
+use protocol::{InfoHash, Key};
 
+mod any;
+mod mysql;
+mod postgres;
+mod sql;
 mod sqlite;
 mod url;
 
+pub use any::AnyStore;
+pub use mysql::MySqlStore;
+pub use postgres::PgStore;
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use url::{Backend, DatabaseUrl};
 
@@ -29,11 +37,33 @@ pub enum StoreError {
     BadRow { what: &'static str, detail: String },
 }
 
+/// Where a migration stands in a database, compared with the migrations built into this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationState {
+    Applied,
+    Pending,
+    /// Applied, but its checksum differs from the shipped file: the file was edited.
+    Changed,
+    /// Applied, but this binary does not know it: a newer shoal wrote the database.
+    Unknown,
+    /// Started and never finished.
+    Dirty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationInfo {
+    pub version: i64,
+    pub description: String,
+    pub state: MigrationState,
+}
+
 /// Applies and reports this binary's embedded migrations.
 pub trait SchemaMigrator {
     /// Applies pending migrations. Refuses a database whose history holds a migration this
     /// binary does not know, or one whose applied migration has changed.
     fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every migration known to the binary or the database, oldest first; writes nothing.
+    fn migration_status(&self) -> impl Future<Output = Result<Vec<MigrationInfo>, StoreError>> + Send;
 }
 
 /// Download counts: per torrent and the global total.
@@ -53,13 +83,60 @@ pub trait TorrentMetricsStore {
     fn increase_global_downloads(&self, by: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Everything a running tracker needs from its database.
-pub trait Store: SchemaMigrator + TorrentMetricsStore + Send + Sync + 'static {
+/// A whitelisted torrent, for the listed modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhitelistEntry {
+    pub info_hash: InfoHash,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+pub trait WhitelistStore {
+    /// Adds the entry; an info-hash already listed keeps its original `added_at`.
+    fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_info_hash_from_whitelist(&self, h: &InfoHash) -> impl Future<Output = Result<Option<WhitelistEntry>, StoreError>> + Send;
+    /// Returns whether the info-hash was listed.
+    fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn load_whitelist(&self) -> impl Future<Output = Result<Vec<WhitelistEntry>, StoreError>> + Send;
+}
+
+/// A key for the private modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthKey {
+    pub key: Key,
+    /// Unix seconds; `None` never expires.
+    pub valid_until: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl AuthKey {
+    pub fn is_valid_at(&self, unix_secs: i64) -> bool {
+        self.valid_until.is_none_or(|t| unix_secs < t)
+    }
+}
+
+pub trait AuthKeyStore {
+    /// Adds the key or replaces an existing one with the same value.
+    fn add_key_to_keys(&self, k: &AuthKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_key_from_keys(&self, k: &Key) -> impl Future<Output = Result<Option<AuthKey>, StoreError>> + Send;
+    /// Returns whether the key existed.
+    fn remove_key_from_keys(&self, k: &Key) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn load_keys(&self) -> impl Future<Output = Result<Vec<AuthKey>, StoreError>> + Send;
+}
+
+/// The connection itself: health, shutdown, name.
+pub trait Connection {
     /// A cheap round trip, for `/health`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn close(&self) -> impl Future<Output = ()> + Send;
     fn driver(&self) -> &'static str;
 }
+
+/// Everything a running tracker needs from its database.
+pub trait Store: SchemaMigrator + TorrentMetricsStore + WhitelistStore + AuthKeyStore + Connection + Clone + Send + Sync + 'static {}
+
+impl<T> Store for T where T: SchemaMigrator + TorrentMetricsStore + WhitelistStore + AuthKeyStore + Connection + Clone + Send + Sync + 'static {}
 
 /// Counts are u64 in Shoal and signed 64-bit in every SQL backend.
 fn to_db(n: u64) -> Result<i64, StoreError> {

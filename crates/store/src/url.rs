@@ -10,6 +10,8 @@ pub struct DatabaseUrl(String);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
+    Postgres,
+    MySql,
 }
 
 impl DatabaseUrl {
@@ -23,8 +25,13 @@ impl DatabaseUrl {
         let scheme = self.0.split(':').next().unwrap_or("");
         match scheme {
             "sqlite" => Ok(Backend::Sqlite),
-            _ if !self.0.contains(':') => Err(StoreError::Url(format!("'{}' has no scheme; use sqlite://path/to/file.db", self.redacted()))),
-            other => Err(StoreError::Url(format!("unknown scheme '{other}' (supported: sqlite)"))),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            _ if !self.0.contains(':') => Err(StoreError::Url(format!(
+                "'{}' has no scheme; use sqlite://path/to/file.db, postgresql://user:password@host/db or mysql://user:password@host/db",
+                self.redacted()
+            ))),
+            other => Err(StoreError::Url(format!("unknown scheme '{other}' (supported: sqlite, postgres, postgresql, mysql, mariadb)"))),
         }
     }
 

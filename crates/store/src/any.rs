@@ -1,0 +1,119 @@
+//! The store a URL names, chosen once at start. Callers hold an `AnyStore` and never branch
+//! on the backend themselves.
+
+use protocol::{InfoHash, Key};
+
+use crate::{
+    AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore, SchemaMigrator, SqliteStore, StoreError,
+    TorrentMetricsStore, WhitelistEntry, WhitelistStore,
+};
+
+#[derive(Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+    MySql(MySqlStore),
+}
+
+impl AnyStore {
+    /// Opens the database the URL names, with a pool of at most `max_connections`. Does not
+    /// touch the schema; call `migrate` for that.
+    pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
+        Ok(match url.backend()? {
+            Backend::Sqlite => AnyStore::Sqlite(SqliteStore::open(url, max_connections).await?),
+            Backend::Postgres => AnyStore::Postgres(PgStore::open(url, max_connections).await?),
+            Backend::MySql => AnyStore::MySql(MySqlStore::open(url, max_connections).await?),
+        })
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call,
+            AnyStore::Postgres($s) => $call,
+            AnyStore::MySql($s) => $call,
+        }
+    };
+}
+
+impl SchemaMigrator for AnyStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        each!(self, s => s.migrate().await)
+    }
+    async fn migration_status(&self) -> Result<Vec<MigrationInfo>, StoreError> {
+        each!(self, s => s.migration_status().await)
+    }
+}
+
+impl TorrentMetricsStore for AnyStore {
+    async fn load_torrent_downloads(&self, h: &InfoHash) -> Result<Option<u64>, StoreError> {
+        each!(self, s => s.load_torrent_downloads(h).await)
+    }
+    async fn save_torrent_downloads(&self, h: &InfoHash, n: u64) -> Result<(), StoreError> {
+        each!(self, s => s.save_torrent_downloads(h, n).await)
+    }
+    async fn increase_downloads_for_torrent(&self, h: &InfoHash) -> Result<(), StoreError> {
+        each!(self, s => s.increase_downloads_for_torrent(h).await)
+    }
+    async fn load_all_torrents_downloads<F>(&self, sink: F) -> Result<u64, StoreError>
+    where
+        F: FnMut(InfoHash, u64) + Send,
+    {
+        each!(self, s => s.load_all_torrents_downloads(sink).await)
+    }
+    async fn add_downloads(&self, deltas: &[(InfoHash, u64)]) -> Result<(), StoreError> {
+        each!(self, s => s.add_downloads(deltas).await)
+    }
+    async fn load_global_downloads(&self) -> Result<Option<u64>, StoreError> {
+        each!(self, s => s.load_global_downloads().await)
+    }
+    async fn save_global_downloads(&self, n: u64) -> Result<(), StoreError> {
+        each!(self, s => s.save_global_downloads(n).await)
+    }
+    async fn increase_global_downloads(&self, by: u64) -> Result<(), StoreError> {
+        each!(self, s => s.increase_global_downloads(by).await)
+    }
+}
+
+impl WhitelistStore for AnyStore {
+    async fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> Result<(), StoreError> {
+        each!(self, s => s.add_info_hash_to_whitelist(e).await)
+    }
+    async fn get_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<Option<WhitelistEntry>, StoreError> {
+        each!(self, s => s.get_info_hash_from_whitelist(h).await)
+    }
+    async fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<bool, StoreError> {
+        each!(self, s => s.remove_info_hash_from_whitelist(h).await)
+    }
+    async fn load_whitelist(&self) -> Result<Vec<WhitelistEntry>, StoreError> {
+        each!(self, s => s.load_whitelist().await)
+    }
+}
+
+impl AuthKeyStore for AnyStore {
+    async fn add_key_to_keys(&self, k: &AuthKey) -> Result<(), StoreError> {
+        each!(self, s => s.add_key_to_keys(k).await)
+    }
+    async fn get_key_from_keys(&self, k: &Key) -> Result<Option<AuthKey>, StoreError> {
+        each!(self, s => s.get_key_from_keys(k).await)
+    }
+    async fn remove_key_from_keys(&self, k: &Key) -> Result<bool, StoreError> {
+        each!(self, s => s.remove_key_from_keys(k).await)
+    }
+    async fn load_keys(&self) -> Result<Vec<AuthKey>, StoreError> {
+        each!(self, s => s.load_keys().await)
+    }
+}
+
+impl Connection for AnyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        each!(self, s => s.ping().await)
+    }
+    async fn close(&self) {
+        each!(self, s => s.close().await)
+    }
+    fn driver(&self) -> &'static str {
+        each!(self, s => s.driver())
+    }
+}

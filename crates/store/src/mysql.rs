@@ -1,0 +1,62 @@
+//! MySQL and MariaDB. `mariadb://` URLs are accepted and mean the same as `mysql://`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::MySql;
+use sqlx::migrate::Migrator;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult};
+
+use crate::sql::{Dialect, SqlStore};
+use crate::{DatabaseUrl, StoreError};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
+
+pub type MySqlStore = SqlStore<MySql>;
+
+impl Dialect for MySql {
+    const DRIVER: &'static str = "mysql";
+    const TABLE_EXISTS: &'static str =
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn render(portable: &str) -> String {
+        portable.to_string()
+    }
+
+    fn on_conflict_update(_pk: &str) -> String {
+        "ON DUPLICATE KEY UPDATE".to_string()
+    }
+
+    fn inserted(col: &str) -> String {
+        // VALUES() is what both MariaDB and MySQL 8 accept (MySQL's row alias is not in MariaDB).
+        format!("VALUES({col})")
+    }
+
+    fn rows_affected(r: &MySqlQueryResult) -> u64 {
+        r.rows_affected()
+    }
+}
+
+impl SqlStore<MySql> {
+    /// Connects (one connection up front, so a wrong address or password fails here).
+    pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect { url: url.redacted(), source };
+        let raw = url.expose();
+        let raw = match raw.strip_prefix("mariadb:") {
+            Some(rest) => format!("mysql:{rest}"),
+            None => raw.to_string(),
+        };
+        let options = MySqlConnectOptions::from_str(&raw).map_err(connect_err)?.charset("utf8mb4");
+        let pool = MySqlPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        Ok(SqlStore::from_pool(pool))
+    }
+}

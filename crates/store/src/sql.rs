@@ -1,0 +1,394 @@
+//! The one SQL implementation of every store trait, shared by all three backends. Each backend
+//! supplies a [`Dialect`]: how it writes placeholders, quotes names and spells an upsert.
+//! Queries are rendered once per store, so the hot paths only clone an `Arc`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use protocol::{InfoHash, Key};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, SqlSafeStr, SqlStr, Type};
+
+use crate::{
+    AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
+    WhitelistEntry, WhitelistStore, from_db, hash_from_db, to_db,
+};
+
+/// What differs between backends. Everything else is written once, below.
+pub trait Dialect: Database {
+    const DRIVER: &'static str;
+    fn migrator() -> &'static Migrator;
+    /// Portable SQL uses `?` placeholders and backtick-quoted names; this turns it into the
+    /// backend's own.
+    fn render(portable: &str) -> String;
+    /// The clause that turns an INSERT into an update of the row with the same `pk`.
+    fn on_conflict_update(pk: &str) -> String;
+    /// The value the INSERT tried to write into `col`, inside that clause.
+    fn inserted(col: &str) -> String;
+    /// A query with one placeholder, the table name, counting tables of that name in the
+    /// current database.
+    const TABLE_EXISTS: &'static str;
+    /// sqlx has no shared trait for query results; each backend's type has this method.
+    fn rows_affected(r: &Self::QueryResult) -> u64;
+}
+
+/// Renders `?` as `$1, $2, …` for PostgreSQL.
+pub(crate) fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Rows per multi-row INSERT: 2 parameters each stays far below every backend's limit.
+const BATCH_ROWS: usize = 1000;
+
+struct Queries {
+    load_torrent: SqlStr,
+    save_torrent: SqlStr,
+    increase_torrent: SqlStr,
+    load_all_torrents: SqlStr,
+    add_torrents_tail: String,
+    add_to_counter: SqlStr,
+    load_counter: SqlStr,
+    save_counter: SqlStr,
+    whitelist_add: SqlStr,
+    whitelist_get: SqlStr,
+    whitelist_remove: SqlStr,
+    whitelist_load: SqlStr,
+    key_add: SqlStr,
+    key_get: SqlStr,
+    key_remove: SqlStr,
+    key_load: SqlStr,
+    table_exists: SqlStr,
+    applied_migrations: SqlStr,
+}
+
+impl Queries {
+    fn new<DB: Dialect>() -> Self {
+        let q = |portable: &str| AssertSqlSafe(Arc::<str>::from(DB::render(portable))).into_sql_str();
+        let upsert = DB::on_conflict_update;
+        let new = DB::inserted;
+        Queries {
+            load_torrent: q("SELECT completed FROM torrents WHERE info_hash = ?"),
+            save_torrent: q(&format!("INSERT INTO torrents (info_hash, completed) VALUES (?, ?) {} completed = {}", upsert("info_hash"), new("completed"))),
+            increase_torrent: q(&format!("INSERT INTO torrents (info_hash, completed) VALUES (?, 1) {} completed = torrents.completed + 1", upsert("info_hash"))),
+            load_all_torrents: q("SELECT info_hash, completed FROM torrents"),
+            add_torrents_tail: DB::render(&format!(" {} completed = torrents.completed + {}", upsert("info_hash"), new("completed"))),
+            add_to_counter: q(&format!(
+                "INSERT INTO counters (`name`, `value`) VALUES (?, ?) {} `value` = counters.`value` + {}",
+                upsert("`name`"),
+                new("`value`")
+            )),
+            load_counter: q("SELECT `value` FROM counters WHERE `name` = ?"),
+            save_counter: q(&format!("INSERT INTO counters (`name`, `value`) VALUES (?, ?) {} `value` = {}", upsert("`name`"), new("`value`"))),
+            // Re-listing keeps the original added_at: the no-op assignment works on every backend.
+            whitelist_add: q(&format!("INSERT INTO whitelist (info_hash, added_at) VALUES (?, ?) {} added_at = whitelist.added_at", upsert("info_hash"))),
+            whitelist_get: q("SELECT info_hash, added_at FROM whitelist WHERE info_hash = ?"),
+            whitelist_remove: q("DELETE FROM whitelist WHERE info_hash = ?"),
+            whitelist_load: q("SELECT info_hash, added_at FROM whitelist"),
+            key_add: q(&format!(
+                "INSERT INTO `keys` (`key`, valid_until, created_at) VALUES (?, ?, ?) {} valid_until = {}, created_at = {}",
+                upsert("`key`"),
+                new("valid_until"),
+                new("created_at")
+            )),
+            key_get: q("SELECT `key`, valid_until, created_at FROM `keys` WHERE `key` = ?"),
+            key_remove: q("DELETE FROM `keys` WHERE `key` = ?"),
+            key_load: q("SELECT `key`, valid_until, created_at FROM `keys`"),
+            table_exists: q(DB::TABLE_EXISTS),
+            applied_migrations: q("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version"),
+        }
+    }
+}
+
+/// A store on one sqlx pool; `SqliteStore`, `PgStore` and `MySqlStore` are this type.
+pub struct SqlStore<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+    q: Arc<Queries>,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore { pool: self.pool.clone(), q: self.q.clone() }
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB> {
+    pub(crate) fn from_pool(pool: Pool<DB>) -> Self {
+        SqlStore { pool, q: Arc::new(Queries::new::<DB>()) }
+    }
+
+    /// The pool, for backend-specific work such as bulk copies.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
+/// Turns sqlx's migration errors into messages an operator can act on.
+pub(crate) fn explain_migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError;
+    StoreError::Migrate(match e {
+        MigrateError::VersionMissing(v) => format!(
+            "the database has migration {v}, which this shoal does not know: it was written by a newer shoal; run that version or newer"
+        ),
+        MigrateError::VersionMismatch(v) => format!(
+            "applied migration {v} differs from the one built into this shoal (checksum mismatch); shipped migrations must never be edited"
+        ),
+        MigrateError::Dirty(v) => format!("migration {v} was left partially applied; repair it by hand before starting"),
+        other => other.to_string(),
+    })
+}
+
+/// Sorts and merges deltas: one row per torrent (PostgreSQL refuses to update a row twice in
+/// one statement) and a fixed lock order, so concurrent flushers from several nodes cannot
+/// deadlock each other.
+fn merged(deltas: &[(InfoHash, u64)]) -> Result<Vec<(InfoHash, i64)>, StoreError> {
+    let mut by_hash: BTreeMap<InfoHash, u64> = BTreeMap::new();
+    for (h, d) in deltas {
+        let slot = by_hash.entry(*h).or_default();
+        *slot = slot.checked_add(*d).ok_or_else(|| StoreError::BadRow { what: "count", detail: "delta overflows u64".into() })?;
+    }
+    by_hash.into_iter().map(|(h, d)| Ok((h, to_db(d)?))).collect()
+}
+
+/// Implements a store trait for every backend at once. The bounds say "this backend can run
+/// our queries with these Rust types"; Rust cannot imply them, so they are written here once.
+macro_rules! for_every_backend {
+    (impl $trait:ident { $($body:tt)* }) => {
+        impl<DB: Dialect> $trait for SqlStore<DB>
+        where
+            for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+            <DB as Database>::Connection: Migrate,
+            <DB as Database>::Arguments: IntoArguments<DB>,
+            for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+            for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+            for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+            for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+            for<'q> String: Decode<'q, DB> + Type<DB>,
+            for<'q> bool: Decode<'q, DB> + Type<DB>,
+            usize: ColumnIndex<<DB as Database>::Row>,
+        {
+            $($body)*
+        }
+    };
+}
+
+fn whitelist_row<R: Row>(row: &R) -> Result<WhitelistEntry, StoreError>
+where
+    usize: ColumnIndex<R>,
+    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+{
+    Ok(WhitelistEntry { info_hash: hash_from_db(&row.try_get::<Vec<u8>, _>(0)?)?, added_at: row.try_get(1)? })
+}
+
+fn key_row<R: Row>(row: &R) -> Result<AuthKey, StoreError>
+where
+    usize: ColumnIndex<R>,
+    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+{
+    let text: String = row.try_get(0)?;
+    let key = Key::parse(text.as_bytes()).map_err(|e| StoreError::BadRow { what: "key", detail: e.to_string() })?;
+    Ok(AuthKey { key, valid_until: row.try_get(1)?, created_at: row.try_get(2)? })
+}
+
+for_every_backend! {
+impl SchemaMigrator {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // run_direct, not run: the latter trips a higher-ranked `Send` limit of the compiler.
+        let result = DB::migrator().run_direct(None, &mut *conn, false).await;
+        if result.is_err() {
+            // sqlx keeps its session-level migration lock when it refuses a history; a pooled
+            // connection would hand that lock to the next caller, so this one is closed.
+            conn.close_on_drop();
+        }
+        result.map_err(explain_migrate_error)
+    }
+
+    async fn migration_status(&self) -> Result<Vec<MigrationInfo>, StoreError> {
+        let (exists,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind("_sqlx_migrations").fetch_one(&self.pool).await?;
+        let mut applied = HashMap::new();
+        if exists > 0 {
+            let rows = sqlx::query(self.q.applied_migrations.clone()).fetch_all(&self.pool).await?;
+            for row in rows {
+                let version: i64 = row.try_get(0)?;
+                let description: String = row.try_get(1)?;
+                let success: bool = row.try_get(2)?;
+                let checksum: Vec<u8> = row.try_get(3)?;
+                applied.insert(version, (description, success, checksum));
+            }
+        }
+        let mut out = Vec::new();
+        for m in DB::migrator().iter() {
+            let state = match applied.remove(&m.version) {
+                None => MigrationState::Pending,
+                Some((_, false, _)) => MigrationState::Dirty,
+                Some((_, true, sum)) if sum != *m.checksum => MigrationState::Changed,
+                Some(_) => MigrationState::Applied,
+            };
+            out.push(MigrationInfo { version: m.version, description: m.description.to_string(), state });
+        }
+        for (version, (description, _, _)) in applied {
+            out.push(MigrationInfo { version, description, state: MigrationState::Unknown });
+        }
+        out.sort_by_key(|m| m.version);
+        Ok(out)
+    }
+}
+}
+
+for_every_backend! {
+impl TorrentMetricsStore {
+    async fn load_torrent_downloads(&self, h: &InfoHash) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(self.q.load_torrent.clone()).bind(&h.0[..]).fetch_optional(&self.pool).await?;
+        row.map(|(n,)| from_db("completed", n)).transpose()
+    }
+
+    async fn save_torrent_downloads(&self, h: &InfoHash, n: u64) -> Result<(), StoreError> {
+        sqlx::query(self.q.save_torrent.clone()).bind(&h.0[..]).bind(to_db(n)?).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn increase_downloads_for_torrent(&self, h: &InfoHash) -> Result<(), StoreError> {
+        sqlx::query(self.q.increase_torrent.clone()).bind(&h.0[..]).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn load_all_torrents_downloads<F>(&self, mut sink: F) -> Result<u64, StoreError>
+    where
+        F: FnMut(InfoHash, u64) + Send,
+    {
+        let mut rows = sqlx::query(self.q.load_all_torrents.clone()).fetch(&self.pool);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await? {
+            let hash = hash_from_db(&row.try_get::<Vec<u8>, _>(0)?)?;
+            sink(hash, from_db("completed", row.try_get(1)?)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn add_downloads(&self, deltas: &[(InfoHash, u64)]) -> Result<(), StoreError> {
+        let rows = merged(deltas)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let total = rows.iter().try_fold(0i64, |acc, (_, d)| acc.checked_add(*d));
+        let total = total.ok_or_else(|| StoreError::BadRow { what: "count", detail: "sum of deltas exceeds 2^63-1".into() })?;
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(BATCH_ROWS) {
+            let mut q = QueryBuilder::<DB>::new("INSERT INTO torrents (info_hash, completed) ");
+            q.push_values(chunk, |mut row, (h, d)| {
+                row.push_bind(&h.0[..]).push_bind(*d);
+            });
+            q.push(&self.q.add_torrents_tail);
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(self.q.add_to_counter.clone()).bind(DOWNLOADS_TOTAL).bind(total).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_global_downloads(&self) -> Result<Option<u64>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(self.q.load_counter.clone()).bind(DOWNLOADS_TOTAL).fetch_optional(&self.pool).await?;
+        row.map(|(n,)| from_db(DOWNLOADS_TOTAL, n)).transpose()
+    }
+
+    async fn save_global_downloads(&self, n: u64) -> Result<(), StoreError> {
+        sqlx::query(self.q.save_counter.clone()).bind(DOWNLOADS_TOTAL).bind(to_db(n)?).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn increase_global_downloads(&self, by: u64) -> Result<(), StoreError> {
+        sqlx::query(self.q.add_to_counter.clone()).bind(DOWNLOADS_TOTAL).bind(to_db(by)?).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+}
+
+for_every_backend! {
+impl WhitelistStore {
+    async fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> Result<(), StoreError> {
+        sqlx::query(self.q.whitelist_add.clone()).bind(&e.info_hash.0[..]).bind(e.added_at).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<Option<WhitelistEntry>, StoreError> {
+        let row = sqlx::query(self.q.whitelist_get.clone()).bind(&h.0[..]).fetch_optional(&self.pool).await?;
+        row.as_ref().map(whitelist_row).transpose()
+    }
+
+    async fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.q.whitelist_remove.clone()).bind(&h.0[..]).execute(&self.pool).await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn load_whitelist(&self) -> Result<Vec<WhitelistEntry>, StoreError> {
+        let mut rows = sqlx::query(self.q.whitelist_load.clone()).fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            out.push(whitelist_row(&row)?);
+        }
+        Ok(out)
+    }
+}
+}
+
+for_every_backend! {
+impl AuthKeyStore {
+    async fn add_key_to_keys(&self, k: &AuthKey) -> Result<(), StoreError> {
+        sqlx::query(self.q.key_add.clone()).bind(k.key.as_str()).bind(k.valid_until).bind(k.created_at).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_key_from_keys(&self, k: &Key) -> Result<Option<AuthKey>, StoreError> {
+        let row = sqlx::query(self.q.key_get.clone()).bind(k.as_str()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    async fn remove_key_from_keys(&self, k: &Key) -> Result<bool, StoreError> {
+        let done = sqlx::query(self.q.key_remove.clone()).bind(k.as_str()).execute(&self.pool).await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn load_keys(&self) -> Result<Vec<AuthKey>, StoreError> {
+        let mut rows = sqlx::query(self.q.key_load.clone()).fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            out.push(key_row(&row)?);
+        }
+        Ok(out)
+    }
+}
+}
+
+for_every_backend! {
+impl Connection {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn driver(&self) -> &'static str {
+        DB::DRIVER
+    }
+}
+}
