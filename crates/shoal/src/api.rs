@@ -1,39 +1,115 @@
-//! The admin listener: health and metrics (the token-protected `/api/v1` joins it later).
+//! The admin listener: `/health` and `/metrics` without a token, and the JSON API under
+//! `/api/v1` behind a bearer token. Every change is written to the store first and reaches
+//! the in-memory caches only once the store has accepted it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use store::Store;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use protocol::{InfoHash, Key};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use store::{AnyStore, AuthKey, AuthKeyStore, Connection, StoreError, WhitelistEntry, WhitelistStore};
 
+use crate::config::Secret;
 use crate::metrics::Gauges;
 use crate::tracker::Tracker;
 
-pub struct ApiState<S> {
+/// JSON bodies are a few dozen bytes; anything near this is not a real client.
+const MAX_BODY: usize = 16 * 1024;
+const MAX_PAGE: usize = 1000;
+
+pub struct ApiState {
     pub tracker: Arc<Tracker>,
-    pub store: S,
+    pub store: AnyStore,
+    pub token: Secret,
 }
 
-pub fn router<S: Store + Clone>(state: Arc<ApiState<S>>) -> Router {
-    Router::new().route("/health", get(health::<S>)).route("/metrics", get(metrics::<S>)).with_state(state)
+type St = State<Arc<ApiState>>;
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/stats", get(stats))
+        .route("/torrents", get(torrents))
+        .route("/torrents/{info_hash}", get(torrent))
+        .route("/whitelist", get(whitelist))
+        .route("/whitelist/{info_hash}", put(list).delete(unlist))
+        .route("/keys", get(keys).post(add_key))
+        .route("/keys/{key}", axum::routing::delete(remove_key))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route under /api/v1") })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", v1)
+        .with_state(state)
 }
 
-async fn health<S: Store>(State(s): State<Arc<ApiState<S>>>) -> impl IntoResponse {
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The database failed, not the client: 503, and the caches stay as they were.
+fn unavailable(e: StoreError) -> Response {
+    tracing::error!("admin api: database write failed: {e}");
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable, nothing changed: {e}"))
+}
+
+/// Compares in time that depends only on the expected token's length.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Only the `Authorization: Bearer` header counts; a token in the URL is never read, so it
+/// cannot leak into proxy logs and work. With no token configured the API is bound to
+/// loopback (config refuses otherwise) and open to local users.
+async fn require_token(State(s): St, req: Request, next: Next) -> Response {
+    let expected = s.token.expose().as_bytes();
+    if !expected.is_empty() {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+        let ok = given.is_some_and(|g| same_token(g.as_bytes(), expected));
+        if !ok {
+            let what = if given.is_none() { "missing bearer token" } else { "wrong token" };
+            let mut resp = error(StatusCode::UNAUTHORIZED, what);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn health(State(s): St) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let reachable = matches!(db, Ok(Ok(())));
     let status = if reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = serde_json::json!({
+    let m = &s.tracker.metrics;
+    let body = json!({
         "status": if reachable { "ok" } else { "degraded" },
-        "database": { "driver": s.store.driver(), "reachable": reachable },
+        "database": {
+            "driver": s.store.driver(),
+            "reachable": reachable,
+            "flush_failures": m.flush_failures.load(std::sync::atomic::Ordering::Relaxed),
+            "unflushed_deltas": m.unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
+        },
     });
-    (status, axum::Json(body))
+    (status, Json(body)).into_response()
 }
 
-async fn metrics<S: Store>(State(s): State<Arc<ApiState<S>>>) -> impl IntoResponse {
+async fn metrics(State(s): St) -> Response {
     let st = s.tracker.swarm.stats();
     let g = Gauges {
         torrents: st.torrents,
@@ -42,5 +118,211 @@ async fn metrics<S: Store>(State(s): State<Arc<ApiState<S>>>) -> impl IntoRespon
         leechers: st.leechers,
         pending_deltas: st.pending_deltas,
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.tracker.metrics.render(&g))
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.tracker.metrics.render(&g)).into_response()
+}
+
+async fn stats(State(s): St) -> Response {
+    let st = s.tracker.swarm.stats();
+    let (whitelisted, keys) = s.tracker.access.counts();
+    Json(json!({
+        "mode": s.tracker.access.mode(),
+        "torrents": st.torrents,
+        "counted_torrents": st.counted_torrents,
+        "seeders": st.seeders,
+        "leechers": st.leechers,
+        "peers": st.seeders + st.leechers,
+        "whitelisted": whitelisted,
+        "keys": keys,
+        "pending_deltas": st.pending_deltas + s.tracker.metrics.unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
+        "uptime_secs": s.tracker.uptime_secs(),
+    }))
+    .into_response()
+}
+
+fn parse_hash(raw: &str) -> Result<InfoHash, Response> {
+    InfoHash::from_hex(raw).map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed info_hash: {e}")))
+}
+
+fn parse_key(raw: &str) -> Result<Key, Response> {
+    raw.parse().map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed key: {e}")))
+}
+
+fn torrent_json(h: &InfoHash, t: &swarm::TorrentStats) -> Value {
+    json!({ "info_hash": h.to_hex(), "seeders": t.seeders, "leechers": t.leechers, "completed": t.downloaded })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Paging {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Response {
+    let Query(p) = match q {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100));
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_PAGE}"));
+    }
+    let (total, page) = s.tracker.swarm.page(offset, limit);
+    let list: Vec<Value> = page.iter().map(|(h, t)| torrent_json(h, t)).collect();
+    Json(json!({ "total": total, "offset": offset, "limit": limit, "torrents": list })).into_response()
+}
+
+async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
+    let h = match parse_hash(&raw) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match s.tracker.swarm.torrent(&h) {
+        Some(t) => Json(torrent_json(&h, &t)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("torrent {h} is unknown to this tracker")),
+    }
+}
+
+fn entry_json(e: &WhitelistEntry) -> Value {
+    json!({ "info_hash": e.info_hash.to_hex(), "added_at": e.added_at })
+}
+
+async fn whitelist(State(s): St) -> Response {
+    Json(s.tracker.access.whitelist().iter().map(entry_json).collect::<Vec<_>>()).into_response()
+}
+
+async fn list(State(s): St, Path(raw): Path<String>) -> Response {
+    let h = match parse_hash(&raw) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let entry = WhitelistEntry { info_hash: h, added_at: Tracker::unix_now() };
+    if let Err(e) = s.store.add_info_hash_to_whitelist(&entry).await {
+        return unavailable(e);
+    }
+    // The store keeps the first added_at of an info-hash listed twice; show what it holds.
+    let stored = match s.store.get_info_hash_from_whitelist(&h).await {
+        Ok(Some(e)) => e,
+        Ok(None) => entry,
+        Err(e) => return unavailable(e),
+    };
+    let created = s.tracker.access.listed_entry(&h).is_none();
+    s.tracker.access.set_listed(stored);
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    (status, Json(entry_json(&stored))).into_response()
+}
+
+async fn unlist(State(s): St, Path(raw): Path<String>) -> Response {
+    let h = match parse_hash(&raw) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match s.store.remove_info_hash_from_whitelist(&h).await {
+        Ok(removed) => {
+            s.tracker.access.unlist(&h);
+            if removed { StatusCode::NO_CONTENT.into_response() } else { error(StatusCode::NOT_FOUND, format!("{h} is not on the whitelist")) }
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+fn key_json(k: &AuthKey) -> Value {
+    json!({ "key": k.key.as_str(), "valid_until": k.valid_until, "created_at": k.created_at })
+}
+
+async fn keys(State(s): St) -> Response {
+    Json(s.tracker.access.keys().iter().map(key_json).collect::<Vec<_>>()).into_response()
+}
+
+/// `{}` or `{"valid_for_secs": N}` generates a key; `{"key": "...", "valid_until": T|null}`
+/// imports one.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    valid_for_secs: Option<u64>,
+    key: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    valid_until: Option<Option<i64>>,
+}
+
+/// Tells `"valid_until": null` (present, never expires) from an absent field.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+async fn add_key(State(s): St, headers: HeaderMap, body: Result<Json<NewKey>, JsonRejection>) -> Response {
+    // An empty body means `{}`: generate a key that never expires.
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) if headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0") => {
+            NewKey { valid_for_secs: None, key: None, valid_until: None }
+        }
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let now = Tracker::unix_now();
+    let key = match (req.key, req.valid_for_secs, req.valid_until) {
+        (Some(_), Some(_), _) => return error(StatusCode::BAD_REQUEST, "give either key (to import) or valid_for_secs (to generate), not both"),
+        (None, _, Some(_)) => return error(StatusCode::BAD_REQUEST, "valid_until is only for importing a key; use valid_for_secs to generate one"),
+        (Some(raw), None, valid_until) => match parse_key(&raw) {
+            Ok(key) => AuthKey { key, valid_until: valid_until.flatten(), created_at: now },
+            Err(r) => return r,
+        },
+        (None, Some(0), None) => return error(StatusCode::BAD_REQUEST, "valid_for_secs must be at least 1"),
+        (None, lifetime, None) => {
+            let valid_until = match lifetime.map(|l| i64::try_from(l).ok().and_then(|l| now.checked_add(l))) {
+                Some(None) => return error(StatusCode::BAD_REQUEST, "valid_for_secs is too large"),
+                Some(Some(t)) => Some(t),
+                None => None,
+            };
+            match random_key() {
+                Ok(key) => AuthKey { key, valid_until, created_at: now },
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("no randomness for a key: {e}")),
+            }
+        }
+    };
+    if let Err(e) = s.store.add_key_to_keys(&key).await {
+        return unavailable(e);
+    }
+    s.tracker.access.set_key(key);
+    (StatusCode::CREATED, Json(key_json(&key))).into_response()
+}
+
+fn random_key() -> Result<Key, getrandom::Error> {
+    let mut failure = None;
+    let key = Key::from_random(|buf| {
+        if let Err(e) = getrandom::fill(buf) {
+            failure = Some(e);
+            // Whatever follows is discarded below; filling keeps from_random finite.
+            buf.fill(0);
+        }
+    });
+    failure.map_or(Ok(key), Err)
+}
+
+async fn remove_key(State(s): St, Path(raw): Path<String>) -> Response {
+    let key = match parse_key(&raw) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    match s.store.remove_key_from_keys(&key).await {
+        Ok(removed) => {
+            s.tracker.access.remove_key(&key);
+            if removed { StatusCode::NO_CONTENT.into_response() } else { error(StatusCode::NOT_FOUND, "no such key") }
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_token;
+
+    #[test]
+    fn token_comparison() {
+        assert!(same_token(b"s3cret-token", b"s3cret-token"));
+        assert!(!same_token(b"s3cret-toke", b"s3cret-token"));
+        assert!(!same_token(b"s3cret-token!", b"s3cret-token"));
+        assert!(!same_token(b"S3cret-token", b"s3cret-token"));
+        assert!(!same_token(b"", b"s3cret-token"));
+    }
 }

@@ -37,6 +37,9 @@ pub struct DatabaseConfig {
     /// How often completed-event deltas are written, in milliseconds.
     pub flush_interval_ms: u64,
     pub max_connections: u32,
+    /// Torrents whose download deltas may wait in memory while the database is unreachable;
+    /// beyond it, increments for further torrents are dropped and counted in metrics.
+    pub max_pending_torrents: usize,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -46,6 +49,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &url)
             .field("flush_interval_ms", &self.flush_interval_ms)
             .field("max_connections", &self.max_connections)
+            .field("max_pending_torrents", &self.max_pending_torrents)
             .finish()
     }
 }
@@ -100,7 +104,6 @@ pub struct LogConfig {
 pub struct Secret(String);
 
 impl Secret {
-    #[cfg_attr(not(test), allow(dead_code))] // read by the admin API's token check
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -155,7 +158,7 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: "sqlite://data/shoal.db".into(), flush_interval_ms: 1000, max_connections: 8 }
+        DatabaseConfig { url: "sqlite://data/shoal.db".into(), flush_interval_ms: 1000, max_connections: 8, max_pending_torrents: 1_000_000 }
     }
 }
 
@@ -308,6 +311,18 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1".into());
+        }
+        if self.database.max_pending_torrents == 0 {
+            return bad("database.max_pending_torrents", "must be at least 1".into());
+        }
+        if self.api.token.expose().is_empty() && !self.api.bind.ip().is_loopback() {
+            return bad(
+                "api.token",
+                format!("is empty while api.bind ({}) is not a loopback address; set a token (SHOAL_API__TOKEN) or bind to 127.0.0.1", self.api.bind),
+            );
+        }
+        if self.api.token.expose().chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("api.token", "must not contain whitespace or control characters".into());
         }
         let a = &self.announce;
         if a.interval == 0 {

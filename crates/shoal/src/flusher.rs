@@ -19,19 +19,38 @@ pub struct Flusher<S> {
     tracker: Arc<Tracker>,
     /// Deltas taken from the swarm whose write has not succeeded yet.
     unflushed: HashMap<InfoHash, u64>,
+    /// At most this many torrents wait in `unflushed`; see `database.max_pending_torrents`.
+    max_pending: usize,
 }
 
 impl<S: TorrentMetricsStore> Flusher<S> {
-    pub fn new(store: S, tracker: Arc<Tracker>) -> Self {
-        Flusher { store, tracker, unflushed: HashMap::new() }
+    pub fn new(store: S, tracker: Arc<Tracker>, max_pending: usize) -> Self {
+        Flusher { store, tracker, unflushed: HashMap::new(), max_pending }
     }
 
     /// One flush: takes new deltas, writes everything outstanding.
     pub async fn flush(&mut self) -> Result<usize, store::StoreError> {
-        for (h, d) in self.tracker.swarm.take_pending() {
-            *self.unflushed.entry(h).or_default() += d;
-        }
         let m = &self.tracker.metrics;
+        let mut dropped = 0;
+        for (h, d) in self.tracker.swarm.take_pending() {
+            if let Some(slot) = self.unflushed.get_mut(&h) {
+                *slot += d;
+            } else if self.unflushed.len() < self.max_pending {
+                self.unflushed.insert(h, d);
+            } else {
+                // Memory is bounded by torrents, not increments: a torrent already waiting
+                // still accumulates, a new one past the bound is dropped, loudly.
+                dropped += d;
+            }
+        }
+        if dropped > 0 {
+            m.dropped_deltas.fetch_add(dropped, Relaxed);
+            tracing::error!(
+                "database.max_pending_torrents ({}) reached while the database is unreachable: {dropped} download increments dropped",
+                self.max_pending
+            );
+        }
+        m.unflushed_torrents.store(self.unflushed.len() as u64, Relaxed);
         let outstanding: u64 = self.unflushed.values().sum();
         m.unflushed_deltas.store(outstanding, Relaxed);
         if self.unflushed.is_empty() {
@@ -45,6 +64,7 @@ impl<S: TorrentMetricsStore> Flusher<S> {
                 m.flushes.fetch_add(1, Relaxed);
                 m.flushed_deltas.fetch_add(outstanding, Relaxed);
                 m.unflushed_deltas.store(0, Relaxed);
+                m.unflushed_torrents.store(0, Relaxed);
                 m.flush_last_micros.store(started.elapsed().as_micros() as u64, Relaxed);
                 Ok(batch.len())
             }

@@ -65,9 +65,15 @@ fn failure(t: &Tracker, kind: &'static str, reason: &str) -> Response<Full<Bytes
 
 pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("").as_bytes();
-    match req.uri().path() {
-        "/announce" => announce(t, query, remote),
-        "/scrape" => scrape(t, query),
+    // `/announce/<key>` and `/scrape/<key>` carry a private tracker's key.
+    let path = req.uri().path();
+    let (route, key) = match path[1.min(path.len())..].split_once('/') {
+        Some((route, key)) => (route, Some(key.as_bytes())),
+        None => (&path[1.min(path.len())..], None),
+    };
+    match route {
+        "announce" => announce(t, query, key, remote),
+        "scrape" => scrape(t, query, key),
         _ => {
             t.metrics.error(Http, "not_found");
             let mut body = Vec::new();
@@ -77,11 +83,14 @@ pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<
     }
 }
 
-fn announce(t: &Tracker, query: &[u8], remote: SocketAddr) -> Response<Full<Bytes>> {
+fn announce(t: &Tracker, query: &[u8], key: Option<&[u8]>, remote: SocketAddr) -> Response<Full<Bytes>> {
     let req = match AnnounceRequest::parse(query) {
         Ok(r) => r,
         Err(e) => return failure(t, e.kind(), &e.to_string()),
     };
+    if let Err(refusal) = t.access.check_announce(&req.info_hash, key, Tracker::unix_now()) {
+        return failure(t, refusal.kind(), &refusal.to_string());
+    }
     t.metrics.request(Http, Action::Announce);
     let mut peers = Vec::new();
     let stats = t.announce(
@@ -110,11 +119,14 @@ fn announce(t: &Tracker, query: &[u8], remote: SocketAddr) -> Response<Full<Byte
     reply(StatusCode::OK, body)
 }
 
-fn scrape(t: &Tracker, query: &[u8]) -> Response<Full<Bytes>> {
+fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>> {
     let req = match ScrapeRequest::parse(query) {
         Ok(r) => r,
         Err(e) => return failure(t, e.kind(), &e.to_string()),
     };
+    if let Err(refusal) = t.access.check_scrape(&req.info_hashes, Some(key), Tracker::unix_now()) {
+        return failure(t, refusal.kind(), &refusal.to_string());
+    }
     t.metrics.request(Http, Action::Scrape);
     let mut files: Vec<_> = req
         .info_hashes

@@ -1,8 +1,10 @@
 //! `shoal`: a BitTorrent tracker on an embedded SQLite database.
 
+mod access;
 mod api;
 mod config;
 mod connection_id;
+mod db;
 mod flusher;
 mod http;
 mod metrics;
@@ -31,12 +33,32 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Show or apply the database migrations without serving.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+        /// TOML configuration file (database.url); the environment applies as for serve.
+        #[arg(long, short, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Print the effective configuration (file plus environment), secrets redacted.
     Config {
         /// TOML configuration file to read before the environment.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    /// List every migration: applied, pending, or one this binary refuses (changed, unknown).
+    Status,
+    /// Apply pending migrations and exit.
+    Upgrade,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start runtime: {e}"))
 }
 
 fn load_config(file: Option<&std::path::Path>) -> Result<config::Config, String> {
@@ -57,8 +79,15 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start runtime: {e}"))?;
-            runtime.block_on(serve::run(c))
+            runtime()?.block_on(serve::run(c))
+        }),
+        Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
+            runtime()?.block_on(async {
+                match action {
+                    DbAction::Status => db::status(&c).await,
+                    DbAction::Upgrade => db::upgrade(&c).await,
+                }
+            })
         }),
     };
     match result {

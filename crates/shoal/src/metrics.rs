@@ -39,6 +39,10 @@ pub struct Metrics {
     pub flushed_deltas: AtomicU64,
     /// Deltas taken from the swarm but not yet in the database (failed flushes).
     pub unflushed_deltas: AtomicU64,
+    /// Torrents those deltas belong to; bounded by `database.max_pending_torrents`.
+    pub unflushed_torrents: AtomicU64,
+    /// Increments dropped because that bound was reached.
+    pub dropped_deltas: AtomicU64,
     pub expired_peers: AtomicU64,
 }
 
@@ -84,6 +88,8 @@ impl Metrics {
         counter(&mut out, "shoal_flushes_total", "Successful flushes of download deltas.", self.flushes.load(Relaxed));
         counter(&mut out, "shoal_flush_failures_total", "Flushes the database refused; their deltas are retried.", self.flush_failures.load(Relaxed));
         counter(&mut out, "shoal_flushed_deltas_total", "Download increments written to the database.", self.flushed_deltas.load(Relaxed));
+        counter(&mut out, "shoal_dropped_deltas_total", "Download increments dropped because database.max_pending_torrents was reached.", self.dropped_deltas.load(Relaxed));
+        gauge(&mut out, "shoal_pending_torrents", "Torrents with download increments waiting for a failed flush to succeed.", self.unflushed_torrents.load(Relaxed));
         counter(&mut out, "shoal_expired_peers_total", "Peers removed after the peer timeout.", self.expired_peers.load(Relaxed));
         let secs = self.flush_last_micros.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "# HELP shoal_flush_last_seconds Duration of the last successful flush.\n# TYPE shoal_flush_last_seconds gauge\nshoal_flush_last_seconds {secs}");

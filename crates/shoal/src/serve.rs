@@ -6,26 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-use store::{AnyStore, Store};
+use store::{AnyStore, AuthKeyStore, Connection, SchemaMigrator, TorrentMetricsStore, WhitelistStore};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::flusher::Flusher;
 use crate::tracker::Tracker;
 use crate::{api, http, udp};
 
 pub async fn run(config: Config) -> Result<(), String> {
-    if config.mode != Mode::Public {
-        return Err(format!("config key 'mode': {:?} mode is not available in this version; use \"public\"", config.mode));
-    }
     let url = store::DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
     let store = AnyStore::open(&url, config.database.max_connections).await.map_err(|e| e.to_string())?;
     serve_with(config, store).await
 }
 
-async fn serve_with<S: Store + Clone>(config: Config, store: S) -> Result<(), String> {
+async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
     store.migrate().await.map_err(|e| e.to_string())?;
 
     // Bind everything before the (possibly long) load, so a taken port fails fast.
@@ -39,7 +36,11 @@ async fn serve_with<S: Store + Clone>(config: Config, store: S) -> Result<(), St
     }
     let api_listener = bind_tcp(config.api.bind).map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
 
-    let tracker = Arc::new(Tracker::new(config.announce.clone()));
+    let tracker = Arc::new(Tracker::new(config.announce.clone(), config.mode));
+    let whitelist = store.load_whitelist().await.map_err(|e| format!("cannot load the whitelist: {e}"))?;
+    let keys = store.load_keys().await.map_err(|e| format!("cannot load keys: {e}"))?;
+    tracing::info!("loaded {} whitelisted info-hashes and {} keys", whitelist.len(), keys.len());
+    tracker.access.load(whitelist, keys);
     let started = Instant::now();
     let mut batch = Vec::with_capacity(4096);
     let loaded = store
@@ -71,7 +72,10 @@ async fn serve_with<S: Store + Clone>(config: Config, store: S) -> Result<(), St
         servers.spawn(http::serve(listener, tracker.clone()));
     }
     tracing::info!("admin api listening on {}", api_listener.local_addr().map_err(|e| e.to_string())?);
-    let app = api::router(Arc::new(api::ApiState { tracker: tracker.clone(), store: store.clone() }));
+    if config.api.token.expose().is_empty() {
+        tracing::warn!("api.token is empty: the admin API on {} is open to every local user", config.api.bind);
+    }
+    let app = api::router(Arc::new(api::ApiState { tracker: tracker.clone(), store: store.clone(), token: config.api.token.clone() }));
     servers.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app).await {
             tracing::error!("admin api stopped: {e}");
@@ -81,7 +85,7 @@ async fn serve_with<S: Store + Clone>(config: Config, store: S) -> Result<(), St
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let flusher = tokio::spawn(
-        Flusher::new(store.clone(), tracker.clone()).run(Duration::from_millis(config.database.flush_interval_ms), stop_rx),
+        Flusher::new(store.clone(), tracker.clone(), config.database.max_pending_torrents).run(Duration::from_millis(config.database.flush_interval_ms), stop_rx),
     );
     tracing::info!("ready: {} mode, database {}", format!("{:?}", config.mode).to_lowercase(), url_for_log(&config));
 

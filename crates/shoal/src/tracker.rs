@@ -6,12 +6,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 use swarm::{Announce, Families, Swarm, TorrentStats};
 
-use crate::config::AnnounceConfig;
+use crate::access::Access;
+use crate::config::{AnnounceConfig, Mode};
 use crate::connection_id::ConnectionIds;
 use crate::metrics::Metrics;
 
 pub struct Tracker {
     pub swarm: Swarm,
+    pub access: Access,
     pub metrics: Metrics,
     pub ids: ConnectionIds,
     pub policy: AnnounceConfig,
@@ -31,8 +33,15 @@ pub struct PeerAnnounce {
 }
 
 impl Tracker {
-    pub fn new(policy: AnnounceConfig) -> Self {
-        Tracker { swarm: Swarm::default(), metrics: Metrics::default(), ids: ConnectionIds::default(), policy, started: Instant::now() }
+    pub fn new(policy: AnnounceConfig, mode: Mode) -> Self {
+        Tracker {
+            swarm: Swarm::default(),
+            access: Access::new(mode),
+            metrics: Metrics::default(),
+            ids: ConnectionIds::default(),
+            policy,
+            started: Instant::now(),
+        }
     }
 
     /// Seconds since start: the swarm's clock for last-seen times.
@@ -41,7 +50,12 @@ impl Tracker {
     }
 
     pub fn unix_secs() -> u32 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+        Self::unix_now() as u32
+    }
+
+    /// Unix seconds as the store keeps them.
+    pub fn unix_now() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
     }
 
     pub fn announce(&self, a: &PeerAnnounce, out: &mut Vec<ResponsePeer>) -> TorrentStats {

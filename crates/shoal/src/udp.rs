@@ -8,6 +8,7 @@ use protocol::ResponsePeer;
 use swarm::Families;
 use tokio::net::UdpSocket;
 
+use crate::access::Refusal;
 use crate::metrics::{Action, Protocol::Udp};
 use crate::tracker::{PeerAnnounce, Tracker};
 
@@ -57,6 +58,11 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
             if !t.ids.is_valid(a.connection_id, &src, now) {
                 return refuse_connection(t, a.transaction_id, packet.len(), out);
             }
+            // BEP 41: udp://host:port/announce/<key> arrives as URL data.
+            let key = Some(a.url_last_segment()).filter(|k| !k.is_empty() && *k != b"announce");
+            if let Err(r) = t.access.check_announce(&a.info_hash, key, i64::from(now)) {
+                return refuse(t, r, a.transaction_id, packet.len(), out);
+            }
             t.metrics.request(Udp, Action::Announce);
             peers.clear();
             let stats = t.announce(
@@ -82,6 +88,9 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
             if !t.ids.is_valid(s.connection_id, &src, now) {
                 return refuse_connection(t, s.transaction_id, packet.len(), out);
             }
+            if let Err(r) = t.access.check_scrape(&s.info_hashes, None, i64::from(now)) {
+                return refuse(t, r, s.transaction_id, packet.len(), out);
+            }
             t.metrics.request(Udp, Action::Scrape);
             udp::write_scrape_header(s.transaction_id, out);
             for h in &s.info_hashes {
@@ -96,4 +105,9 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
 fn refuse_connection(t: &Tracker, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
     t.metrics.error(Udp, "bad_connection_id");
     udp::write_error(transaction_id, "connection id expired or invalid", request_len, out);
+}
+
+fn refuse(t: &Tracker, r: Refusal, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
+    t.metrics.error(Udp, r.kind());
+    udp::write_error(transaction_id, &r.to_string(), request_len, out);
 }

@@ -218,6 +218,33 @@ impl Swarm {
         stats_of(&self.shard(h), h)
     }
 
+    /// A torrent's counts, or `None` when the tracker knows nothing of it (no peers, no count).
+    pub fn torrent(&self, h: &InfoHash) -> Option<TorrentStats> {
+        let shard = self.shard(h);
+        (shard.torrents.contains_key(h) || shard.downloads.contains_key(h)).then(|| stats_of(&shard, h))
+    }
+
+    /// Every known torrent ordered by info-hash, skipping `offset` and returning at most
+    /// `limit`, with the total. Sorting all hashes costs O(n log n): this is for the admin
+    /// API, never the announce path.
+    pub fn page(&self, offset: usize, limit: usize) -> (usize, Vec<(InfoHash, TorrentStats)>) {
+        let mut hashes = Vec::new();
+        for shard in self.shards.iter() {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            hashes.extend(s.torrents.keys().copied());
+            hashes.extend(s.downloads.keys().filter(|h| !s.torrents.contains_key(h)).copied());
+        }
+        let total = hashes.len();
+        let end = offset.saturating_add(limit).min(total);
+        if offset >= end {
+            return (total, Vec::new());
+        }
+        hashes.select_nth_unstable(end - 1);
+        let page = &mut hashes[..end];
+        page.sort_unstable();
+        (total, page[offset..].iter().map(|h| (*h, self.scrape(h))).collect())
+    }
+
     /// Removes peers last seen before `cutoff` and drops torrents left without peers; their
     /// download counts stay.
     pub fn remove_expired(&self, cutoff: u32) -> Expired {
@@ -499,5 +526,27 @@ mod tests {
             expect.sort();
             prop_assert_eq!(pending, expect);
         }
+    }
+
+    #[test]
+    fn pages_cover_every_known_torrent_once_in_order() {
+        let swarm = Swarm::new(4);
+        let hash = |n: u8| InfoHash([n; 20]);
+        swarm.load_downloads((1..=5).map(|n| (hash(n * 2), u64::from(n))));
+        for n in [3u8, 4, 9] {
+            let mut a = peer(n, "10.0.0.1:6881", 0, AnnounceEvent::Started);
+            a.info_hash = hash(n);
+            swarm.announce(&a, 1, &mut Vec::new());
+        }
+        assert_eq!(swarm.torrent(&hash(4)), Some(TorrentStats { seeders: 1, leechers: 0, downloaded: 2 }));
+        assert_eq!(swarm.torrent(&hash(7)), None);
+        let mut seen = Vec::new();
+        for offset in (0..10).step_by(3) {
+            let (total, page) = swarm.page(offset, 3);
+            assert_eq!(total, 7);
+            seen.extend(page.into_iter().map(|(h, _)| h.0[0]));
+        }
+        assert_eq!(seen, vec![2, 3, 4, 6, 8, 9, 10]);
+        assert!(swarm.page(7, 3).1.is_empty() && swarm.page(usize::MAX, usize::MAX).1.is_empty());
     }
 }

@@ -24,15 +24,39 @@ pub struct Shoal {
 
 /// A config on loopback ports chosen by the kernel, with a database in `dir`.
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("shoal.toml");
-    let text = format!(
-        "[database]\nurl = \"sqlite://{}/shoal.db\"\nflush_interval_ms = 100\n\
-         [udp]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nworkers = 2\n\
-         [http]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\n[api]\nbind = \"127.0.0.1:0\"\n{extra}",
-        dir.display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    Setup { extra, ..Setup::default() }.write(dir)
+}
+
+/// What a test changes in the config: the mode, the database, the token, and raw TOML that is
+/// appended last (so it may open further tables).
+#[derive(Default, Clone)]
+pub struct Setup<'a> {
+    pub mode: &'a str,
+    pub db_url: Option<String>,
+    pub token: &'a str,
+    pub database_extra: &'a str,
+    pub extra: &'a str,
+}
+
+impl Setup<'_> {
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("shoal.toml");
+        let url = self.db_url.clone().unwrap_or_else(|| format!("sqlite://{}/shoal.db", dir.display()));
+        let mode = if self.mode.is_empty() { "public" } else { self.mode };
+        let text = format!(
+            "mode = \"{mode}\"\n[database]\nurl = \"{url}\"\nflush_interval_ms = 100\n{}\n\
+             [udp]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nworkers = 2\n\
+             [http]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\n[api]\nbind = \"127.0.0.1:0\"\ntoken = \"{}\"\n{}",
+            self.database_extra, self.token, self.extra
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn start(&self, dir: &Path) -> Shoal {
+        let cfg = self.write(dir);
+        Shoal::spawn(command(&["serve", "--config", cfg.to_str().unwrap()]))
+    }
 }
 
 pub fn command(args: &[&str]) -> Command {
@@ -271,4 +295,44 @@ pub fn bdecode(body: &[u8]) -> Value {
 pub fn failure_reason(body: &[u8]) -> String {
     let v = bdecode(body);
     String::from_utf8(v.get("failure reason").expect("failure reason").as_bytes().unwrap().to_vec()).unwrap()
+}
+
+/// One request to the admin API: (status, JSON body or Null when there is none).
+pub fn api(addr: SocketAddr, method: &str, target: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head: {text:?}"));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = if body.is_empty() { serde_json::Value::Null } else { serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")) };
+    (status, json)
+}
+
+/// A fresh database for a test on the given backend ("sqlite" means the default in the test dir).
+pub fn database(backend: &str) -> Option<String> {
+    let kind = match backend {
+        "sqlite" => return None,
+        "postgres" => testkit::Kind::Postgres,
+        "mariadb" => testkit::Kind::MariaDb,
+        other => panic!("unknown backend {other}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    Some(rt.block_on(testkit::fresh_database(kind)))
+}
+
+/// Runs a store call from a synchronous test.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }

@@ -1,0 +1,56 @@
+//! `shoal db status` and `shoal db upgrade`: look at and apply migrations without serving.
+
+use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
+
+use crate::config::Config;
+
+async fn open(config: &Config) -> Result<(AnyStore, DatabaseUrl), String> {
+    let url = DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
+    let store = AnyStore::open(&url, 1).await.map_err(|e| e.to_string())?;
+    Ok((store, url))
+}
+
+fn label(s: MigrationState) -> &'static str {
+    match s {
+        MigrationState::Applied => "applied",
+        MigrationState::Pending => "pending",
+        MigrationState::Changed => "CHANGED (checksum differs from this binary)",
+        MigrationState::Unknown => "UNKNOWN (from a newer shoal)",
+        MigrationState::Dirty => "DIRTY (partially applied)",
+    }
+}
+
+/// Prints every migration and its state. Fails when `serve` would refuse the database.
+pub async fn status(config: &Config) -> Result<(), String> {
+    let (store, url) = open(config).await?;
+    let list = store.migration_status().await.map_err(|e| e.to_string());
+    store.close().await;
+    let list = list?;
+    println!("database {} ({})", url.redacted(), store.driver());
+    println!("{:<16} {:<24} state", "version", "description");
+    for m in &list {
+        println!("{:<16} {:<24} {}", m.version, m.description, label(m.state));
+    }
+    let pending = list.iter().filter(|m| m.state == MigrationState::Pending).count();
+    let bad: Vec<_> = list.iter().filter(|m| !matches!(m.state, MigrationState::Applied | MigrationState::Pending)).collect();
+    if !bad.is_empty() {
+        let versions: Vec<String> = bad.iter().map(|m| m.version.to_string()).collect();
+        return Err(format!("this shoal cannot use the database: migration {} {}", versions.join(", "), label(bad[0].state)));
+    }
+    println!("{pending} pending; `shoal db upgrade` (or `shoal serve`) applies them");
+    Ok(())
+}
+
+pub async fn upgrade(config: &Config) -> Result<(), String> {
+    let (store, url) = open(config).await?;
+    let before = store.migration_status().await.map_err(|e| e.to_string())?;
+    let result = store.migrate().await.map_err(|e| e.to_string());
+    store.close().await;
+    result?;
+    let applied: Vec<_> = before.iter().filter(|m| m.state == MigrationState::Pending).collect();
+    for m in &applied {
+        println!("applied {} {}", m.version, m.description);
+    }
+    println!("database {} is up to date ({} migrations applied now)", url.redacted(), applied.len());
+    Ok(())
+}
