@@ -43,7 +43,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/keys", get(keys).post(add_key))
         .route("/keys/{key}", axum::routing::delete(remove_key))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route under /api/v1") })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
         .route("/health", get(health))
@@ -257,6 +257,8 @@ async fn add_key(State(s): St, headers: HeaderMap, body: Result<Json<NewKey>, Js
         Err(JsonRejection::MissingJsonContentType(_)) if headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0") => {
             NewKey { valid_for_secs: None, key: None, valid_until: None }
         }
+        // Well-formed JSON of the wrong shape is as much a bad request as broken JSON.
+        Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => return error(StatusCode::BAD_REQUEST, e.body_text()),
         Err(e) => return error(e.status(), e.body_text()),
     };
     let now = Tracker::unix_now();

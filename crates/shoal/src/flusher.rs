@@ -12,7 +12,8 @@ use tokio::sync::watch;
 
 use crate::tracker::Tracker;
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Retries slow down to this, so a database that comes back is used within seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct Flusher<S> {
     store: S,

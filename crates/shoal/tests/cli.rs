@@ -83,3 +83,36 @@ fn config_command_prints_effective_values_without_secrets() {
     assert!(text.contains("interval = 77") && !text.contains("sekrit-token"), "{text}");
     assert!(String::from_utf8(out.stderr).unwrap().contains("SHOAL_BOGUS"), "unknown variables are warned about");
 }
+
+#[test]
+fn db_status_and_upgrade() {
+    for backend in ["sqlite", "postgres"] {
+        let dir = temp_dir();
+        let url = database(backend).unwrap_or_else(|| format!("sqlite://{}/db/shoal.db", dir.path().display()));
+        let run = |action: &str| {
+            let out = command(&["db", action]).current_dir(dir.path()).env("SHOAL_DATABASE__URL", &url).output().unwrap();
+            let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+            assert!(out.status.success(), "db {action} on {backend}: {text}");
+            assert!(!text.contains("shoal-test-pw"), "{text}");
+            text
+        };
+        let before = run("status");
+        assert!(before.contains("20261122000000") && before.contains("pending") && before.contains("1 pending"), "{before}");
+        let up = run("upgrade");
+        assert!(up.contains("applied 20261122000000"), "{up}");
+        let after = run("status");
+        assert!(after.contains("applied") && after.contains("0 pending"), "{after}");
+        assert!(run("upgrade").contains("0 migrations applied now"));
+    }
+}
+
+#[test]
+fn an_open_api_is_refused_off_loopback_and_a_dead_database_is_named() {
+    let dir = temp_dir();
+    let err = fails_with(&["serve"], &[("SHOAL_API__BIND", "0.0.0.0:0")], dir.path());
+    assert!(err.contains("api.token") && err.contains("0.0.0.0:0"), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgresql://shoal:hunter2@127.0.0.1:{closed}/shoal");
+    let err = fails_with(&["serve"], &[("SHOAL_DATABASE__URL", &url), ("SHOAL_UDP__BIND", "[]"), ("SHOAL_HTTP__BIND", "[]"), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
+    assert!(err.contains("cannot open postgresql://shoal:***@127.0.0.1") && !err.contains("hunter2"), "{err}");
+}

@@ -328,11 +328,12 @@ pub fn database(backend: &str) -> Option<String> {
         "mariadb" => testkit::Kind::MariaDb,
         other => panic!("unknown backend {other}"),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    Some(rt.block_on(testkit::fresh_database(kind)))
+    Some(block_on(testkit::fresh_database(kind)))
 }
 
-/// Runs a store call from a synchronous test.
+/// Runs async work (store calls, test servers) from a synchronous test. One runtime for the
+/// whole test process, so a pool opened in one call still works in the next.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()).block_on(f)
 }
