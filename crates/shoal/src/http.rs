@@ -55,8 +55,8 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
-fn failure(t: &Tracker, kind: &'static str, reason: &str) -> Response<Full<Bytes>> {
-    t.metrics.error(Http, kind);
+fn failure(t: &Tracker, action: Action, kind: &'static str, reason: &str) -> Response<Full<Bytes>> {
+    t.metrics.error(Http, Some(action), kind);
     let mut body = Vec::with_capacity(32 + reason.len());
     write_failure(reason, &mut body);
     // BEP 3 failures travel in a 200 response: clients read the body, not the status.
@@ -75,7 +75,7 @@ pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<
         "announce" => announce(t, query, key, remote),
         "scrape" => scrape(t, query, key),
         _ => {
-            t.metrics.error(Http, "not_found");
+            t.metrics.error(Http, None, "not_found");
             let mut body = Vec::new();
             write_failure("not found: this tracker answers /announce and /scrape", &mut body);
             reply(StatusCode::NOT_FOUND, body)
@@ -86,10 +86,10 @@ pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<
 fn announce(t: &Tracker, query: &[u8], key: Option<&[u8]>, remote: SocketAddr) -> Response<Full<Bytes>> {
     let req = match AnnounceRequest::parse(query) {
         Ok(r) => r,
-        Err(e) => return failure(t, e.kind(), &e.to_string()),
+        Err(e) => return failure(t, Action::Announce, e.kind(), &e.to_string()),
     };
     if let Err(refusal) = t.access.check_announce(&req.info_hash, key, Tracker::unix_now()) {
-        return failure(t, refusal.kind(), &refusal.to_string());
+        return failure(t, Action::Announce, refusal.kind(), &refusal.to_string());
     }
     t.metrics.request(Http, Action::Announce);
     let mut peers = Vec::new();
@@ -122,10 +122,10 @@ fn announce(t: &Tracker, query: &[u8], key: Option<&[u8]>, remote: SocketAddr) -
 fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>> {
     let req = match ScrapeRequest::parse(query) {
         Ok(r) => r,
-        Err(e) => return failure(t, e.kind(), &e.to_string()),
+        Err(e) => return failure(t, Action::Scrape, e.kind(), &e.to_string()),
     };
     if let Err(refusal) = t.access.check_scrape(&req.info_hashes, Some(key), Tracker::unix_now()) {
-        return failure(t, refusal.kind(), &refusal.to_string());
+        return failure(t, Action::Scrape, refusal.kind(), &refusal.to_string());
     }
     t.metrics.request(Http, Action::Scrape);
     let mut files: Vec<_> = req

@@ -33,6 +33,8 @@ pub struct Metrics {
     requests: [[AtomicU64; 3]; 2],
     /// Malformed or refused requests, by protocol and a short kind label.
     errors: Mutex<BTreeMap<(Protocol, &'static str), u64>>,
+    /// The same, by protocol and action ([protocol][connect, announce, scrape, unknown]).
+    failed: [[AtomicU64; 4]; 2],
     pub flushes: AtomicU64,
     pub flush_failures: AtomicU64,
     pub flush_last_micros: AtomicU64,
@@ -59,7 +61,9 @@ impl Metrics {
         self.requests[p as usize][a as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn error(&self, p: Protocol, kind: &'static str) {
+    /// `action` is `None` when the request was too broken to tell.
+    pub fn error(&self, p: Protocol, action: Option<Action>, kind: &'static str) {
+        self.failed[p as usize][action.map_or(3, |a| a as usize)].fetch_add(1, Relaxed);
         *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry((p, kind)).or_default() += 1;
     }
 
@@ -78,6 +82,16 @@ impl Metrics {
         out.push_str("# HELP shoal_errors_total Malformed, refused or dropped requests, by protocol and kind.\n# TYPE shoal_errors_total counter\n");
         for ((p, kind), n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}", p.label());
+        }
+        out.push_str("# HELP shoal_failed_requests_total Requests answered with an error or dropped, by protocol and action.\n# TYPE shoal_failed_requests_total counter\n");
+        for p in [Protocol::Udp, Protocol::Http] {
+            for (i, name) in ["connect", "announce", "scrape", "unknown"].iter().enumerate() {
+                if p == Protocol::Http && i == 0 {
+                    continue;
+                }
+                let n = self.failed[p as usize][i].load(Relaxed);
+                let _ = writeln!(out, "shoal_failed_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}", p.label());
+            }
         }
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

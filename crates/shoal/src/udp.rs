@@ -34,14 +34,14 @@ pub async fn serve(socket: Arc<UdpSocket>, tracker: Arc<Tracker>) {
 /// Answers one datagram into `out`; leaves `out` empty when the datagram gets no answer.
 pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<ResponsePeer>) {
     if packet.len() > udp::MAX_REQUEST_LEN {
-        t.metrics.error(Udp, "oversized");
+        t.metrics.error(Udp, None, "oversized");
         return;
     }
     let request = match Request::parse(packet) {
         Ok(r) => r,
         Err(e) => {
             // Too short to hold a transaction id: nothing to answer to, only to count.
-            t.metrics.error(Udp, e.kind());
+            t.metrics.error(Udp, action_of(packet), e.kind());
             if let Some(tid) = e.transaction_id() {
                 udp::write_error(tid, &e.to_string(), packet.len(), out);
             }
@@ -56,12 +56,12 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
         }
         Request::Announce(a) => {
             if !t.ids.is_valid(a.connection_id, &src, now) {
-                return refuse_connection(t, a.transaction_id, packet.len(), out);
+                return refuse_connection(t, Action::Announce, a.transaction_id, packet.len(), out);
             }
             // BEP 41: udp://host:port/announce/<key> arrives as URL data.
             let key = Some(a.url_last_segment()).filter(|k| !k.is_empty() && *k != b"announce");
             if let Err(r) = t.access.check_announce(&a.info_hash, key, i64::from(now)) {
-                return refuse(t, r, a.transaction_id, packet.len(), out);
+                return refuse(t, Action::Announce, r, a.transaction_id, packet.len(), out);
             }
             t.metrics.request(Udp, Action::Announce);
             peers.clear();
@@ -86,10 +86,10 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
         }
         Request::Scrape(s) => {
             if !t.ids.is_valid(s.connection_id, &src, now) {
-                return refuse_connection(t, s.transaction_id, packet.len(), out);
+                return refuse_connection(t, Action::Scrape, s.transaction_id, packet.len(), out);
             }
             if let Err(r) = t.access.check_scrape(&s.info_hashes, None, i64::from(now)) {
-                return refuse(t, r, s.transaction_id, packet.len(), out);
+                return refuse(t, Action::Scrape, r, s.transaction_id, packet.len(), out);
             }
             t.metrics.request(Udp, Action::Scrape);
             udp::write_scrape_header(s.transaction_id, out);
@@ -102,12 +102,22 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
     }
 }
 
-fn refuse_connection(t: &Tracker, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
-    t.metrics.error(Udp, "bad_connection_id");
+fn refuse_connection(t: &Tracker, action: Action, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
+    t.metrics.error(Udp, Some(action), "bad_connection_id");
     udp::write_error(transaction_id, "connection id expired or invalid", request_len, out);
 }
 
-fn refuse(t: &Tracker, r: Refusal, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
-    t.metrics.error(Udp, r.kind());
+fn refuse(t: &Tracker, action: Action, r: Refusal, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
+    t.metrics.error(Udp, Some(action), r.kind());
     udp::write_error(transaction_id, &r.to_string(), request_len, out);
+}
+
+/// The action field of a request too broken to parse, for metrics.
+fn action_of(packet: &[u8]) -> Option<Action> {
+    match packet.get(8..12)? {
+        [0, 0, 0, 0] => Some(Action::Connect),
+        [0, 0, 0, 1] => Some(Action::Announce),
+        [0, 0, 0, 2] => Some(Action::Scrape),
+        _ => None,
+    }
 }

@@ -96,6 +96,9 @@ fn listed_mode_refuses_torrents_off_the_whitelist() {
     assert!(http_announce_to(http, "/announce", listed, 1).is_err());
     assert!(shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"not_listed\"}") >= 3);
     assert!(shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"not_listed\"}") >= 2);
+    assert_eq!(shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"scrape\"}"), 1);
+    assert_eq!(shoal.metric("shoal_failed_requests_total{protocol=\"udp\",action=\"scrape\"}"), 1);
+    assert!(shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"announce\"}") >= 3);
 }
 
 fn udp_scrape_one_seeders(server: SocketAddr, ih: InfoHash) -> u32 {

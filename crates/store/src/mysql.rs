@@ -1,11 +1,10 @@
 //! MySQL and MariaDB. `mariadb://` URLs are accepted and mean the same as `mysql://`.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::MySql;
 use sqlx::migrate::Migrator;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult};
+use sqlx::mysql::{MySqlConnectOptions, MySqlQueryResult};
 
 use crate::sql::{Dialect, SqlStore};
 use crate::{DatabaseUrl, StoreError};
@@ -42,21 +41,13 @@ impl Dialect for MySql {
 }
 
 impl SqlStore<MySql> {
-    /// Connects (one connection up front, so a wrong address or password fails here).
     pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
-        let connect_err = |source| StoreError::Connect { url: url.redacted(), source };
         let raw = url.expose();
         let raw = match raw.strip_prefix("mariadb:") {
             Some(rest) => format!("mysql:{rest}"),
             None => raw.to_string(),
         };
-        let options = MySqlConnectOptions::from_str(&raw).map_err(connect_err)?.charset("utf8mb4");
-        let pool = MySqlPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(connect_err)?;
-        Ok(SqlStore::from_pool(pool))
+        let options = MySqlConnectOptions::from_str(&raw).map(|o| o.charset("utf8mb4"));
+        SqlStore::connect(url, options, max_connections).await
     }
 }

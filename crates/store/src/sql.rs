@@ -4,28 +4,37 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use protocol::{InfoHash, Key};
 use sqlx::migrate::{Migrate, Migrator};
+use sqlx::pool::PoolOptions;
 use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, SqlSafeStr, SqlStr, Type};
 
 use crate::{
-    AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
+    AuthKey, DatabaseUrl, AuthKeyStore, Connection, DOWNLOADS_TOTAL, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
     WhitelistEntry, WhitelistStore, from_db, hash_from_db, to_db,
 };
 
-/// What differs between backends. Everything else is written once, below.
+/// What differs between backends. Everything else is written once, below. The defaults are
+/// standard SQL, as SQLite and PostgreSQL speak it.
 pub trait Dialect: Database {
     const DRIVER: &'static str;
     fn migrator() -> &'static Migrator;
     /// Portable SQL uses `?` placeholders and backtick-quoted names; this turns it into the
     /// backend's own.
-    fn render(portable: &str) -> String;
+    fn render(portable: &str) -> String {
+        portable.replace('`', "\"")
+    }
     /// The clause that turns an INSERT into an update of the row with the same `pk`.
-    fn on_conflict_update(pk: &str) -> String;
+    fn on_conflict_update(pk: &str) -> String {
+        format!("ON CONFLICT ({pk}) DO UPDATE SET")
+    }
     /// The value the INSERT tried to write into `col`, inside that clause.
-    fn inserted(col: &str) -> String;
+    fn inserted(col: &str) -> String {
+        format!("excluded.{col}")
+    }
     /// A query with one placeholder, the table name, counting tables of that name in the
     /// current database.
     const TABLE_EXISTS: &'static str;
@@ -124,8 +133,21 @@ impl<DB: Database> Clone for SqlStore<DB> {
 }
 
 impl<DB: Dialect> SqlStore<DB> {
-    pub(crate) fn from_pool(pool: Pool<DB>) -> Self {
-        SqlStore { pool, q: Arc::new(Queries::new::<DB>()) }
+    /// Opens the pool with one connection up front, so a wrong address or password fails
+    /// here, naming the URL without its password.
+    pub(crate) async fn connect(
+        url: &DatabaseUrl,
+        options: Result<<DB::Connection as sqlx::Connection>::Options, sqlx::Error>,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect { url: url.redacted(), source };
+        let pool = PoolOptions::<DB>::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.map_err(connect_err)?)
+            .await
+            .map_err(connect_err)?;
+        Ok(SqlStore { pool, q: Arc::new(Queries::new::<DB>()) })
     }
 
     /// The pool, for backend-specific work such as bulk copies.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
 
 use crate::sql::{Dialect, SqlStore};
 use crate::{DatabaseUrl, StoreError};
@@ -23,18 +23,6 @@ impl Dialect for Sqlite {
         &MIGRATOR
     }
 
-    fn render(portable: &str) -> String {
-        portable.replace('`', "\"")
-    }
-
-    fn on_conflict_update(pk: &str) -> String {
-        format!("ON CONFLICT ({pk}) DO UPDATE SET")
-    }
-
-    fn inserted(col: &str) -> String {
-        format!("excluded.{col}")
-    }
-
     fn rows_affected(r: &SqliteQueryResult) -> u64 {
         r.rows_affected()
     }
@@ -43,24 +31,17 @@ impl Dialect for Sqlite {
 impl SqlStore<Sqlite> {
     /// Opens (creating the file and its folder if missing) without touching the schema.
     pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
-        let connect_err = |source| StoreError::Connect { url: url.redacted(), source };
-        if let Some(dir) = url.sqlite_path().as_deref().and_then(std::path::Path::parent) {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
-            }
+        if let Some(dir) = url.sqlite_path().as_deref().and_then(std::path::Path::parent)
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect { url: url.redacted(), source: sqlx::Error::Io(e) })?;
         }
-        let options = SqliteConnectOptions::from_str(url.expose())
-            .map_err(connect_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(connect_err)?;
-        Ok(SqlStore::from_pool(pool))
+        let options = SqliteConnectOptions::from_str(url.expose()).map(|o| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+        });
+        SqlStore::connect(url, options, max_connections).await
     }
 }
