@@ -44,7 +44,7 @@ pub async fn status(config: &Config) -> Result<(), String> {
 pub async fn upgrade(config: &Config) -> Result<(), String> {
     let (store, url) = open(config).await?;
     let before = store.migration_status().await.map_err(|e| e.to_string())?;
-    let result = store.migrate().await.map_err(|e| e.to_string());
+    let result = store.migrate().await.map_err(|e| crate::migrate::explain(e, &url));
     store.close().await;
     result?;
     let applied: Vec<_> = before.iter().filter(|m| m.state == MigrationState::Pending).collect();

@@ -8,6 +8,7 @@ mod db;
 mod flusher;
 mod http;
 mod metrics;
+mod migrate;
 mod serve;
 mod tracker;
 mod udp;
@@ -33,6 +34,29 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Copy every row (torrents, counters, whitelist, keys) from one database to another and
+    /// verify both sides. Any pair of sqlite:, postgresql: and mysql: URLs, either way; a
+    /// Torrust Tracker database is read with torrust+sqlite://, torrust+mysql:// or
+    /// torrust+postgresql://. The source is never written to.
+    Migrate {
+        /// The database to read.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The database to write; its migrations are applied first. Must be empty unless --merge.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Copy into a database that already holds rows: `add` adds download counts, `max`
+        /// keeps the larger; whitelist entries and keys already there are kept either way.
+        #[arg(long, value_name = "HOW")]
+        merge: Option<MergeArg>,
+        /// Leave source rows that cannot be read (bad hex, wrong length) behind and list them,
+        /// instead of stopping.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 5000, value_name = "N")]
+        batch_rows: usize,
+    },
     /// Show or apply the database migrations without serving.
     Db {
         #[command(subcommand)]
@@ -47,6 +71,12 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MergeArg {
+    Add,
+    Max,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +110,13 @@ fn main() -> ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             runtime()?.block_on(serve::run(c))
+        }),
+        Command::Migrate { from, to, merge, skip_invalid, batch_rows } => runtime().and_then(|rt| {
+            let merge = merge.map(|m| match m {
+                MergeArg::Add => store::copy::Merge::Add,
+                MergeArg::Max => store::copy::Merge::Max,
+            });
+            rt.block_on(migrate::run(migrate::Args { from, to, merge, skip_invalid, batch_rows: batch_rows.max(1) }))
         }),
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {

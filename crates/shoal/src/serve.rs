@@ -19,11 +19,11 @@ use crate::{api, http, udp};
 pub async fn run(config: Config) -> Result<(), String> {
     let url = store::DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
     let store = AnyStore::open(&url, config.database.max_connections).await.map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| crate::migrate::explain(e, &url))?;
     serve_with(config, store).await
 }
 
 async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
-    store.migrate().await.map_err(|e| e.to_string())?;
 
     // Bind everything before the (possibly long) load, so a taken port fails fast.
     let mut udp_sockets = Vec::new();

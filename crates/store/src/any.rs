@@ -3,8 +3,9 @@
 
 use protocol::{InfoHash, Key};
 
+use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, Table, TableSum};
 use crate::{
-    AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore, SchemaMigrator, SqliteStore, StoreError,
+    AuthKey, Transfer, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore, SchemaMigrator, SqliteStore, StoreError,
     TorrentMetricsStore, WhitelistEntry, WhitelistStore,
 };
 
@@ -23,6 +24,16 @@ impl AnyStore {
             Backend::Sqlite => AnyStore::Sqlite(SqliteStore::open(url, max_connections).await?),
             Backend::Postgres => AnyStore::Postgres(PgStore::open(url, max_connections).await?),
             Backend::MySql => AnyStore::MySql(MySqlStore::open(url, max_connections).await?),
+        })
+    }
+
+    /// Opens a database to copy from, in a way that cannot write to it where the backend
+    /// allows (SQLite read-only, PostgreSQL read-only transactions); never creates a file.
+    pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        Ok(match url.backend()? {
+            Backend::Sqlite => AnyStore::Sqlite(SqliteStore::open_read_only(url).await?),
+            Backend::Postgres => AnyStore::Postgres(PgStore::open_read_only(url).await?),
+            Backend::MySql => AnyStore::MySql(MySqlStore::open_read_only(url).await?),
         })
     }
 }
@@ -115,5 +126,28 @@ impl Connection for AnyStore {
     }
     fn driver(&self) -> &'static str {
         each!(self, s => s.driver())
+    }
+}
+
+impl Transfer for AnyStore {
+    async fn export_table(
+        &self,
+        t: Table,
+        format: Format,
+        skip_invalid: bool,
+        now: i64,
+        out: Option<&tokio::sync::mpsc::Sender<Batch>>,
+        batch_rows: usize,
+    ) -> Result<Exported, StoreError> {
+        each!(self, s => s.export_table(t, format, skip_invalid, now, out, batch_rows).await)
+    }
+    async fn import(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<Batch>,
+        merge: Option<Merge>,
+        before: [TableSum; 4],
+        progress: &Progress,
+    ) -> Result<[Imported; 4], StoreError> {
+        each!(self, s => s.import(rx, merge, before, progress).await)
     }
 }

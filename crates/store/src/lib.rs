@@ -7,6 +7,7 @@ use std::future::Future;
 use protocol::{InfoHash, Key};
 
 mod any;
+pub mod copy;
 mod mysql;
 mod postgres;
 mod sql;
@@ -33,6 +34,11 @@ pub enum StoreError {
     Migrate(String),
     #[error("{0}")]
     Query(#[from] sqlx::Error),
+    /// The database holds tables shoal did not create, such as Torrust Tracker's.
+    #[error("the database has a torrents table that shoal did not create (a Torrust Tracker database?); shoal leaves it untouched")]
+    Foreign,
+    #[error("copy: {0}")]
+    Copy(String),
     #[error("row {what}: {detail}")]
     BadRow { what: &'static str, detail: String },
 }
@@ -125,6 +131,31 @@ pub trait AuthKeyStore {
     fn load_keys(&self) -> impl Future<Output = Result<Vec<AuthKey>, StoreError>> + Send;
 }
 
+/// Whole-table streams for `shoal migrate` (see `copy.rs`).
+pub trait Transfer {
+    /// Reads table `t` in `format`, sending batches of `batch_rows` to `out` (or only
+    /// summing when `out` is None). A row that cannot be read stops the read, unless
+    /// `skip_invalid`, which lists it instead. `now` stands in for times the format lacks.
+    fn export_table(
+        &self,
+        t: copy::Table,
+        format: copy::Format,
+        skip_invalid: bool,
+        now: i64,
+        out: Option<&tokio::sync::mpsc::Sender<copy::Batch>>,
+        batch_rows: usize,
+    ) -> impl Future<Output = Result<copy::Exported, StoreError>> + Send;
+    /// Writes every batch from `rx` in one transaction. `before` holds the destination's
+    /// sums before the copy; the result says what each table must hold afterwards.
+    fn import(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<copy::Batch>,
+        merge: Option<copy::Merge>,
+        before: [copy::TableSum; 4],
+        progress: &copy::Progress,
+    ) -> impl Future<Output = Result<[copy::Imported; 4], StoreError>> + Send;
+}
+
 /// The connection itself: health, shutdown, name.
 pub trait Connection {
     /// A cheap round trip, for `/health`.
@@ -155,4 +186,9 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
+}
+
+/// Unix seconds now, as the store keeps times.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

@@ -15,6 +15,7 @@ pub type MySqlStore = SqlStore<MySql>;
 
 impl Dialect for MySql {
     const DRIVER: &'static str = "mysql";
+    const BIGINT: &'static str = "SIGNED";
     const TABLE_EXISTS: &'static str =
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
 
@@ -49,5 +50,10 @@ impl SqlStore<MySql> {
         };
         let options = MySqlConnectOptions::from_str(&raw).map(|o| o.charset("utf8mb4"));
         SqlStore::connect(url, options, max_connections).await
+    }
+
+    /// MySQL has no read-only connection option; the copy engine only reads from a source.
+    pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        Self::open(url, 2).await
     }
 }

@@ -37,4 +37,11 @@ impl SqlStore<Postgres> {
         let options = PgConnectOptions::from_str(url.expose()).map(|o| o.application_name("shoal"));
         SqlStore::connect(url, options, max_connections).await
     }
+
+    /// Every transaction read-only: a source for `shoal migrate` is never written to.
+    pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url.expose())
+            .map(|o| o.application_name("shoal migrate").options([("default_transaction_read_only", "on")]));
+        SqlStore::connect(url, options, 2).await
+    }
 }

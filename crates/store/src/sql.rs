@@ -12,8 +12,9 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::pool::PoolOptions;
 use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, SqlSafeStr, SqlStr, Type};
 
+use crate::copy::{Batch, Exported, Format, Imported, Item, Merge, Progress, Table, TableSum};
 use crate::{
-    AuthKey, DatabaseUrl, AuthKeyStore, Connection, DOWNLOADS_TOTAL, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
+    AuthKey, DatabaseUrl, Transfer, AuthKeyStore, Connection, DOWNLOADS_TOTAL, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
     WhitelistEntry, WhitelistStore, from_db, hash_from_db, to_db,
 };
 
@@ -35,6 +36,10 @@ pub trait Dialect: Database {
     fn inserted(col: &str) -> String {
         format!("excluded.{col}")
     }
+    /// The larger of two values, as an SQL function name.
+    const GREATEST: &'static str = "GREATEST";
+    /// The type name for `CAST(x AS …)` to a signed 64-bit integer.
+    const BIGINT: &'static str = "BIGINT";
     /// A query with one placeholder, the table name, counting tables of that name in the
     /// current database.
     const TABLE_EXISTS: &'static str;
@@ -80,6 +85,13 @@ struct Queries {
     key_load: SqlStr,
     table_exists: SqlStr,
     applied_migrations: SqlStr,
+    /// Per table (in `Table::ALL` order): reads in Shoal's and in Torrust's layout.
+    export: [[SqlStr; 2]; 4],
+    /// Per table: `INSERT INTO t (cols) ` and the tails for no merge, add, max.
+    import_head: [String; 4],
+    import_tail: [[String; 3]; 4],
+    /// Per table: `SELECT <row> FROM t WHERE <pk> IN ` for merges.
+    existing_head: [String; 4],
 }
 
 impl Queries {
@@ -116,6 +128,57 @@ impl Queries {
             key_load: q("SELECT `key`, valid_until, created_at FROM `keys`"),
             table_exists: q(DB::TABLE_EXISTS),
             applied_migrations: q("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version"),
+            export: {
+                let big = DB::BIGINT;
+                [
+                    [q("SELECT info_hash, completed FROM torrents"), q(&format!("SELECT CAST(id AS {big}), info_hash, CAST(completed AS {big}) FROM torrents"))],
+                    [
+                        q("SELECT `name`, `value` FROM counters"),
+                        q(&format!(
+                            "SELECT CAST(id AS {big}), metric_name, CAST(`value` AS {big}) FROM torrent_aggregate_metrics WHERE metric_name = 'torrents_downloads_total'"
+                        )),
+                    ],
+                    [q("SELECT info_hash, added_at FROM whitelist"), q(&format!("SELECT CAST(id AS {big}), info_hash FROM whitelist"))],
+                    [
+                        q("SELECT `key`, valid_until, created_at FROM `keys`"),
+                        q(&format!("SELECT CAST(id AS {big}), `key`, CAST(valid_until AS {big}) FROM `keys`")),
+                    ],
+                ]
+            },
+            import_head: [
+                "INSERT INTO torrents (info_hash, completed) ",
+                "INSERT INTO counters (`name`, `value`) ",
+                "INSERT INTO whitelist (info_hash, added_at) ",
+                "INSERT INTO `keys` (`key`, valid_until, created_at) ",
+            ]
+            .map(DB::render),
+            import_tail: {
+                let counted = |table: &str, pk: &str, col: &str| {
+                    [
+                        String::new(),
+                        DB::render(&format!(" {} {col} = {table}.{col} + {}", upsert(pk), new(col))),
+                        DB::render(&format!(" {} {col} = {}({table}.{col}, {})", upsert(pk), DB::GREATEST, new(col))),
+                    ]
+                };
+                // Whitelist entries and keys already in the destination are kept as they are.
+                let kept = |table: &str, pk: &str, col: &str| {
+                    let keep = DB::render(&format!(" {} {col} = {table}.{col}", upsert(pk)));
+                    [String::new(), keep.clone(), keep]
+                };
+                [
+                    counted("torrents", "info_hash", "completed"),
+                    counted("counters", "`name`", "`value`"),
+                    kept("whitelist", "info_hash", "added_at"),
+                    kept("`keys`", "`key`", "valid_until"),
+                ]
+            },
+            existing_head: [
+                "SELECT info_hash, completed FROM torrents WHERE info_hash IN ",
+                "SELECT `name`, `value` FROM counters WHERE `name` IN ",
+                "SELECT info_hash, added_at FROM whitelist WHERE info_hash IN ",
+                "SELECT `key`, valid_until, created_at FROM `keys` WHERE `key` IN ",
+            ]
+            .map(DB::render),
         }
     }
 }
@@ -230,6 +293,16 @@ where
 for_every_backend! {
 impl SchemaMigrator {
     async fn migrate(&self) -> Result<(), StoreError> {
+        // Someone else's `torrents` table (Torrust's, with or without its own history) is
+        // refused before anything is written.
+        let (torrents,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind("torrents").fetch_one(&self.pool).await?;
+        if torrents > 0 {
+            let first = DB::migrator().iter().next().map(|m| m.version);
+            let ours = self.migration_status().await?.iter().any(|m| Some(m.version) == first && m.state != MigrationState::Pending);
+            if !ours {
+                return Err(StoreError::Foreign);
+            }
+        }
         let mut conn = self.pool.acquire().await?;
         // run_direct, not run: the latter trips a higher-ranked `Send` limit of the compiler.
         let result = DB::migrator().run_direct(None, &mut *conn, false).await;
@@ -411,6 +484,186 @@ impl Connection {
 
     fn driver(&self) -> &'static str {
         DB::DRIVER
+    }
+}
+}
+
+/// Reads one row of table `t` as laid out by `format`. The error names the row.
+fn decode_row<R: Row>(t: Table, format: Format, row: &R, now: i64) -> Result<Item, String>
+where
+    usize: ColumnIndex<R>,
+    for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
+{
+    let name = t.name();
+    let get_err = |e: sqlx::Error| format!("{name} row: {e}");
+    let count = |what: &str, n: i64| if n < 0 { Err(format!("{name} row: negative {what} {n}")) } else { Ok(n) };
+    let hash_bytes = |b: Vec<u8>| InfoHash::from_slice(&b).ok_or_else(|| format!("{name} row: info_hash has {} bytes, expected 20", b.len()));
+    Ok(match (format, t) {
+        (Format::Shoal, Table::Torrents) => {
+            Item::Torrent(hash_bytes(row.try_get(0).map_err(get_err)?)?, count("completed", row.try_get(1).map_err(get_err)?)?)
+        }
+        (Format::Shoal, Table::Counters) => Item::Counter(row.try_get(0).map_err(get_err)?, row.try_get(1).map_err(get_err)?),
+        (Format::Shoal, Table::Whitelist) => Item::Listed(WhitelistEntry {
+            info_hash: hash_bytes(row.try_get(0).map_err(get_err)?)?,
+            added_at: row.try_get(1).map_err(get_err)?,
+        }),
+        (Format::Shoal, Table::Keys) => {
+            let text: String = row.try_get(0).map_err(get_err)?;
+            let key = Key::parse(text.as_bytes()).map_err(|e| format!("{name} row: key {text:?}: {e}"))?;
+            Item::Key(AuthKey { key, valid_until: row.try_get(1).map_err(get_err)?, created_at: row.try_get(2).map_err(get_err)? })
+        }
+        (Format::Torrust, _) => {
+            let id: i64 = row.try_get(0).map_err(get_err)?;
+            let text: String = row.try_get(1).map_err(|e| format!("{name} row id={id}: {e}"))?;
+            let hash = || InfoHash::from_hex(&text).map_err(|e| format!("{name} row id={id}: info_hash {text:?}: {e}"));
+            let number = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(|e| format!("{name} row id={id}: {e}"));
+            match t {
+                Table::Torrents => {
+                    let n = number(2)?.ok_or_else(|| format!("{name} row id={id}: completed is NULL"))?;
+                    Item::Torrent(hash()?, count("completed", n).map_err(|e| format!("{e} (id={id})"))?)
+                }
+                Table::Counters => Item::Counter(DOWNLOADS_TOTAL.to_string(), number(2)?.unwrap_or(0)),
+                Table::Whitelist => Item::Listed(WhitelistEntry { info_hash: hash()?, added_at: now }),
+                Table::Keys => {
+                    let key = Key::parse(text.as_bytes()).map_err(|e| format!("{name} row id={id}: key {text:?}: {e}"))?;
+                    Item::Key(AuthKey { key, valid_until: number(2)?, created_at: now })
+                }
+            }
+        }
+    })
+}
+
+/// The table each `Table` is read from in Torrust's layout.
+fn torrust_table(t: Table) -> &'static str {
+    match t {
+        Table::Counters => "torrent_aggregate_metrics",
+        other => other.name(),
+    }
+}
+
+fn merge_index(merge: Option<Merge>) -> usize {
+    match merge {
+        None => 0,
+        Some(Merge::Add) => 1,
+        Some(Merge::Max) => 2,
+    }
+}
+
+for_every_backend! {
+impl Transfer {
+    async fn export_table(
+        &self,
+        t: Table,
+        format: Format,
+        skip_invalid: bool,
+        now: i64,
+        out: Option<&tokio::sync::mpsc::Sender<Batch>>,
+        batch_rows: usize,
+    ) -> Result<Exported, StoreError> {
+        let mut exported = Exported::default();
+        if format == Format::Torrust {
+            // Older Torrust databases lack torrent_aggregate_metrics; nothing to read then.
+            let (n,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind(torrust_table(t)).fetch_one(&self.pool).await?;
+            if n == 0 {
+                return Ok(exported);
+            }
+        }
+        let sql = self.q.export[t as usize][(format == Format::Torrust) as usize].clone();
+        let mut rows = sqlx::query(sql).fetch(&self.pool);
+        let mut batch = Batch::empty(t, batch_rows);
+        while let Some(row) = rows.try_next().await? {
+            match decode_row(t, format, &row, now) {
+                Ok(item) => {
+                    exported.sum.add(item.hash());
+                    if let Some(out) = out {
+                        batch.push(item);
+                        if batch.len() >= batch_rows {
+                            let full = std::mem::replace(&mut batch, Batch::empty(t, batch_rows));
+                            out.send(full).await.map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
+                        }
+                    }
+                }
+                Err(why) if skip_invalid => exported.skipped.push(why),
+                Err(why) => return Err(StoreError::Copy(format!("{why}; nothing was written (--skip-invalid leaves such rows behind and lists them)"))),
+            }
+        }
+        if let Some(out) = out.filter(|_| !batch.is_empty()) {
+            out.send(batch).await.map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
+        }
+        Ok(exported)
+    }
+
+    async fn import(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<Batch>,
+        merge: Option<Merge>,
+        before: [TableSum; 4],
+        progress: &Progress,
+    ) -> Result<[Imported; 4], StoreError> {
+        let mut result = before.map(|expected| Imported { copied: 0, expected });
+        let mut tx = self.pool.begin().await?;
+        while let Some(batch) = rx.recv().await {
+            let t = batch.table();
+            let items = batch.items();
+            let r = &mut result[t as usize];
+            if let Some(m) = merge {
+                // Learn the rows this batch meets, so the expected sums stay exact.
+                let mut q = QueryBuilder::<DB>::new(&self.q.existing_head[t as usize]);
+                q.push("(");
+                let mut list = q.separated(", ");
+                for item in &items {
+                    match item {
+                        Item::Torrent(h, _) => list.push_bind(&h.0[..]),
+                        Item::Counter(name, _) => list.push_bind(name.as_str()),
+                        Item::Listed(e) => list.push_bind(&e.info_hash.0[..]),
+                        Item::Key(k) => list.push_bind(k.key.as_str()),
+                    };
+                }
+                q.push(")");
+                let mut old = HashMap::new();
+                for row in q.build().fetch_all(&mut *tx).await? {
+                    let item = decode_row(t, Format::Shoal, &row, 0).map_err(StoreError::Copy)?;
+                    old.insert(item.pk(), item);
+                }
+                for item in &items {
+                    match old.get(&item.pk()) {
+                        Some(o) => {
+                            r.expected.remove(o.hash());
+                            r.expected.add(o.merged(item, m)?.hash());
+                        }
+                        None => r.expected.add(item.hash()),
+                    }
+                }
+            } else {
+                for item in &items {
+                    r.expected.add(item.hash());
+                }
+            }
+            let mut q = QueryBuilder::<DB>::new(&self.q.import_head[t as usize]);
+            match &batch {
+                Batch::Torrents(v) => q.push_values(v, |mut row, (h, n)| {
+                    row.push_bind(&h.0[..]).push_bind(*n);
+                }),
+                Batch::Counters(v) => q.push_values(v, |mut row, (name, n)| {
+                    row.push_bind(name.as_str()).push_bind(*n);
+                }),
+                Batch::Whitelist(v) => q.push_values(v, |mut row, e| {
+                    row.push_bind(&e.info_hash.0[..]).push_bind(e.added_at);
+                }),
+                Batch::Keys(v) => q.push_values(v, |mut row, k| {
+                    row.push_bind(k.key.as_str()).push_bind(k.valid_until).push_bind(k.created_at);
+                }),
+            };
+            q.push(&self.q.import_tail[t as usize][merge_index(merge)]);
+            q.build().execute(&mut *tx).await?;
+            r.copied += batch.len() as u64;
+            progress.add(t, batch.len() as u64);
+        }
+        tx.commit().await?;
+        Ok(result)
     }
 }
 }

@@ -17,6 +17,7 @@ pub type SqliteStore = SqlStore<Sqlite>;
 
 impl Dialect for Sqlite {
     const DRIVER: &'static str = "sqlite";
+    const GREATEST: &'static str = "max";
     const TABLE_EXISTS: &'static str = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
 
     fn migrator() -> &'static Migrator {
@@ -43,5 +44,12 @@ impl SqlStore<Sqlite> {
                 .busy_timeout(Duration::from_secs(5))
         });
         SqlStore::connect(url, options, max_connections).await
+    }
+
+    /// Opens an existing file without creating it or changing its journal mode: a source
+    /// for `shoal migrate` is never written to.
+    pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url.expose()).map(|o| o.read_only(true).create_if_missing(false));
+        SqlStore::connect(url, options, 2).await
     }
 }

@@ -1,0 +1,331 @@
+//! The copy engine behind `shoal migrate`: every row of every table from one store to another,
+//! streamed in batches, written in one destination transaction, then verified on both sides.
+//!
+//! One transaction makes an interrupted copy leave nothing behind, so it can simply be run
+//! again. Verification re-reads both databases after the commit and compares, per table, the
+//! row count and an order-independent checksum (the wrapping sum of one hash per row).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use protocol::InfoHash;
+use tokio::sync::mpsc;
+
+use crate::{AnyStore, AuthKey, StoreError, Transfer, WhitelistEntry};
+
+pub(crate) const WRITER_STOPPED: &str = "the writer stopped";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Torrents,
+    Counters,
+    Whitelist,
+    Keys,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [Table::Torrents, Table::Counters, Table::Whitelist, Table::Keys];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Torrents => "torrents",
+            Table::Counters => "counters",
+            Table::Whitelist => "whitelist",
+            Table::Keys => "keys",
+        }
+    }
+}
+
+/// How the source lays out its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Shoal,
+    /// Torrust Tracker: hex info-hashes, surrogate ids, `torrent_aggregate_metrics`.
+    Torrust,
+}
+
+/// What to do with rows the destination already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Download counts are added; whitelist entries and keys already there are kept.
+    Add,
+    /// The larger download count wins; whitelist entries and keys already there are kept.
+    Max,
+}
+
+/// Rows in flight, in Shoal's own shapes.
+#[derive(Debug)]
+pub enum Batch {
+    Torrents(Vec<(InfoHash, i64)>),
+    Counters(Vec<(String, i64)>),
+    Whitelist(Vec<WhitelistEntry>),
+    Keys(Vec<AuthKey>),
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Torrents(v) => v.len(),
+            Batch::Counters(v) => v.len(),
+            Batch::Whitelist(v) => v.len(),
+            Batch::Keys(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn table(&self) -> Table {
+        match self {
+            Batch::Torrents(_) => Table::Torrents,
+            Batch::Counters(_) => Table::Counters,
+            Batch::Whitelist(_) => Table::Whitelist,
+            Batch::Keys(_) => Table::Keys,
+        }
+    }
+}
+
+/// Row count and order-independent checksum of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableSum {
+    pub rows: u64,
+    pub sum: u64,
+}
+
+impl TableSum {
+    pub(crate) fn add(&mut self, row_hash: u64) {
+        self.rows += 1;
+        self.sum = self.sum.wrapping_add(row_hash);
+    }
+
+    pub(crate) fn remove(&mut self, row_hash: u64) {
+        self.rows -= 1;
+        self.sum = self.sum.wrapping_sub(row_hash);
+    }
+}
+
+fn row_hash(parts: impl Hash) -> u64 {
+    // Fixed keys: both sides are hashed in this process, so only determinism matters.
+    let mut h = DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+pub(crate) fn torrent_hash(h: &InfoHash, completed: i64) -> u64 {
+    row_hash((b't', h.0, completed))
+}
+
+pub(crate) fn counter_hash(name: &str, value: i64) -> u64 {
+    row_hash((b'c', name, value))
+}
+
+pub(crate) fn whitelist_hash(e: &WhitelistEntry) -> u64 {
+    row_hash((b'w', e.info_hash.0, e.added_at))
+}
+
+pub(crate) fn key_hash(k: &AuthKey) -> u64 {
+    row_hash((b'k', k.key.as_str(), k.valid_until, k.created_at))
+}
+
+/// What one read of a table found.
+#[derive(Debug, Clone, Default)]
+pub struct Exported {
+    pub sum: TableSum,
+    /// Rows that could not be read, each named by table and row, when skipping was allowed.
+    pub skipped: Vec<String>,
+}
+
+/// Rows copied so far, per table, for a progress display.
+#[derive(Default)]
+pub struct Progress {
+    rows: [AtomicU64; 4],
+    current: AtomicUsize,
+}
+
+impl Progress {
+    pub(crate) fn add(&self, t: Table, n: u64) {
+        self.current.store(t as usize, Relaxed);
+        self.rows[t as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn rows(&self, t: Table) -> u64 {
+        self.rows[t as usize].load(Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.rows.iter().map(|r| r.load(Relaxed)).sum()
+    }
+
+    pub fn current(&self) -> Table {
+        Table::ALL[self.current.load(Relaxed).min(3)]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    pub merge: Option<Merge>,
+    pub skip_invalid: bool,
+    /// Rows per batch; a few batches are in flight at once, never a whole table.
+    pub batch_rows: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions { merge: None, skip_invalid: false, batch_rows: 5000 }
+    }
+}
+
+/// One table's outcome, for the summary.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    pub table: Table,
+    pub source: TableSum,
+    pub destination: TableSum,
+    /// What the destination must hold: the source itself, or the merge of both.
+    pub expected: TableSum,
+    pub copied: u64,
+    pub skipped: Vec<String>,
+}
+
+impl TableReport {
+    pub fn ok(&self) -> bool {
+        self.destination == self.expected
+    }
+}
+
+/// Where the writer stands after the copy: per table, rows written and the sum the
+/// destination must now have.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Imported {
+    pub copied: u64,
+    pub expected: TableSum,
+}
+
+/// Copies every table from `src` (read only) to `dst` (already migrated) and verifies.
+pub async fn copy(src: &AnyStore, format: Format, dst: &AnyStore, opts: CopyOptions, progress: Arc<Progress>) -> Result<Vec<TableReport>, StoreError> {
+    let now = crate::unix_now();
+    let mut before = [TableSum::default(); 4];
+    for t in Table::ALL {
+        before[t as usize] = dst.export_table(t, Format::Shoal, true, now, None, opts.batch_rows).await?.sum;
+        if opts.merge.is_none() && before[t as usize].rows > 0 {
+            return Err(StoreError::Copy(format!(
+                "the destination already has {} rows in {}; copy into an empty database, or say how to combine them with --merge add|max",
+                before[t as usize].rows,
+                t.name()
+            )));
+        }
+    }
+
+    let (tx, rx) = mpsc::channel::<Batch>(4);
+    let reader = async {
+        let mut out = Vec::new();
+        for t in Table::ALL {
+            out.push(src.export_table(t, format, opts.skip_invalid, now, Some(&tx), opts.batch_rows).await?);
+        }
+        drop(tx);
+        Ok::<_, StoreError>(out)
+    };
+    let writer = dst.import(rx, opts.merge, before, &progress);
+    let (read, written) = tokio::join!(reader, writer);
+    let (read, written) = match (read, written) {
+        (Ok(r), Ok(w)) => (r, w),
+        // The reader only noticed that the writer had stopped; the writer says why.
+        (Err(StoreError::Copy(m)), Err(w)) if m == WRITER_STOPPED => return Err(w),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+
+    let mut reports = Vec::new();
+    for t in Table::ALL {
+        let source = src.export_table(t, format, true, now, None, opts.batch_rows).await?.sum;
+        let destination = dst.export_table(t, Format::Shoal, true, now, None, opts.batch_rows).await?.sum;
+        let i = t as usize;
+        reports.push(TableReport {
+            table: t,
+            source,
+            destination,
+            expected: written[i].expected,
+            copied: written[i].copied,
+            skipped: read[i].skipped.clone(),
+        });
+        // The source must read the same after the copy as during it.
+        if source != read[i].sum {
+            return Err(StoreError::Copy(format!("the source's {} table changed while it was copied; stop what writes to it and run again", t.name())));
+        }
+    }
+    Ok(reports)
+}
+
+/// One row in Shoal's shape.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    Torrent(InfoHash, i64),
+    Counter(String, i64),
+    Listed(WhitelistEntry),
+    Key(AuthKey),
+}
+
+impl Item {
+    pub(crate) fn hash(&self) -> u64 {
+        match self {
+            Item::Torrent(h, n) => torrent_hash(h, *n),
+            Item::Counter(name, v) => counter_hash(name, *v),
+            Item::Listed(e) => whitelist_hash(e),
+            Item::Key(k) => key_hash(k),
+        }
+    }
+
+    /// The primary key's bytes, to match rows of one table.
+    pub(crate) fn pk(&self) -> Vec<u8> {
+        match self {
+            Item::Torrent(h, _) => h.0.to_vec(),
+            Item::Counter(name, _) => name.as_bytes().to_vec(),
+            Item::Listed(e) => e.info_hash.0.to_vec(),
+            Item::Key(k) => k.key.as_str().as_bytes().to_vec(),
+        }
+    }
+
+    /// What the destination holds after merging `incoming` into `self`.
+    pub(crate) fn merged(&self, incoming: &Item, m: Merge) -> Result<Item, StoreError> {
+        let combine = |a: i64, b: i64| match m {
+            Merge::Add => a.checked_add(b).ok_or_else(|| StoreError::Copy(format!("adding {a} and {b} overflows a 64-bit count"))),
+            Merge::Max => Ok(a.max(b)),
+        };
+        Ok(match (self, incoming) {
+            (Item::Torrent(h, a), Item::Torrent(_, b)) => Item::Torrent(*h, combine(*a, *b)?),
+            (Item::Counter(name, a), Item::Counter(_, b)) => Item::Counter(name.clone(), combine(*a, *b)?),
+            (kept, _) => kept.clone(),
+        })
+    }
+}
+
+impl Batch {
+    pub(crate) fn empty(t: Table, capacity: usize) -> Batch {
+        match t {
+            Table::Torrents => Batch::Torrents(Vec::with_capacity(capacity)),
+            Table::Counters => Batch::Counters(Vec::with_capacity(capacity)),
+            Table::Whitelist => Batch::Whitelist(Vec::with_capacity(capacity)),
+            Table::Keys => Batch::Keys(Vec::with_capacity(capacity)),
+        }
+    }
+
+    pub(crate) fn push(&mut self, item: Item) {
+        match (self, item) {
+            (Batch::Torrents(v), Item::Torrent(h, n)) => v.push((h, n)),
+            (Batch::Counters(v), Item::Counter(name, n)) => v.push((name, n)),
+            (Batch::Whitelist(v), Item::Listed(e)) => v.push(e),
+            (Batch::Keys(v), Item::Key(k)) => v.push(k),
+            (b, i) => unreachable!("{i:?} pushed into a {} batch", b.table().name()),
+        }
+    }
+
+    pub(crate) fn items(&self) -> Vec<Item> {
+        match self {
+            Batch::Torrents(v) => v.iter().map(|(h, n)| Item::Torrent(*h, *n)).collect(),
+            Batch::Counters(v) => v.iter().map(|(name, n)| Item::Counter(name.clone(), *n)).collect(),
+            Batch::Whitelist(v) => v.iter().map(|e| Item::Listed(*e)).collect(),
+            Batch::Keys(v) => v.iter().map(|k| Item::Key(*k)).collect(),
+        }
+    }
+}
