@@ -2,6 +2,7 @@
 
 mod access;
 mod api;
+mod bench;
 mod config;
 mod connection_id;
 mod db;
@@ -57,6 +58,11 @@ enum Command {
         #[arg(long, default_value_t = 5000, value_name = "N")]
         batch_rows: usize,
     },
+    /// Measure things and print the figures.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Show or apply the database migrations without serving.
     Db {
         #[command(subcommand)]
@@ -77,6 +83,25 @@ enum Command {
 enum MergeArg {
     Add,
     Max,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Time every store operation on a throwaway database; prints one JSON report.
+    Persistence {
+        /// The database to measure (it is migrated, written to and left with the rows).
+        #[arg(long, value_name = "URL")]
+        db_url: String,
+        /// Repetitions of each per-row operation.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        ops: usize,
+        /// Tasks for the concurrent runs.
+        #[arg(long, default_value_t = 4, value_name = "C")]
+        concurrency: usize,
+        /// Persisted counts for the start-up load (load_all_1m).
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+        rows: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +143,9 @@ fn main() -> ExitCode {
             });
             rt.block_on(migrate::run(migrate::Args { from, to, merge, skip_invalid, batch_rows: batch_rows.max(1) }))
         }),
+        Command::Bench { what: BenchWhat::Persistence { db_url, ops, concurrency, rows } } => {
+            runtime().and_then(|rt| rt.block_on(bench::run(bench::Args { db_url, ops, concurrency, rows })))
+        }
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {
                 match action {

@@ -127,6 +127,9 @@ impl Connection for AnyStore {
     fn driver(&self) -> &'static str {
         each!(self, s => s.driver())
     }
+    async fn server_version(&self) -> Result<String, StoreError> {
+        each!(self, s => s.server_version().await)
+    }
 }
 
 impl Transfer for AnyStore {

@@ -162,6 +162,8 @@ pub trait Connection {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn close(&self) -> impl Future<Output = ()> + Send;
     fn driver(&self) -> &'static str;
+    /// The server's own version string (`sqlite_version()`, `version()`).
+    fn server_version(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
 
 /// Everything a running tracker needs from its database.

@@ -36,6 +36,8 @@ pub trait Dialect: Database {
     fn inserted(col: &str) -> String {
         format!("excluded.{col}")
     }
+    /// Returns the server's version as text.
+    const VERSION_QUERY: &'static str = "SELECT version()";
     /// The larger of two values, as an SQL function name.
     const GREATEST: &'static str = "GREATEST";
     /// The type name for `CAST(x AS …)` to a signed 64-bit integer.
@@ -484,6 +486,10 @@ impl Connection {
 
     fn driver(&self) -> &'static str {
         DB::DRIVER
+    }
+
+    async fn server_version(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar(DB::VERSION_QUERY).fetch_one(&self.pool).await?)
     }
 }
 }

@@ -18,6 +18,7 @@ pub type SqliteStore = SqlStore<Sqlite>;
 impl Dialect for Sqlite {
     const DRIVER: &'static str = "sqlite";
     const GREATEST: &'static str = "max";
+    const VERSION_QUERY: &'static str = "SELECT sqlite_version()";
     const TABLE_EXISTS: &'static str = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
 
     fn migrator() -> &'static Migrator {

@@ -154,6 +154,21 @@ impl Server {
         }
     }
 
+    /// The server's version string as it reports it (`SELECT version()`).
+    pub async fn version(&self) -> Result<String, String> {
+        let sql = "SELECT version()";
+        match self.kind {
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.admin_url()).await.map_err(|e| e.to_string())?;
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.map_err(|e| e.to_string())
+            }
+            Kind::MariaDb => {
+                let mut c = sqlx::MySqlConnection::connect(&self.admin_url()).await.map_err(|e| e.to_string())?;
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// Creates a database on this server and returns its URL.
     pub async fn create_database(&self, name: &str) -> Result<String, String> {
         create_database(self.kind, &self.admin_url(), name).await?;
