@@ -219,6 +219,18 @@ async fn run_suite(b: Backend) {
     s.close().await;
 }
 
+/// The compatibility matrix sets SHOAL_TEST_EXPECT_VERSION to prove which server it tested.
+async fn reports_the_server_version(b: Backend) {
+    let s = open(&fresh_url(b).await, 1).await;
+    let version = s.server_version().await.unwrap();
+    assert!(version.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()), "{version}");
+    if let Ok(want) = std::env::var("SHOAL_TEST_EXPECT_VERSION") {
+        assert!(version.contains(&want), "server reports {version:?}, expected {want:?}");
+    }
+    eprintln!("{b:?} server version: {version}");
+    s.close().await;
+}
+
 async fn refuses_unknown_and_changed_migrations(b: Backend) {
     let url = fresh_url(b).await;
     let s = open(&url, 2).await;
@@ -257,7 +269,7 @@ macro_rules! on_every_backend {
     };
 }
 
-on_every_backend!(run_suite, refuses_unknown_and_changed_migrations);
+on_every_backend!(run_suite, refuses_unknown_and_changed_migrations, reports_the_server_version);
 
 #[tokio::test]
 async fn postgres_wrong_password() {
