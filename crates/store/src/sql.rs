@@ -209,6 +209,9 @@ impl<DB: Dialect> SqlStore<DB> {
         let pool = PoolOptions::<DB>::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx would ping every connection before each query, doubling the round trips;
+            // a dead connection fails its query instead, and callers retry.
+            .test_before_acquire(false)
             .connect_with(options.map_err(connect_err)?)
             .await
             .map_err(connect_err)?;

@@ -37,6 +37,7 @@ pub struct Server {
     port: u16,
     pid: Option<u32>,
     exited: Option<Mutex<mpsc::Receiver<()>>>,
+    durable: bool,
 }
 
 /// A fresh, empty database on a shared server; `url` carries a password.
@@ -111,14 +112,20 @@ impl Server {
     /// Starts a private server with a fresh data directory on a free loopback port, with a
     /// user `shoal` that logs in with a password over TCP.
     pub async fn launch(kind: Kind) -> Result<Server, String> {
-        let server = tokio::task::spawn_blocking(move || Server::start(kind)).await.map_err(|e| e.to_string())??;
+        Self::launch_with(kind, false).await
+    }
+
+    /// As `launch`; `durable` keeps the servers' default flush-on-commit settings (for
+    /// benchmarks) instead of trading durability for test speed.
+    pub async fn launch_with(kind: Kind, durable: bool) -> Result<Server, String> {
+        let server = tokio::task::spawn_blocking(move || Server::start(kind, durable)).await.map_err(|e| e.to_string())??;
         if kind == Kind::MariaDb {
             server.mariadb_user().await?;
         }
         Ok(server)
     }
 
-    fn start(kind: Kind) -> Result<Server, String> {
+    fn start(kind: Kind, durable: bool) -> Result<Server, String> {
         let root = std::env::temp_dir().join("shoal-testkit");
         sweep_stale(&root);
         static N: AtomicU32 = AtomicU32::new(0);
@@ -128,7 +135,7 @@ impl Server {
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
-        let mut server = Server { kind, dir, port: free_port()?, pid: None, exited: None };
+        let mut server = Server { kind, dir, port: free_port()?, pid: None, exited: None, durable };
         server.init(owner)?;
         server.run()?;
         Ok(server)
@@ -223,8 +230,11 @@ impl Server {
                 let mut cmd = Command::new(pg_bin("postgres")?);
                 cmd.arg("-D").arg(dir.join("data")).args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
                 cmd.arg("-k").arg(dir);
-                // Durability is not under test here; speed is welcome.
-                cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200"]);
+                cmd.args(["-c", "max_connections=200"]);
+                if !self.durable {
+                    // Durability is not under test here; speed is welcome.
+                    cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
+                }
                 cmd
             }
             Kind::MariaDb => {
@@ -234,7 +244,10 @@ impl Server {
                 cmd.arg(format!("--socket={}", dir.join("mysqld.sock").display()));
                 cmd.arg(format!("--pid-file={}", dir.join("mysqld.pid").display()));
                 cmd.args(["--bind-address=127.0.0.1", &format!("--port={}", self.port)]);
-                cmd.args(["--skip-log-bin", "--innodb-flush-log-at-trx-commit=2", "--innodb-buffer-pool-size=64M"]);
+                cmd.args(["--skip-log-bin", "--innodb-buffer-pool-size=128M"]);
+                if !self.durable {
+                    cmd.arg("--innodb-flush-log-at-trx-commit=2");
+                }
                 cmd
             }
         };
