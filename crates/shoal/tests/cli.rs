@@ -116,3 +116,26 @@ fn an_open_api_is_refused_off_loopback_and_a_dead_database_is_named() {
     let err = fails_with(&["serve"], &[("SHOAL_DATABASE__URL", &url), ("SHOAL_UDP__BIND", "[]"), ("SHOAL_HTTP__BIND", "[]"), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
     assert!(err.contains("cannot open postgresql://shoal:***@127.0.0.1") && !err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn bench_persistence_prints_one_json_report_with_every_operation() {
+    let dir = temp_dir();
+    let url = format!("sqlite://{}/bench.db", dir.path().display());
+    let out = command(&["bench", "persistence", "--db-url", &url, "--ops", "5", "--concurrency", "2", "--rows", "300"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let meta = &report["meta"];
+    assert_eq!((meta["driver"].as_str(), meta["ops"].as_u64(), meta["concurrency"].as_u64()), (Some("sqlite"), Some(5), Some(2)));
+    assert!(meta["server_version"].as_str().unwrap().starts_with('3'), "{meta}");
+    let ops = report["operations"].as_array().unwrap();
+    for name in [
+        "save_torrent_downloads", "load_torrent_downloads", "load_all_torrents_downloads", "increase_downloads_for_torrent",
+        "save_global_downloads", "load_global_downloads", "increase_global_downloads", "add_info_hash_to_whitelist",
+        "get_info_hash_from_whitelist", "load_whitelist", "remove_info_hash_from_whitelist", "add_key_to_keys", "get_key_from_keys",
+        "load_keys", "remove_key_from_keys", "flush_1000_deltas", "load_all_300", "save_torrent_downloads@c2", "get_key_from_keys@c2",
+    ] {
+        let op = ops.iter().find(|o| o["name"] == name).unwrap_or_else(|| panic!("{name} missing from {report}"));
+        let (best, median, p99, worst) = (op["best_us"].as_f64().unwrap(), op["median_us"].as_f64().unwrap(), op["p99_us"].as_f64().unwrap(), op["worst_us"].as_f64().unwrap());
+        assert!(op["count"].as_u64().unwrap() > 0 && 0.0 < best && best <= median && median <= p99 && p99 <= worst, "{op}");
+    }
+}
