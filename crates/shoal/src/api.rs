@@ -5,18 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use protocol::{InfoHash, Key};
 use serde::Deserialize;
+
 use serde_json::{Value, json};
 use store::{AnyStore, AuthKey, AuthKeyStore, Connection, StoreError, WhitelistEntry, WhitelistStore};
 
+use crate::admin_body::{NewKey, parse_new_key};
 use crate::config::Secret;
 use crate::metrics::Gauges;
 use crate::tracker::Tracker;
@@ -234,47 +236,22 @@ async fn keys(State(s): St) -> Response {
     Json(s.tracker.access.keys().iter().map(key_json).collect::<Vec<_>>()).into_response()
 }
 
-/// `{}` or `{"valid_for_secs": N}` generates a key; `{"key": "...", "valid_until": T|null}`
-/// imports one.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewKey {
-    valid_for_secs: Option<u64>,
-    key: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    valid_until: Option<Option<i64>>,
-}
-
-/// Tells `"valid_until": null` (present, never expires) from an absent field.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
-}
-
-async fn add_key(State(s): St, headers: HeaderMap, body: Result<Json<NewKey>, JsonRejection>) -> Response {
-    // An empty body means `{}`: generate a key that never expires.
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(JsonRejection::MissingJsonContentType(_)) if headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0") => {
-            NewKey { valid_for_secs: None, key: None, valid_until: None }
-        }
-        // Well-formed JSON of the wrong shape is as much a bad request as broken JSON.
-        Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => return error(StatusCode::BAD_REQUEST, e.body_text()),
+async fn add_key(State(s): St, body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
     };
+    let req = match parse_new_key(&body) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
     let now = Tracker::unix_now();
-    let key = match (req.key, req.valid_for_secs, req.valid_until) {
-        (Some(_), Some(_), _) => return error(StatusCode::BAD_REQUEST, "give either key (to import) or valid_for_secs (to generate), not both"),
-        (None, _, Some(_)) => return error(StatusCode::BAD_REQUEST, "valid_until is only for importing a key; use valid_for_secs to generate one"),
-        (Some(raw), None, valid_until) => match parse_key(&raw) {
-            Ok(key) => AuthKey { key, valid_until: valid_until.flatten(), created_at: now },
-            Err(r) => return r,
-        },
-        (None, Some(0), None) => return error(StatusCode::BAD_REQUEST, "valid_for_secs must be at least 1"),
-        (None, lifetime, None) => {
-            let valid_until = match lifetime.map(|l| i64::try_from(l).ok().and_then(|l| now.checked_add(l))) {
+    let key = match req {
+        NewKey::Import { key, valid_until } => AuthKey { key, valid_until, created_at: now },
+        NewKey::Generate { valid_for_secs } => {
+            let valid_until = match valid_for_secs.map(|l| now.checked_add(l as i64)) {
                 Some(None) => return error(StatusCode::BAD_REQUEST, "valid_for_secs is too large"),
-                Some(Some(t)) => Some(t),
-                None => None,
+                other => other.flatten(),
             };
             match random_key() {
                 Ok(key) => AuthKey { key, valid_until, created_at: now },

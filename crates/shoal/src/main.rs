@@ -1,6 +1,7 @@
 //! `shoal`: a BitTorrent tracker on an embedded SQLite database.
 
 mod access;
+mod admin_body;
 mod api;
 mod bench;
 mod config;

@@ -1,0 +1,19 @@
+//! Any body for POST /api/v1/keys: a request or a sentence for a 400, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// The admin API's own parser, compiled here from the same file.
+#[path = "../../crates/shoal/src/admin_body.rs"]
+#[allow(dead_code)]
+mod admin_body;
+use admin_body::{NewKey, parse_new_key};
+
+fuzz_target!(|body: &[u8]| {
+    match parse_new_key(body) {
+        Ok(NewKey::Generate { valid_for_secs: Some(n) }) => assert!(n >= 1 && n <= i64::MAX as u64),
+        Ok(NewKey::Import { key, .. }) => assert_eq!(key.as_str().len(), 32),
+        Ok(_) => {}
+        Err(why) => assert!(!why.is_empty()),
+    }
+});
