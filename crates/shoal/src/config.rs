@@ -68,6 +68,12 @@ pub struct UdpConfig {
 pub struct HttpConfig {
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<SocketAddr>,
+    /// Open connections per listener; more are closed at once and counted.
+    pub max_connections: usize,
+    /// Request line plus headers, in bytes; larger heads get 431 and the connection closes.
+    pub max_header_bytes: usize,
+    /// A request's head must arrive within this; an idle keep-alive connection closes after it.
+    pub header_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,7 +176,7 @@ impl Default for UdpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { bind: vec![SocketAddr::from(([0, 0, 0, 0], 7070))] }
+        HttpConfig { bind: vec![SocketAddr::from(([0, 0, 0, 0], 7070))], max_connections: 4096, max_header_bytes: 8192, header_timeout_ms: 10_000 }
     }
 }
 
@@ -311,6 +317,15 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1".into());
+        }
+        if self.http.max_connections == 0 {
+            return bad("http.max_connections", "must be at least 1".into());
+        }
+        if !(8192..=1 << 20).contains(&self.http.max_header_bytes) {
+            return bad("http.max_header_bytes", format!("{} is outside 8192..=1048576 (8192 is the HTTP library's floor)", self.http.max_header_bytes));
+        }
+        if self.http.header_timeout_ms == 0 {
+            return bad("http.header_timeout_ms", "must be at least 1".into());
         }
         if self.database.max_pending_torrents == 0 {
             return bad("database.max_pending_torrents", "must be at least 1".into());

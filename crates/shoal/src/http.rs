@@ -16,10 +16,13 @@ use protocol::http::{AnnounceRequest, AnnounceResponse, ScrapeRequest, SwarmCoun
 use swarm::Families;
 use tokio::net::TcpListener;
 
+use crate::config::HttpConfig;
 use crate::metrics::{Action, Protocol::Http};
 use crate::tracker::{PeerAnnounce, Tracker};
 
-pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
+pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>, limits: HttpConfig) {
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -30,19 +33,43 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>) {
                 continue;
             }
         };
+        // Over the limit: close at once, before hyper spends anything on the connection.
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracker.metrics.error(Http, None, "too_many_connections");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let tracker = tracker.clone();
+        let max_header_bytes = limits.max_header_bytes;
         tokio::spawn(async move {
+            let _permit = permit;
+            let counted = tracker.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let resp = handle(&tracker, &req, remote);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = http1::Builder::new()
+            let served = http1::Builder::new()
                 .keep_alive(true)
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(15))
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_header_bytes)
+                .max_headers(64)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            if let Err(e) = served {
+                let kind = if e.is_parse_too_large() {
+                    "head_too_large"
+                } else if e.is_timeout() {
+                    "head_timeout"
+                } else if e.is_parse() {
+                    "bad_http"
+                } else {
+                    // Resets and the like: the client went away; nothing to count.
+                    return;
+                };
+                counted.metrics.error(Http, None, kind);
+            }
         });
     }
 }

@@ -69,7 +69,7 @@ async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
     }
     for listener in http_listeners {
         tracing::info!("http tracker listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
-        servers.spawn(http::serve(listener, tracker.clone()));
+        servers.spawn(http::serve(listener, tracker.clone(), config.http.clone()));
     }
     tracing::info!("admin api listening on {}", api_listener.local_addr().map_err(|e| e.to_string())?);
     if config.api.token.expose().is_empty() {

@@ -35,6 +35,7 @@ pub struct Setup<'a> {
     pub db_url: Option<String>,
     pub token: &'a str,
     pub database_extra: &'a str,
+    pub http_extra: &'a str,
     pub extra: &'a str,
 }
 
@@ -46,8 +47,8 @@ impl Setup<'_> {
         let text = format!(
             "mode = \"{mode}\"\n[database]\nurl = \"{url}\"\nflush_interval_ms = 100\n{}\n\
              [udp]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nworkers = 2\n\
-             [http]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\n[api]\nbind = \"127.0.0.1:0\"\ntoken = \"{}\"\n{}",
-            self.database_extra, self.token, self.extra
+             [http]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\n{}\n[api]\nbind = \"127.0.0.1:0\"\ntoken = \"{}\"\n{}",
+            self.database_extra, self.http_extra, self.token, self.extra
         );
         std::fs::write(&path, text).unwrap();
         path
