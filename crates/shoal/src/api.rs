@@ -97,13 +97,17 @@ async fn require_token(State(s): St, req: Request, next: Next) -> Response {
 async fn health(State(s): St) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let reachable = matches!(db, Ok(Ok(())));
-    let status = if reachable { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let m = &s.tracker.metrics;
+    // Reachable is not enough: a read-only file or a full disk answers SELECT 1 but refuses writes.
+    let flushing = !m.flush_failing.load(std::sync::atomic::Ordering::Relaxed);
+    let healthy = reachable && flushing;
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if reachable { "ok" } else { "degraded" },
+        "status": if healthy { "ok" } else { "degraded" },
         "database": {
             "driver": s.store.driver(),
             "reachable": reachable,
+            "flushing": flushing,
             "flush_failures": m.flush_failures.load(std::sync::atomic::Ordering::Relaxed),
             "unflushed_deltas": m.unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
         },

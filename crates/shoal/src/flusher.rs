@@ -63,6 +63,7 @@ impl<S: TorrentMetricsStore> Flusher<S> {
             Ok(()) => {
                 self.unflushed.clear();
                 m.flushes.fetch_add(1, Relaxed);
+                m.flush_failing.store(false, Relaxed);
                 m.flushed_deltas.fetch_add(outstanding, Relaxed);
                 m.unflushed_deltas.store(0, Relaxed);
                 m.unflushed_torrents.store(0, Relaxed);
@@ -71,6 +72,7 @@ impl<S: TorrentMetricsStore> Flusher<S> {
             }
             Err(e) => {
                 m.flush_failures.fetch_add(1, Relaxed);
+                m.flush_failing.store(true, Relaxed);
                 Err(e)
             }
         }

@@ -37,6 +37,8 @@ pub struct Metrics {
     failed: [[AtomicU64; 4]; 2],
     pub flushes: AtomicU64,
     pub flush_failures: AtomicU64,
+    /// The last flush failed (cleared by the next that succeeds); `/health` reports it.
+    pub flush_failing: std::sync::atomic::AtomicBool,
     pub flush_last_micros: AtomicU64,
     pub flushed_deltas: AtomicU64,
     /// Deltas taken from the swarm but not yet in the database (failed flushes).

@@ -45,7 +45,7 @@ fn serves_on(backend: &str) {
     assert_eq!(status, 201);
     let (_, key) = api(shoal.api, "POST", "/api/v1/keys", Some(TOKEN), Some(r#"{"valid_for_secs": 600}"#));
     let (_, health) = api(shoal.api, "GET", "/health", None, None);
-    assert_eq!(health["database"], json!({"driver": if backend == "mariadb" { "mysql" } else { backend }, "reachable": true, "flush_failures": 0, "unflushed_deltas": 0}));
+    assert_eq!(health["database"], json!({"driver": if backend == "mariadb" { "mysql" } else { backend }, "reachable": true, "flushing": true, "flush_failures": 0, "unflushed_deltas": 0}));
 
     let store = open_store(&url);
     wait_until("counts flushed", Duration::from_secs(10), || count(&store, hash(1)) == Some(3));
