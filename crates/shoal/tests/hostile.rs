@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use protocol::AnnounceEvent;
-use protocol::http::AnnounceRequest as HttpAnnounce;
 use protocol::udp::Response;
 
 struct Rng(u64);
@@ -38,21 +37,10 @@ fn good_client(udp: SocketAddr, http: SocketAddr, stop: Arc<AtomicBool>, ok: Arc
             Response::Announce { interval: 120, .. } => ok.fetch_add(1, Relaxed),
             _ => bad.fetch_add(1, Relaxed),
         };
-        let req = HttpAnnounce {
-            info_hash: hash(201),
-            peer_id: peer_id(n),
-            port: 9001,
-            uploaded: 0,
-            downloaded: 0,
-            left: 10,
-            event: AnnounceEvent::Started,
-            compact: true,
-            no_peer_id: false,
-            numwant: None,
-        };
+        let query = started_query(hash(201), n, 9001);
         let answer = TcpStream::connect(http).ok().and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            let (status, body) = http_exchange(&mut s, &format!("/announce?{}", req.to_query()), true);
+            let (status, body) = http_exchange(&mut s, &format!("/announce?{query}"), true);
             Some(status == 200 && protocol::bencode::decode(&body).ok()?.get("interval").is_some())
         });
         if answer == Some(true) {

@@ -5,26 +5,13 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use protocol::http::AnnounceRequest as HttpAnnounce;
 use protocol::udp::{Request, Response};
 use protocol::{AnnounceEvent, InfoHash};
 
 const TOKEN: &str = "test-token-0123456789";
 
 fn http_announce_to(addr: SocketAddr, path: &str, ih: InfoHash, peer: u8) -> Result<protocol::bencode::Value, String> {
-    let req = HttpAnnounce {
-        info_hash: ih,
-        peer_id: peer_id(peer),
-        port: 4000 + u16::from(peer),
-        uploaded: 0,
-        downloaded: 0,
-        left: 10,
-        event: AnnounceEvent::Started,
-        compact: true,
-        no_peer_id: false,
-        numwant: None,
-    };
-    let (status, body) = http_get(addr, &format!("{path}?{}", req.to_query()));
+    let (status, body) = http_get(addr, &format!("{path}?{}", started_query(ih, peer, 4000 + u16::from(peer))));
     assert_eq!(status, 200);
     let v = bdecode(&body);
     match v.get("failure reason") {

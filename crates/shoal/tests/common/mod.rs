@@ -338,3 +338,20 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()).block_on(f)
 }
+
+/// The query of a compact HTTP announce by a leecher that has just started.
+pub fn started_query(ih: InfoHash, peer: u8, port: u16) -> String {
+    protocol::http::AnnounceRequest {
+        info_hash: ih,
+        peer_id: peer_id(peer),
+        port,
+        uploaded: 0,
+        downloaded: 0,
+        left: 10,
+        event: AnnounceEvent::Started,
+        compact: true,
+        no_peer_id: false,
+        numwant: None,
+    }
+    .to_query()
+}
