@@ -150,10 +150,6 @@ impl Progress {
         self.rows[t as usize].fetch_add(n, Relaxed);
     }
 
-    pub fn rows(&self, t: Table) -> u64 {
-        self.rows[t as usize].load(Relaxed)
-    }
-
     pub fn total(&self) -> u64 {
         self.rows.iter().map(|r| r.load(Relaxed)).sum()
     }

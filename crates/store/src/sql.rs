@@ -274,25 +274,44 @@ macro_rules! for_every_backend {
     };
 }
 
+/// A whitelist or keys row in Shoal's layout, read by the same code the copy engine uses.
+fn shoal_row<R: Row>(t: Table, row: &R) -> Result<Item, StoreError>
+where
+    usize: ColumnIndex<R>,
+    for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
+{
+    decode_row(t, Format::Shoal, row, 0).map_err(|detail| StoreError::BadRow { what: t.name(), detail })
+}
+
 fn whitelist_row<R: Row>(row: &R) -> Result<WhitelistEntry, StoreError>
 where
     usize: ColumnIndex<R>,
-    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
     for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
 {
-    Ok(WhitelistEntry { info_hash: hash_from_db(&row.try_get::<Vec<u8>, _>(0)?)?, added_at: row.try_get(1)? })
+    match shoal_row(Table::Whitelist, row)? {
+        Item::Listed(e) => Ok(e),
+        other => unreachable!("a whitelist row decoded as {other:?}"),
+    }
 }
 
 fn key_row<R: Row>(row: &R) -> Result<AuthKey, StoreError>
 where
     usize: ColumnIndex<R>,
-    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
-    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
     for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
 {
-    let text: String = row.try_get(0)?;
-    let key = Key::parse(text.as_bytes()).map_err(|e| StoreError::BadRow { what: "key", detail: e.to_string() })?;
-    Ok(AuthKey { key, valid_until: row.try_get(1)?, created_at: row.try_get(2)? })
+    match shoal_row(Table::Keys, row)? {
+        Item::Key(k) => Ok(k),
+        other => unreachable!("a keys row decoded as {other:?}"),
+    }
 }
 
 for_every_backend! {
