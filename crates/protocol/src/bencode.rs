@@ -143,7 +143,10 @@ struct Decoder<'a> {
 
 impl Decoder<'_> {
     fn peek(&self) -> Result<u8, DecodeError> {
-        self.input.get(self.pos).copied().ok_or(DecodeError::UnexpectedEnd)
+        self.input
+            .get(self.pos)
+            .copied()
+            .ok_or(DecodeError::UnexpectedEnd)
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
@@ -191,7 +194,10 @@ impl Decoder<'_> {
     fn integer(&mut self, end: u8) -> Result<i64, DecodeError> {
         let start = self.pos;
         let rest = &self.input[start..];
-        let len = rest.iter().position(|&b| b == end).ok_or(DecodeError::UnexpectedEnd)?;
+        let len = rest
+            .iter()
+            .position(|&b| b == end)
+            .ok_or(DecodeError::UnexpectedEnd)?;
         let digits = &rest[..len];
         let bad = DecodeError::BadInteger { at: start };
         let (neg, body) = match digits.first() {
@@ -216,8 +222,14 @@ impl Decoder<'_> {
         let at = self.pos;
         let len = self.integer(b':')?;
         let len = usize::try_from(len).map_err(|_| DecodeError::BadInteger { at })?;
-        let end = self.pos.checked_add(len).ok_or(DecodeError::UnexpectedEnd)?;
-        let b = self.input.get(self.pos..end).ok_or(DecodeError::UnexpectedEnd)?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .ok_or(DecodeError::UnexpectedEnd)?;
+        let b = self
+            .input
+            .get(self.pos..end)
+            .ok_or(DecodeError::UnexpectedEnd)?;
         self.pos = end;
         Ok(b)
     }
@@ -271,14 +283,29 @@ mod tests {
         assert_eq!(decode(b"i03e"), Err(DecodeError::BadInteger { at: 1 }));
         assert_eq!(decode(b"i-0e"), Err(DecodeError::BadInteger { at: 1 }));
         assert_eq!(decode(b"ie"), Err(DecodeError::BadInteger { at: 1 }));
-        assert_eq!(decode(b"i99999999999999999999e"), Err(DecodeError::BadInteger { at: 1 }));
+        assert_eq!(
+            decode(b"i99999999999999999999e"),
+            Err(DecodeError::BadInteger { at: 1 })
+        );
         assert_eq!(decode(b"5:abc"), Err(DecodeError::UnexpectedEnd));
-        assert_eq!(decode(b"d1:bi1e1:ai2ee"), Err(DecodeError::UnsortedKeys { at: 7 }));
-        assert_eq!(decode(b"d1:ai1e1:ai2ee"), Err(DecodeError::UnsortedKeys { at: 7 }));
+        assert_eq!(
+            decode(b"d1:bi1e1:ai2ee"),
+            Err(DecodeError::UnsortedKeys { at: 7 })
+        );
+        assert_eq!(
+            decode(b"d1:ai1e1:ai2ee"),
+            Err(DecodeError::UnsortedKeys { at: 7 })
+        );
         assert_eq!(decode(b"i1ei2e"), Err(DecodeError::TrailingBytes { at: 3 }));
-        assert_eq!(decode(b"x"), Err(DecodeError::UnexpectedByte { at: 0, byte: b'x' }));
+        assert_eq!(
+            decode(b"x"),
+            Err(DecodeError::UnexpectedByte { at: 0, byte: b'x' })
+        );
         let deep = "l".repeat(100) + &"e".repeat(100);
         assert_eq!(decode(deep.as_bytes()), Err(DecodeError::TooDeep));
-        assert_eq!(decode(b"99999999999999999999999:"), Err(DecodeError::BadInteger { at: 0 }));
+        assert_eq!(
+            decode(b"99999999999999999999999:"),
+            Err(DecodeError::BadInteger { at: 0 })
+        );
     }
 }

@@ -56,7 +56,10 @@ impl fmt::Display for RequestError {
             RequestError::PortZero => write!(f, "parameter 'port' must be between 1 and 65535"),
             RequestError::UnknownEvent(e) => write!(f, "unknown event '{e}'"),
             RequestError::TooManyInfoHashes(n) => {
-                write!(f, "scrape asks for {n} info-hashes, at most {MAX_SCRAPE_HASHES} allowed")
+                write!(
+                    f,
+                    "scrape asks for {n} info-hashes, at most {MAX_SCRAPE_HASHES} allowed"
+                )
             }
         }
     }
@@ -80,12 +83,13 @@ impl RequestError {
 }
 
 fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    query.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| {
-        match p.iter().position(|&b| b == b'=') {
+    query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
             Some(i) => (&p[..i], &p[i + 1..]),
             None => (p, &[][..]),
-        }
-    })
+        })
 }
 
 fn twenty(param: &'static str, raw: &[u8], buf: &mut Vec<u8>) -> Result<[u8; 20], RequestError> {
@@ -93,7 +97,10 @@ fn twenty(param: &'static str, raw: &[u8], buf: &mut Vec<u8>) -> Result<[u8; 20]
     percent::decode_into(raw, buf).map_err(|_| RequestError::BadEscape(param))?;
     buf.as_slice()
         .try_into()
-        .map_err(|_| RequestError::WrongLength { param, len: buf.len() })
+        .map_err(|_| RequestError::WrongLength {
+            param,
+            len: buf.len(),
+        })
 }
 
 fn number(param: &'static str, raw: &[u8]) -> Result<u64, RequestError> {
@@ -110,7 +117,12 @@ fn saturating_u32(param: &'static str, raw: &[u8]) -> Result<u32, RequestError> 
     if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) {
         return Err(RequestError::NotANumber(param));
     }
-    Ok(raw.iter().try_fold(0u32, |n, &d| n.checked_mul(10)?.checked_add((d - b'0') as u32)).unwrap_or(u32::MAX))
+    Ok(raw
+        .iter()
+        .try_fold(0u32, |n, &d| {
+            n.checked_mul(10)?.checked_add((d - b'0') as u32)
+        })
+        .unwrap_or(u32::MAX))
 }
 
 impl AnnounceRequest {
@@ -425,23 +437,44 @@ mod tests {
             peer_id: PeerId([1; 20]),
             addr: "1.2.3.4:6881".parse().unwrap(),
         }];
-        let resp = AnnounceResponse { interval: 1, min_interval: 1, complete: 0, incomplete: 1, peers: &peers };
+        let resp = AnnounceResponse {
+            interval: 1,
+            min_interval: 1,
+            complete: 0,
+            incomplete: 1,
+            peers: &peers,
+        };
         let mut out = Vec::new();
         resp.write(true, false, &mut out);
         let v = decode(&out).unwrap();
-        assert_eq!(v.get("peers").unwrap().as_bytes().unwrap(), &[1, 2, 3, 4, 0x1a, 0xe1]);
+        assert_eq!(
+            v.get("peers").unwrap().as_bytes().unwrap(),
+            &[1, 2, 3, 4, 0x1a, 0xe1]
+        );
         assert!(v.get("peers6").is_none());
     }
 
     #[test]
     fn dictionary_form_carries_peer_id_unless_told() {
-        let peers = [ResponsePeer { peer_id: PeerId(*b"-TR3000-000000000000"), addr: "[::1]:51413".parse().unwrap() }];
-        let resp = AnnounceResponse { interval: 1, min_interval: 1, complete: 1, incomplete: 0, peers: &peers };
+        let peers = [ResponsePeer {
+            peer_id: PeerId(*b"-TR3000-000000000000"),
+            addr: "[::1]:51413".parse().unwrap(),
+        }];
+        let resp = AnnounceResponse {
+            interval: 1,
+            min_interval: 1,
+            complete: 1,
+            incomplete: 0,
+            peers: &peers,
+        };
         let mut out = Vec::new();
         resp.write(false, false, &mut out);
         let v = decode(&out).unwrap();
         let p = &v.get("peers").unwrap().as_list().unwrap()[0];
-        assert_eq!(p.get("peer id").unwrap().as_bytes().unwrap(), b"-TR3000-000000000000");
+        assert_eq!(
+            p.get("peer id").unwrap().as_bytes().unwrap(),
+            b"-TR3000-000000000000"
+        );
         assert_eq!(p.get("ip").unwrap().as_bytes().unwrap(), b"::1");
     }
 
@@ -449,29 +482,77 @@ mod tests {
     fn each_malformed_class_is_named() {
         let ok = request().to_query();
         let without = |p: &str| {
-            ok.split('&').filter(|kv| !kv.starts_with(&format!("{p}="))).collect::<Vec<_>>().join("&")
+            ok.split('&')
+                .filter(|kv| !kv.starts_with(&format!("{p}=")))
+                .collect::<Vec<_>>()
+                .join("&")
         };
         for p in ["info_hash", "peer_id", "port", "left"] {
             let err = AnnounceRequest::parse(without(p).as_bytes()).unwrap_err();
-            assert_eq!(err, RequestError::Missing(match p {
-                "info_hash" => "info_hash", "peer_id" => "peer_id", "port" => "port", _ => "left",
-            }));
+            assert_eq!(
+                err,
+                RequestError::Missing(match p {
+                    "info_hash" => "info_hash",
+                    "peer_id" => "peer_id",
+                    "port" => "port",
+                    _ => "left",
+                })
+            );
             assert!(err.to_string().contains(p));
         }
         let bad = |q: String| AnnounceRequest::parse(q.as_bytes()).unwrap_err();
-        assert_eq!(bad(ok.replacen("info_hash=", "info_hash=%zz", 1)), RequestError::BadEscape("info_hash"));
-        assert_eq!(bad(ok.replacen("info_hash=", "info_hash=x", 1)), RequestError::WrongLength { param: "info_hash", len: 21 });
-        assert_eq!(bad(format!("{}&info_hash=abc", without("info_hash"))), RequestError::WrongLength { param: "info_hash", len: 3 });
-        assert_eq!(bad(ok.replace("port=6881", "port=0")), RequestError::PortZero);
-        assert_eq!(bad(ok.replace("port=6881", "port=70000")), RequestError::NotANumber("port"));
-        assert_eq!(bad(ok.replace("left=3", "left=-3")), RequestError::NotANumber("left"));
-        assert_eq!(bad(ok.replace("event=started", "event=exploded")), RequestError::UnknownEvent("exploded".into()));
-        assert_eq!(bad(ok.replace("numwant=50", "numwant=lots")), RequestError::NotANumber("numwant"));
+        assert_eq!(
+            bad(ok.replacen("info_hash=", "info_hash=%zz", 1)),
+            RequestError::BadEscape("info_hash")
+        );
+        assert_eq!(
+            bad(ok.replacen("info_hash=", "info_hash=x", 1)),
+            RequestError::WrongLength {
+                param: "info_hash",
+                len: 21
+            }
+        );
+        assert_eq!(
+            bad(format!("{}&info_hash=abc", without("info_hash"))),
+            RequestError::WrongLength {
+                param: "info_hash",
+                len: 3
+            }
+        );
+        assert_eq!(
+            bad(ok.replace("port=6881", "port=0")),
+            RequestError::PortZero
+        );
+        assert_eq!(
+            bad(ok.replace("port=6881", "port=70000")),
+            RequestError::NotANumber("port")
+        );
+        assert_eq!(
+            bad(ok.replace("left=3", "left=-3")),
+            RequestError::NotANumber("left")
+        );
+        assert_eq!(
+            bad(ok.replace("event=started", "event=exploded")),
+            RequestError::UnknownEvent("exploded".into())
+        );
+        assert_eq!(
+            bad(ok.replace("numwant=50", "numwant=lots")),
+            RequestError::NotANumber("numwant")
+        );
     }
 
     #[test]
     fn numwant_extremes() {
-        let q = |n: &str| AnnounceRequest::parse(request().to_query().replace("numwant=50", &format!("numwant={n}")).as_bytes()).unwrap().numwant;
+        let q = |n: &str| {
+            AnnounceRequest::parse(
+                request()
+                    .to_query()
+                    .replace("numwant=50", &format!("numwant={n}"))
+                    .as_bytes(),
+            )
+            .unwrap()
+            .numwant
+        };
         assert_eq!(q("-1"), None);
         assert_eq!(q("99999999999"), Some(u32::MAX));
         assert_eq!(q("999999999999999999999999999999"), Some(u32::MAX));
@@ -480,30 +561,64 @@ mod tests {
 
     #[test]
     fn scrape_many_and_too_many() {
-        let q: String = (0..3u8).map(|i| format!("info_hash={}&", percent::encode(&[i; 20]))).collect();
+        let q: String = (0..3u8)
+            .map(|i| format!("info_hash={}&", percent::encode(&[i; 20])))
+            .collect();
         let req = ScrapeRequest::parse(q.as_bytes()).unwrap();
-        assert_eq!(req.info_hashes, vec![InfoHash([0; 20]), InfoHash([1; 20]), InfoHash([2; 20])]);
-        let q: String = (0..MAX_SCRAPE_HASHES + 5).map(|_| format!("info_hash={}&", percent::encode(&[7; 20]))).collect();
-        assert_eq!(ScrapeRequest::parse(q.as_bytes()), Err(RequestError::TooManyInfoHashes(MAX_SCRAPE_HASHES + 5)));
-        assert_eq!(ScrapeRequest::parse(b""), Err(RequestError::Missing("info_hash")));
+        assert_eq!(
+            req.info_hashes,
+            vec![InfoHash([0; 20]), InfoHash([1; 20]), InfoHash([2; 20])]
+        );
+        let q: String = (0..MAX_SCRAPE_HASHES + 5)
+            .map(|_| format!("info_hash={}&", percent::encode(&[7; 20])))
+            .collect();
+        assert_eq!(
+            ScrapeRequest::parse(q.as_bytes()),
+            Err(RequestError::TooManyInfoHashes(MAX_SCRAPE_HASHES + 5))
+        );
+        assert_eq!(
+            ScrapeRequest::parse(b""),
+            Err(RequestError::Missing("info_hash"))
+        );
     }
 
     #[test]
     fn scrape_response_is_sorted_and_deduplicated() {
-        let c = SwarmCounts { complete: 1, incomplete: 2, downloaded: 1 << 40 };
-        let mut files = vec![(InfoHash([9; 20]), c), (InfoHash([1; 20]), c), (InfoHash([9; 20]), c)];
+        let c = SwarmCounts {
+            complete: 1,
+            incomplete: 2,
+            downloaded: 1 << 40,
+        };
+        let mut files = vec![
+            (InfoHash([9; 20]), c),
+            (InfoHash([1; 20]), c),
+            (InfoHash([9; 20]), c),
+        ];
         let mut out = Vec::new();
         write_scrape(&mut files, &mut out);
         let v = decode(&out).unwrap();
-        let Value::Dict(files) = v.get("files").unwrap() else { panic!() };
+        let Value::Dict(files) = v.get("files").unwrap() else {
+            panic!()
+        };
         assert_eq!(files.len(), 2);
-        assert_eq!(files[&vec![9u8; 20]].get("downloaded").unwrap().as_int(), Some(1 << 40));
+        assert_eq!(
+            files[&vec![9u8; 20]].get("downloaded").unwrap().as_int(),
+            Some(1 << 40)
+        );
     }
 
     #[test]
     fn failure_is_a_bencoded_dictionary() {
         let mut out = Vec::new();
         write_failure("missing parameter 'port'", &mut out);
-        assert_eq!(decode(&out).unwrap().get("failure reason").unwrap().as_bytes().unwrap(), b"missing parameter 'port'");
+        assert_eq!(
+            decode(&out)
+                .unwrap()
+                .get("failure reason")
+                .unwrap()
+                .as_bytes()
+                .unwrap(),
+            b"missing parameter 'port'"
+        );
     }
 }

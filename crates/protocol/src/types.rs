@@ -103,7 +103,9 @@ impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyError::Length(n) => write!(f, "a key has {} characters, got {n}", Key::LEN),
-            KeyError::Character(i) => write!(f, "character {i} of the key is not a letter or digit"),
+            KeyError::Character(i) => {
+                write!(f, "character {i} of the key is not a letter or digit")
+            }
         }
     }
 }
@@ -112,7 +114,8 @@ impl std::error::Error for KeyError {}
 
 impl Key {
     pub const LEN: usize = 32;
-    pub const ALPHABET: &'static [u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    pub const ALPHABET: &'static [u8; 62] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
     pub fn parse(b: &[u8]) -> Result<Self, KeyError> {
         let arr: [u8; Key::LEN] = b.try_into().map_err(|_| KeyError::Length(b.len()))?;
@@ -206,10 +209,19 @@ mod tests {
     fn keys_are_32_alphanumerics() {
         let k: Key = "abcdefghijklmnopqrstuvwxyzABCDE1".parse().unwrap();
         assert_eq!(k.to_string(), "abcdefghijklmnopqrstuvwxyzABCDE1");
-        assert!(!format!("{k:?}").contains("efgh"), "Debug must not show the whole key");
+        assert!(
+            !format!("{k:?}").contains("efgh"),
+            "Debug must not show the whole key"
+        );
         assert_eq!(Key::parse(b"short"), Err(KeyError::Length(5)));
-        assert_eq!(Key::parse(b"abcdefghijklmnopqrstuvwxyzABCD-1"), Err(KeyError::Character(30)));
-        assert_eq!(Key::parse("é".repeat(16).as_bytes()), Err(KeyError::Character(0)));
+        assert_eq!(
+            Key::parse(b"abcdefghijklmnopqrstuvwxyzABCD-1"),
+            Err(KeyError::Character(30))
+        );
+        assert_eq!(
+            Key::parse("é".repeat(16).as_bytes()),
+            Err(KeyError::Character(0))
+        );
     }
 
     #[test]
@@ -232,6 +244,9 @@ mod tests {
             }
         }
         // 64,000 characters over 62 symbols: about 1032 each; a biased mapping skews the first ones.
-        assert!(counts.iter().all(|&c| (850..1220).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (850..1220).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -57,14 +57,32 @@ pub struct ScrapeRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     TooShort(usize),
-    BadProtocolId { transaction_id: u32 },
-    UnknownAction { transaction_id: u32, action: u32 },
-    Truncated { transaction_id: u32, action: &'static str },
-    ScrapeLength { transaction_id: u32 },
-    TooManyHashes { transaction_id: u32 },
-    UnknownEvent { transaction_id: u32 },
-    BadOptions { transaction_id: u32 },
-    PortZero { transaction_id: u32 },
+    BadProtocolId {
+        transaction_id: u32,
+    },
+    UnknownAction {
+        transaction_id: u32,
+        action: u32,
+    },
+    Truncated {
+        transaction_id: u32,
+        action: &'static str,
+    },
+    ScrapeLength {
+        transaction_id: u32,
+    },
+    TooManyHashes {
+        transaction_id: u32,
+    },
+    UnknownEvent {
+        transaction_id: u32,
+    },
+    BadOptions {
+        transaction_id: u32,
+    },
+    PortZero {
+        transaction_id: u32,
+    },
 }
 
 impl ParseError {
@@ -148,7 +166,10 @@ impl Request {
             }
             ACTION_ANNOUNCE => {
                 if packet.len() < ANNOUNCE_LEN {
-                    return Err(ParseError::Truncated { transaction_id, action: "announce" });
+                    return Err(ParseError::Truncated {
+                        transaction_id,
+                        action: "announce",
+                    });
                 }
                 let event = match u32_at(packet, 80) {
                     0 => AnnounceEvent::None,
@@ -187,10 +208,20 @@ impl Request {
                 if hashes.len() / 20 > MAX_SCRAPE_HASHES {
                     return Err(ParseError::TooManyHashes { transaction_id });
                 }
-                let info_hashes = hashes.chunks_exact(20).map(|c| InfoHash(c.try_into().unwrap())).collect();
-                Ok(Request::Scrape(ScrapeRequest { connection_id, transaction_id, info_hashes }))
+                let info_hashes = hashes
+                    .chunks_exact(20)
+                    .map(|c| InfoHash(c.try_into().unwrap()))
+                    .collect();
+                Ok(Request::Scrape(ScrapeRequest {
+                    connection_id,
+                    transaction_id,
+                    info_hashes,
+                }))
             }
-            action => Err(ParseError::UnknownAction { transaction_id, action }),
+            action => Err(ParseError::UnknownAction {
+                transaction_id,
+                action,
+            }),
         }
     }
 
@@ -279,10 +310,25 @@ impl AnnounceRequest {
 /// A response as a client reads it; the server writes responses with the `write_*` functions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Connect { transaction_id: u32, connection_id: u64 },
-    Announce { transaction_id: u32, interval: u32, leechers: u32, seeders: u32, peers: Vec<SocketAddr> },
-    Scrape { transaction_id: u32, stats: Vec<ScrapeStats> },
-    Error { transaction_id: u32, message: Vec<u8> },
+    Connect {
+        transaction_id: u32,
+        connection_id: u64,
+    },
+    Announce {
+        transaction_id: u32,
+        interval: u32,
+        leechers: u32,
+        seeders: u32,
+        peers: Vec<SocketAddr>,
+    },
+    Scrape {
+        transaction_id: u32,
+        stats: Vec<ScrapeStats>,
+    },
+    Error {
+        transaction_id: u32,
+        message: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -301,9 +347,10 @@ impl Response {
         }
         let transaction_id = u32_at(b, 4);
         match u32_at(b, 0) {
-            ACTION_CONNECT if b.len() == 16 => {
-                Some(Response::Connect { transaction_id, connection_id: u64_at(b, 8) })
-            }
+            ACTION_CONNECT if b.len() == 16 => Some(Response::Connect {
+                transaction_id,
+                connection_id: u64_at(b, 8),
+            }),
             ACTION_ANNOUNCE if b.len() >= 20 => {
                 let size = if ipv6 { 18 } else { 6 };
                 let rest = &b[20..];
@@ -333,10 +380,17 @@ impl Response {
                 transaction_id,
                 stats: b[8..]
                     .chunks_exact(12)
-                    .map(|c| ScrapeStats { seeders: u32_at(c, 0), completed: u32_at(c, 4), leechers: u32_at(c, 8) })
+                    .map(|c| ScrapeStats {
+                        seeders: u32_at(c, 0),
+                        completed: u32_at(c, 4),
+                        leechers: u32_at(c, 8),
+                    })
                     .collect(),
             }),
-            ACTION_ERROR => Some(Response::Error { transaction_id, message: b[8..].to_vec() }),
+            ACTION_ERROR => Some(Response::Error {
+                transaction_id,
+                message: b[8..].to_vec(),
+            }),
             _ => None,
         }
     }
@@ -349,7 +403,13 @@ pub fn write_connect(transaction_id: u32, connection_id: u64, out: &mut Vec<u8>)
 }
 
 /// Writes the announce header; the caller appends peers with `write_peer`.
-pub fn write_announce_header(transaction_id: u32, interval: u32, leechers: u32, seeders: u32, out: &mut Vec<u8>) {
+pub fn write_announce_header(
+    transaction_id: u32,
+    interval: u32,
+    leechers: u32,
+    seeders: u32,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
     out.extend_from_slice(&transaction_id.to_be_bytes());
     out.extend_from_slice(&interval.to_be_bytes());
@@ -485,15 +545,33 @@ mod tests {
     #[test]
     fn each_malformed_class() {
         assert_eq!(Request::parse(&[0; 15]), Err(ParseError::TooShort(15)));
-        assert_eq!(Request::parse(&header(1, 0, 9)), Err(ParseError::BadProtocolId { transaction_id: 9 }));
-        assert_eq!(Request::parse(&header(1, 7, 9)), Err(ParseError::UnknownAction { transaction_id: 9, action: 7 }));
-        assert_eq!(Request::parse(&header(1, 2, 9)), Err(ParseError::ScrapeLength { transaction_id: 9 }));
+        assert_eq!(
+            Request::parse(&header(1, 0, 9)),
+            Err(ParseError::BadProtocolId { transaction_id: 9 })
+        );
+        assert_eq!(
+            Request::parse(&header(1, 7, 9)),
+            Err(ParseError::UnknownAction {
+                transaction_id: 9,
+                action: 7
+            })
+        );
+        assert_eq!(
+            Request::parse(&header(1, 2, 9)),
+            Err(ParseError::ScrapeLength { transaction_id: 9 })
+        );
         let mut s = header(1, 2, 9);
         s.extend_from_slice(&[0; 21]);
-        assert_eq!(Request::parse(&s), Err(ParseError::ScrapeLength { transaction_id: 9 }));
+        assert_eq!(
+            Request::parse(&s),
+            Err(ParseError::ScrapeLength { transaction_id: 9 })
+        );
         let mut s = header(1, 2, 9);
         s.extend_from_slice(&[0; 20 * (MAX_SCRAPE_HASHES + 1)]);
-        assert_eq!(Request::parse(&s), Err(ParseError::TooManyHashes { transaction_id: 9 }));
+        assert_eq!(
+            Request::parse(&s),
+            Err(ParseError::TooManyHashes { transaction_id: 9 })
+        );
 
         let mut a = header(1, 1, 9);
         a.resize(98, 0);
@@ -501,23 +579,47 @@ mod tests {
         assert!(Request::parse(&a).is_ok());
         let mut bad_event = a.clone();
         bad_event[80..84].copy_from_slice(&4u32.to_be_bytes());
-        assert_eq!(Request::parse(&bad_event), Err(ParseError::UnknownEvent { transaction_id: 9 }));
+        assert_eq!(
+            Request::parse(&bad_event),
+            Err(ParseError::UnknownEvent { transaction_id: 9 })
+        );
         let mut port0 = a.clone();
         port0[96..98].copy_from_slice(&[0, 0]);
-        assert_eq!(Request::parse(&port0), Err(ParseError::PortZero { transaction_id: 9 }));
+        assert_eq!(
+            Request::parse(&port0),
+            Err(ParseError::PortZero { transaction_id: 9 })
+        );
         let mut bad_opt = a.clone();
         bad_opt.extend_from_slice(&[2, 10, b'/']);
-        assert_eq!(Request::parse(&bad_opt), Err(ParseError::BadOptions { transaction_id: 9 }));
+        assert_eq!(
+            Request::parse(&bad_opt),
+            Err(ParseError::BadOptions { transaction_id: 9 })
+        );
     }
 
     #[test]
     fn bep41_options() {
         assert_eq!(parse_options(&[]), Some(vec![]));
-        assert_eq!(parse_options(&[1, 1, 2, 3, b'/', b'a', b'n', 2, 2, b'/', b'k', 0, 2, 1, b'x']), Some(b"/an/k".to_vec()));
+        assert_eq!(
+            parse_options(&[
+                1, 1, 2, 3, b'/', b'a', b'n', 2, 2, b'/', b'k', 0, 2, 1, b'x'
+            ]),
+            Some(b"/an/k".to_vec())
+        );
         assert_eq!(parse_options(&[2]), None);
         let a = AnnounceRequest {
-            connection_id: 0, transaction_id: 0, info_hash: InfoHash::default(), peer_id: PeerId::default(),
-            downloaded: 0, left: 0, uploaded: 0, event: AnnounceEvent::None, ip: 0, key: 0, numwant: -1, port: 1,
+            connection_id: 0,
+            transaction_id: 0,
+            info_hash: InfoHash::default(),
+            peer_id: PeerId::default(),
+            downloaded: 0,
+            left: 0,
+            uploaded: 0,
+            event: AnnounceEvent::None,
+            ip: 0,
+            key: 0,
+            numwant: -1,
+            port: 1,
             url_data: b"/announce/ABCDEFGHIJKLMNOPQRSTUVWXYZ012345?x=1".to_vec(),
         };
         assert_eq!(a.url_last_segment(), b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345");

@@ -41,11 +41,15 @@ impl fmt::Display for Refusal {
         match self {
             // The gist comes first: UDP errors are cut to the request's length.
             Refusal::NotListed(h) => write!(f, "torrent not whitelisted: {h}"),
-            Refusal::MissingKey => f.write_str("private tracker: announce with your key (/announce/<key>)"),
+            Refusal::MissingKey => {
+                f.write_str("private tracker: announce with your key (/announce/<key>)")
+            }
             Refusal::MalformedKey => f.write_str("malformed key: a key is 32 letters and digits"),
             Refusal::UnknownKey => f.write_str("unknown key"),
             Refusal::ExpiredKey => f.write_str("key expired"),
-            Refusal::ScrapeNeedsKey => f.write_str("private tracker: scrape over HTTP with your key (/scrape/<key>)"),
+            Refusal::ScrapeNeedsKey => {
+                f.write_str("private tracker: scrape over HTTP with your key (/scrape/<key>)")
+            }
         }
     }
 }
@@ -58,7 +62,11 @@ pub struct Access {
 
 impl Access {
     pub fn new(mode: Mode) -> Self {
-        Access { mode, whitelist: RwLock::default(), keys: RwLock::default() }
+        Access {
+            mode,
+            whitelist: RwLock::default(),
+            keys: RwLock::default(),
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -74,7 +82,12 @@ impl Access {
     }
 
     /// `key` is the raw last path segment (HTTP) or BEP 41 URL segment (UDP), if any.
-    pub fn check_announce(&self, h: &InfoHash, key: Option<&[u8]>, now: i64) -> Result<(), Refusal> {
+    pub fn check_announce(
+        &self,
+        h: &InfoHash,
+        key: Option<&[u8]>,
+        now: i64,
+    ) -> Result<(), Refusal> {
         if self.private() {
             self.check_key(key, now)?;
         }
@@ -82,7 +95,12 @@ impl Access {
     }
 
     /// `key`: `None` when the protocol cannot carry one (UDP).
-    pub fn check_scrape(&self, hashes: &[InfoHash], key: Option<Option<&[u8]>>, now: i64) -> Result<(), Refusal> {
+    pub fn check_scrape(
+        &self,
+        hashes: &[InfoHash],
+        key: Option<Option<&[u8]>>,
+        now: i64,
+    ) -> Result<(), Refusal> {
         if self.private() {
             match key {
                 None => return Err(Refusal::ScrapeNeedsKey),
@@ -115,44 +133,80 @@ impl Access {
     }
 
     pub fn load(&self, whitelist: Vec<WhitelistEntry>, keys: Vec<AuthKey>) {
-        *self.whitelist.write().unwrap_or_else(|e| e.into_inner()) = whitelist.into_iter().map(|e| (e.info_hash, e)).collect();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys.into_iter().map(|k| (k.key, k)).collect();
+        *self.whitelist.write().unwrap_or_else(|e| e.into_inner()) =
+            whitelist.into_iter().map(|e| (e.info_hash, e)).collect();
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
+            keys.into_iter().map(|k| (k.key, k)).collect();
     }
 
     pub fn listed_entry(&self, h: &InfoHash) -> Option<WhitelistEntry> {
-        self.whitelist.read().unwrap_or_else(|e| e.into_inner()).get(h).copied()
+        self.whitelist
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(h)
+            .copied()
     }
 
     pub fn whitelist(&self) -> Vec<WhitelistEntry> {
-        let mut v: Vec<_> = self.whitelist.read().unwrap_or_else(|e| e.into_inner()).values().copied().collect();
+        let mut v: Vec<_> = self
+            .whitelist
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .copied()
+            .collect();
         v.sort_by_key(|e| e.info_hash);
         v
     }
 
     pub fn set_listed(&self, e: WhitelistEntry) {
-        self.whitelist.write().unwrap_or_else(|e| e.into_inner()).insert(e.info_hash, e);
+        self.whitelist
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(e.info_hash, e);
     }
 
     pub fn unlist(&self, h: &InfoHash) {
-        self.whitelist.write().unwrap_or_else(|e| e.into_inner()).remove(h);
+        self.whitelist
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(h);
     }
 
     pub fn keys(&self) -> Vec<AuthKey> {
-        let mut v: Vec<_> = self.keys.read().unwrap_or_else(|e| e.into_inner()).values().copied().collect();
+        let mut v: Vec<_> = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .copied()
+            .collect();
         v.sort_by_key(|k| k.key);
         v
     }
 
     pub fn set_key(&self, k: AuthKey) {
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).insert(k.key, k);
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k.key, k);
     }
 
     pub fn remove_key(&self, k: &Key) {
-        self.keys.write().unwrap_or_else(|e| e.into_inner()).remove(k);
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(k);
     }
 
     pub fn counts(&self) -> (usize, usize) {
-        (self.whitelist.read().unwrap_or_else(|e| e.into_inner()).len(), self.keys.read().unwrap_or_else(|e| e.into_inner()).len())
+        (
+            self.whitelist
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+            self.keys.read().unwrap_or_else(|e| e.into_inner()).len(),
+        )
     }
 }
 
@@ -167,10 +221,21 @@ mod tests {
         let a = Access::new(mode);
         let key = |s: &[u8]| Key::parse(s).unwrap();
         a.load(
-            vec![WhitelistEntry { info_hash: H, added_at: 0 }],
+            vec![WhitelistEntry {
+                info_hash: H,
+                added_at: 0,
+            }],
             vec![
-                AuthKey { key: key(KEY), valid_until: None, created_at: 0 },
-                AuthKey { key: key(b"EXPIRED0EXPIRED0EXPIRED0EXPIRED0"), valid_until: Some(100), created_at: 0 },
+                AuthKey {
+                    key: key(KEY),
+                    valid_until: None,
+                    created_at: 0,
+                },
+                AuthKey {
+                    key: key(b"EXPIRED0EXPIRED0EXPIRED0EXPIRED0"),
+                    valid_until: Some(100),
+                    created_at: 0,
+                },
             ],
         );
         a
@@ -185,23 +250,53 @@ mod tests {
 
         let listed = access(Mode::Listed);
         assert_eq!(listed.check_announce(&H, None, 0), Ok(()));
-        assert_eq!(listed.check_announce(&other, None, 0), Err(Refusal::NotListed(other)));
-        assert_eq!(listed.check_scrape(&[H, other], None, 0), Err(Refusal::NotListed(other)));
+        assert_eq!(
+            listed.check_announce(&other, None, 0),
+            Err(Refusal::NotListed(other))
+        );
+        assert_eq!(
+            listed.check_scrape(&[H, other], None, 0),
+            Err(Refusal::NotListed(other))
+        );
 
         let private = access(Mode::Private);
         assert_eq!(private.check_announce(&other, Some(KEY), 0), Ok(()));
-        assert_eq!(private.check_announce(&H, None, 0), Err(Refusal::MissingKey));
-        assert_eq!(private.check_announce(&H, Some(b""), 0), Err(Refusal::MissingKey));
-        assert_eq!(private.check_announce(&H, Some(b"short"), 0), Err(Refusal::MalformedKey));
-        assert_eq!(private.check_announce(&H, Some(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"), 0), Err(Refusal::UnknownKey));
-        assert_eq!(private.check_announce(&H, Some(b"EXPIRED0EXPIRED0EXPIRED0EXPIRED0"), 99), Ok(()));
-        assert_eq!(private.check_announce(&H, Some(b"EXPIRED0EXPIRED0EXPIRED0EXPIRED0"), 100), Err(Refusal::ExpiredKey));
-        assert_eq!(private.check_scrape(&[H], None, 0), Err(Refusal::ScrapeNeedsKey));
+        assert_eq!(
+            private.check_announce(&H, None, 0),
+            Err(Refusal::MissingKey)
+        );
+        assert_eq!(
+            private.check_announce(&H, Some(b""), 0),
+            Err(Refusal::MissingKey)
+        );
+        assert_eq!(
+            private.check_announce(&H, Some(b"short"), 0),
+            Err(Refusal::MalformedKey)
+        );
+        assert_eq!(
+            private.check_announce(&H, Some(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"), 0),
+            Err(Refusal::UnknownKey)
+        );
+        assert_eq!(
+            private.check_announce(&H, Some(b"EXPIRED0EXPIRED0EXPIRED0EXPIRED0"), 99),
+            Ok(())
+        );
+        assert_eq!(
+            private.check_announce(&H, Some(b"EXPIRED0EXPIRED0EXPIRED0EXPIRED0"), 100),
+            Err(Refusal::ExpiredKey)
+        );
+        assert_eq!(
+            private.check_scrape(&[H], None, 0),
+            Err(Refusal::ScrapeNeedsKey)
+        );
         assert_eq!(private.check_scrape(&[H], Some(Some(KEY)), 0), Ok(()));
 
         let both = access(Mode::PrivateListed);
         assert_eq!(both.check_announce(&H, Some(KEY), 0), Ok(()));
-        assert_eq!(both.check_announce(&other, Some(KEY), 0), Err(Refusal::NotListed(other)));
+        assert_eq!(
+            both.check_announce(&other, Some(KEY), 0),
+            Err(Refusal::NotListed(other))
+        );
         assert_eq!(both.check_announce(&H, None, 0), Err(Refusal::MissingKey));
     }
 }

@@ -31,19 +31,32 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>
 /// `{"key": "...", "valid_until": T|null}`. The error is a sentence for a 400 response.
 pub fn parse_new_key(body: &[u8]) -> Result<NewKey, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(NewKey::Generate { valid_for_secs: None });
+        return Ok(NewKey::Generate {
+            valid_for_secs: None,
+        });
     }
     let b: Body = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
     match (b.key, b.valid_for_secs, b.valid_until) {
-        (Some(_), Some(_), _) => Err("give either key (to import) or valid_for_secs (to generate), not both".into()),
-        (None, _, Some(_)) => Err("valid_until is only for importing a key; use valid_for_secs to generate one".into()),
+        (Some(_), Some(_), _) => {
+            Err("give either key (to import) or valid_for_secs (to generate), not both".into())
+        }
+        (None, _, Some(_)) => Err(
+            "valid_until is only for importing a key; use valid_for_secs to generate one".into(),
+        ),
         (Some(raw), None, valid_until) => {
             let key = raw.parse().map_err(|e| format!("malformed key: {e}"))?;
-            Ok(NewKey::Import { key, valid_until: valid_until.flatten() })
+            Ok(NewKey::Import {
+                key,
+                valid_until: valid_until.flatten(),
+            })
         }
         (None, Some(0), None) => Err("valid_for_secs must be at least 1".into()),
-        (None, Some(n), None) if i64::try_from(n).is_err() => Err("valid_for_secs is too large".into()),
-        (None, lifetime, None) => Ok(NewKey::Generate { valid_for_secs: lifetime }),
+        (None, Some(n), None) if i64::try_from(n).is_err() => {
+            Err("valid_for_secs is too large".into())
+        }
+        (None, lifetime, None) => Ok(NewKey::Generate {
+            valid_for_secs: lifetime,
+        }),
     }
 }
 
@@ -53,15 +66,40 @@ mod tests {
 
     #[test]
     fn bodies() {
-        assert_eq!(parse_new_key(b""), Ok(NewKey::Generate { valid_for_secs: None }));
-        assert_eq!(parse_new_key(b"{}"), Ok(NewKey::Generate { valid_for_secs: None }));
-        assert_eq!(parse_new_key(br#"{"valid_for_secs": 60}"#), Ok(NewKey::Generate { valid_for_secs: Some(60) }));
+        assert_eq!(
+            parse_new_key(b""),
+            Ok(NewKey::Generate {
+                valid_for_secs: None
+            })
+        );
+        assert_eq!(
+            parse_new_key(b"{}"),
+            Ok(NewKey::Generate {
+                valid_for_secs: None
+            })
+        );
+        assert_eq!(
+            parse_new_key(br#"{"valid_for_secs": 60}"#),
+            Ok(NewKey::Generate {
+                valid_for_secs: Some(60)
+            })
+        );
         let k = "abcdefghijklmnopqrstuvwxyz012345";
         assert_eq!(
             parse_new_key(format!(r#"{{"key": "{k}", "valid_until": null}}"#).as_bytes()),
-            Ok(NewKey::Import { key: k.parse().unwrap(), valid_until: None })
+            Ok(NewKey::Import {
+                key: k.parse().unwrap(),
+                valid_until: None
+            })
         );
-        for bad in [&br#"{"valid_for_secs": 0}"#[..], br#"{"x": 1}"#, b"[", br#"{"key": "short"}"#, br#"{"valid_until": 3}"#, b"\xff"] {
+        for bad in [
+            &br#"{"valid_for_secs": 0}"#[..],
+            br#"{"x": 1}"#,
+            b"[",
+            br#"{"key": "short"}"#,
+            br#"{"valid_until": 3}"#,
+            b"\xff",
+        ] {
             assert!(parse_new_key(bad).is_err(), "{}", bad.escape_ascii());
         }
     }

@@ -16,7 +16,9 @@ use protocol::{InfoHash, Key};
 use serde::Deserialize;
 
 use serde_json::{Value, json};
-use store::{AnyStore, AuthKey, AuthKeyStore, Connection, StoreError, WhitelistEntry, WhitelistStore};
+use store::{
+    AnyStore, AuthKey, AuthKeyStore, Connection, StoreError, WhitelistEntry, WhitelistStore,
+};
 
 use crate::admin_body::{NewKey, parse_new_key};
 use crate::config::Secret;
@@ -61,7 +63,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// The database failed, not the client: 503, and the caches stay as they were.
 fn unavailable(e: StoreError) -> Response {
     tracing::error!("admin api: database write failed: {e}");
-    error(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable, nothing changed: {e}"))
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("database unavailable, nothing changed: {e}"),
+    )
 }
 
 /// Compares in time that depends only on the expected token's length.
@@ -79,15 +84,26 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
 async fn require_token(State(s): St, req: Request, next: Next) -> Response {
     let expected = s.token.expose().as_bytes();
     if !expected.is_empty() {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
         let ok = given.is_some_and(|g| same_token(g.as_bytes(), expected));
         if !ok {
-            let what = if given.is_none() { "missing bearer token" } else { "wrong token" };
+            let what = if given.is_none() {
+                "missing bearer token"
+            } else {
+                "wrong token"
+            };
             let mut resp = error(StatusCode::UNAUTHORIZED, what);
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             return resp;
         }
     }
@@ -101,7 +117,11 @@ async fn health(State(s): St) -> Response {
     // Reachable is not enough: a read-only file or a full disk answers SELECT 1 but refuses writes.
     let flushing = !m.flush_failing.load(std::sync::atomic::Ordering::Relaxed);
     let healthy = reachable && flushing;
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "database": {
@@ -124,7 +144,11 @@ async fn metrics(State(s): St) -> Response {
         leechers: st.leechers,
         pending_deltas: st.pending_deltas,
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.tracker.metrics.render(&g)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.tracker.metrics.render(&g),
+    )
+        .into_response()
 }
 
 async fn stats(State(s): St) -> Response {
@@ -146,11 +170,13 @@ async fn stats(State(s): St) -> Response {
 }
 
 fn parse_hash(raw: &str) -> Result<InfoHash, Response> {
-    InfoHash::from_hex(raw).map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed info_hash: {e}")))
+    InfoHash::from_hex(raw)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed info_hash: {e}")))
 }
 
 fn parse_key(raw: &str) -> Result<Key, Response> {
-    raw.parse().map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed key: {e}")))
+    raw.parse()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed key: {e}")))
 }
 
 fn torrent_json(h: &InfoHash, t: &swarm::TorrentStats) -> Value {
@@ -171,11 +197,15 @@ async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Res
     };
     let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100));
     if !(1..=MAX_PAGE).contains(&limit) {
-        return error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_PAGE}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        );
     }
     let (total, page) = s.tracker.swarm.page(offset, limit);
     let list: Vec<Value> = page.iter().map(|(h, t)| torrent_json(h, t)).collect();
-    Json(json!({ "total": total, "offset": offset, "limit": limit, "torrents": list })).into_response()
+    Json(json!({ "total": total, "offset": offset, "limit": limit, "torrents": list }))
+        .into_response()
 }
 
 async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
@@ -185,7 +215,10 @@ async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
     };
     match s.tracker.swarm.torrent(&h) {
         Some(t) => Json(torrent_json(&h, &t)).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("torrent {h} is unknown to this tracker")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("torrent {h} is unknown to this tracker"),
+        ),
     }
 }
 
@@ -194,7 +227,15 @@ fn entry_json(e: &WhitelistEntry) -> Value {
 }
 
 async fn whitelist(State(s): St) -> Response {
-    Json(s.tracker.access.whitelist().iter().map(entry_json).collect::<Vec<_>>()).into_response()
+    Json(
+        s.tracker
+            .access
+            .whitelist()
+            .iter()
+            .map(entry_json)
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
 }
 
 async fn list(State(s): St, Path(raw): Path<String>) -> Response {
@@ -202,7 +243,10 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let entry = WhitelistEntry { info_hash: h, added_at: Tracker::unix_now() };
+    let entry = WhitelistEntry {
+        info_hash: h,
+        added_at: Tracker::unix_now(),
+    };
     if let Err(e) = s.store.add_info_hash_to_whitelist(&entry).await {
         return unavailable(e);
     }
@@ -214,7 +258,11 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
     };
     let created = s.tracker.access.listed_entry(&h).is_none();
     s.tracker.access.set_listed(stored);
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     (status, Json(entry_json(&stored))).into_response()
 }
 
@@ -226,7 +274,14 @@ async fn unlist(State(s): St, Path(raw): Path<String>) -> Response {
     match s.store.remove_info_hash_from_whitelist(&h).await {
         Ok(removed) => {
             s.tracker.access.unlist(&h);
-            if removed { StatusCode::NO_CONTENT.into_response() } else { error(StatusCode::NOT_FOUND, format!("{h} is not on the whitelist")) }
+            if removed {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("{h} is not on the whitelist"),
+                )
+            }
         }
         Err(e) => unavailable(e),
     }
@@ -237,10 +292,21 @@ fn key_json(k: &AuthKey) -> Value {
 }
 
 async fn keys(State(s): St) -> Response {
-    Json(s.tracker.access.keys().iter().map(key_json).collect::<Vec<_>>()).into_response()
+    Json(
+        s.tracker
+            .access
+            .keys()
+            .iter()
+            .map(key_json)
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
 }
 
-async fn add_key(State(s): St, body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+async fn add_key(
+    State(s): St,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
@@ -251,15 +317,28 @@ async fn add_key(State(s): St, body: Result<axum::body::Bytes, axum::extract::re
     };
     let now = Tracker::unix_now();
     let key = match req {
-        NewKey::Import { key, valid_until } => AuthKey { key, valid_until, created_at: now },
+        NewKey::Import { key, valid_until } => AuthKey {
+            key,
+            valid_until,
+            created_at: now,
+        },
         NewKey::Generate { valid_for_secs } => {
             let valid_until = match valid_for_secs.map(|l| now.checked_add(l as i64)) {
                 Some(None) => return error(StatusCode::BAD_REQUEST, "valid_for_secs is too large"),
                 other => other.flatten(),
             };
             match random_key() {
-                Ok(key) => AuthKey { key, valid_until, created_at: now },
-                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("no randomness for a key: {e}")),
+                Ok(key) => AuthKey {
+                    key,
+                    valid_until,
+                    created_at: now,
+                },
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("no randomness for a key: {e}"),
+                    );
+                }
             }
         }
     };
@@ -290,7 +369,11 @@ async fn remove_key(State(s): St, Path(raw): Path<String>) -> Response {
     match s.store.remove_key_from_keys(&key).await {
         Ok(removed) => {
             s.tracker.access.remove_key(&key);
-            if removed { StatusCode::NO_CONTENT.into_response() } else { error(StatusCode::NOT_FOUND, "no such key") }
+            if removed {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                error(StatusCode::NOT_FOUND, "no such key")
+            }
         }
         Err(e) => unavailable(e),
     }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{InfoHash, Key};
 use serde_json::{Value, json};
-use store::{AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore, WhitelistEntry, WhitelistStore};
+use store::{
+    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore,
+    WhitelistEntry, WhitelistStore,
+};
 
 pub struct Args {
     pub db_url: String,
@@ -53,7 +56,16 @@ fn hash(run: u64, i: usize) -> InfoHash {
 
 fn key(run: u64, i: usize) -> Key {
     let digits = format!("{:016x}{i:016x}", run);
-    let s: String = digits.chars().map(|c| if c.is_ascii_digit() { c } else { c.to_ascii_uppercase() }).collect();
+    let s: String = digits
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                c
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
     s.parse().expect("32 hex characters form a key")
 }
 
@@ -69,11 +81,19 @@ where
         op(i).await.map_err(|e| format!("{name}: {e}"))?;
         samples.push(t.elapsed());
     }
-    Ok(Timings { name: name.into(), samples })
+    Ok(Timings {
+        name: name.into(),
+        samples,
+    })
 }
 
 /// The same operations from `c` tasks at once; each call is timed on its own.
-async fn time_concurrent<F, Fut>(name: &str, count: usize, c: usize, op: F) -> Result<Timings, String>
+async fn time_concurrent<F, Fut>(
+    name: &str,
+    count: usize,
+    c: usize,
+    op: F,
+) -> Result<Timings, String>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), store::StoreError>> + Send,
@@ -94,44 +114,152 @@ where
     }
     let mut samples = Vec::with_capacity(count);
     for t in tasks {
-        samples.extend(t.await.map_err(|e| e.to_string())?.map_err(|e| format!("{name}: {e}"))?);
+        samples.extend(
+            t.await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{name}: {e}"))?,
+        );
     }
-    Ok(Timings { name: format!("{name}@c{c}"), samples })
+    Ok(Timings {
+        name: format!("{name}@c{c}"),
+        samples,
+    })
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
     let url = DatabaseUrl::parse(&args.db_url).map_err(|e| format!("--db-url: {e}"))?;
-    let s = AnyStore::open(&url, args.concurrency.max(1) as u32 + 1).await.map_err(|e| e.to_string())?;
-    s.migrate().await.map_err(|e| crate::migrate::explain(e, &url))?;
-    let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let s = AnyStore::open(&url, args.concurrency.max(1) as u32 + 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.migrate()
+        .await
+        .map_err(|e| crate::migrate::explain(e, &url))?;
+    let run = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
     let n = args.ops.max(1);
     let mut out = Vec::new();
 
     let st = &s;
-    out.push(time("save_torrent_downloads", n, |i| async move { st.save_torrent_downloads(&hash(run, i), i as u64).await }).await?);
-    out.push(time("load_torrent_downloads", n, |i| async move { st.load_torrent_downloads(&hash(run, i)).await.map(drop) }).await?);
-    out.push(time("increase_downloads_for_torrent", n, |i| async move { st.increase_downloads_for_torrent(&hash(run, i)).await }).await?);
-    out.push(time("load_all_torrents_downloads", 5, |_| async move { st.load_all_torrents_downloads(|_, _| {}).await.map(drop) }).await?);
-    out.push(time("save_global_downloads", n, |i| async move { st.save_global_downloads(i as u64).await }).await?);
-    out.push(time("load_global_downloads", n, |_| async move { st.load_global_downloads().await.map(drop) }).await?);
-    out.push(time("increase_global_downloads", n, |_| async move { st.increase_global_downloads(1).await }).await?);
+    out.push(
+        time("save_torrent_downloads", n, |i| async move {
+            st.save_torrent_downloads(&hash(run, i), i as u64).await
+        })
+        .await?,
+    );
+    out.push(
+        time("load_torrent_downloads", n, |i| async move {
+            st.load_torrent_downloads(&hash(run, i)).await.map(drop)
+        })
+        .await?,
+    );
+    out.push(
+        time("increase_downloads_for_torrent", n, |i| async move {
+            st.increase_downloads_for_torrent(&hash(run, i)).await
+        })
+        .await?,
+    );
+    out.push(
+        time("load_all_torrents_downloads", 5, |_| async move {
+            st.load_all_torrents_downloads(|_, _| {}).await.map(drop)
+        })
+        .await?,
+    );
+    out.push(
+        time("save_global_downloads", n, |i| async move {
+            st.save_global_downloads(i as u64).await
+        })
+        .await?,
+    );
+    out.push(
+        time("load_global_downloads", n, |_| async move {
+            st.load_global_downloads().await.map(drop)
+        })
+        .await?,
+    );
+    out.push(
+        time("increase_global_downloads", n, |_| async move {
+            st.increase_global_downloads(1).await
+        })
+        .await?,
+    );
 
-    let entry = |i| WhitelistEntry { info_hash: hash(run, i), added_at: 1_700_000_000 };
-    out.push(time("add_info_hash_to_whitelist", n, |i| async move { st.add_info_hash_to_whitelist(&entry(i)).await }).await?);
-    out.push(time("get_info_hash_from_whitelist", n, |i| async move { st.get_info_hash_from_whitelist(&hash(run, i)).await.map(drop) }).await?);
-    out.push(time("load_whitelist", 5, |_| async move { st.load_whitelist().await.map(drop) }).await?);
-    out.push(time("remove_info_hash_from_whitelist", n, |i| async move { st.remove_info_hash_from_whitelist(&hash(run, i)).await.map(drop) }).await?);
+    let entry = |i| WhitelistEntry {
+        info_hash: hash(run, i),
+        added_at: 1_700_000_000,
+    };
+    out.push(
+        time("add_info_hash_to_whitelist", n, |i| async move {
+            st.add_info_hash_to_whitelist(&entry(i)).await
+        })
+        .await?,
+    );
+    out.push(
+        time("get_info_hash_from_whitelist", n, |i| async move {
+            st.get_info_hash_from_whitelist(&hash(run, i))
+                .await
+                .map(drop)
+        })
+        .await?,
+    );
+    out.push(
+        time("load_whitelist", 5, |_| async move {
+            st.load_whitelist().await.map(drop)
+        })
+        .await?,
+    );
+    out.push(
+        time("remove_info_hash_from_whitelist", n, |i| async move {
+            st.remove_info_hash_from_whitelist(&hash(run, i))
+                .await
+                .map(drop)
+        })
+        .await?,
+    );
 
-    let auth = |i| AuthKey { key: key(run, i), valid_until: (i % 2 == 0).then_some(1_900_000_000), created_at: 1_700_000_000 };
-    out.push(time("add_key_to_keys", n, |i| async move { st.add_key_to_keys(&auth(i)).await }).await?);
-    out.push(time("get_key_from_keys", n, |i| async move { st.get_key_from_keys(&key(run, i)).await.map(drop) }).await?);
-    out.push(time("load_keys", 5, |_| async move { st.load_keys().await.map(drop) }).await?);
-    out.push(time("remove_key_from_keys", n, |i| async move { st.remove_key_from_keys(&key(run, i)).await.map(drop) }).await?);
+    let auth = |i| AuthKey {
+        key: key(run, i),
+        valid_until: (i % 2 == 0).then_some(1_900_000_000),
+        created_at: 1_700_000_000,
+    };
+    out.push(
+        time("add_key_to_keys", n, |i| async move {
+            st.add_key_to_keys(&auth(i)).await
+        })
+        .await?,
+    );
+    out.push(
+        time("get_key_from_keys", n, |i| async move {
+            st.get_key_from_keys(&key(run, i)).await.map(drop)
+        })
+        .await?,
+    );
+    out.push(
+        time(
+            "load_keys",
+            5,
+            |_| async move { st.load_keys().await.map(drop) },
+        )
+        .await?,
+    );
+    out.push(
+        time("remove_key_from_keys", n, |i| async move {
+            st.remove_key_from_keys(&key(run, i)).await.map(drop)
+        })
+        .await?,
+    );
 
     // One flusher batch: 1,000 torrents, half of them new.
-    let batches: Vec<Vec<(InfoHash, u64)>> = (0..20).map(|b| (0..1000).map(|i| (hash(run, b * 500 + i), 1)).collect()).collect();
+    let batches: Vec<Vec<(InfoHash, u64)>> = (0..20)
+        .map(|b| (0..1000).map(|i| (hash(run, b * 500 + i), 1)).collect())
+        .collect();
     let batches = &batches;
-    out.push(time("flush_1000_deltas", batches.len(), |b| async move { st.add_downloads(&batches[b]).await }).await?);
+    out.push(
+        time("flush_1000_deltas", batches.len(), |b| async move {
+            st.add_downloads(&batches[b]).await
+        })
+        .await?,
+    );
 
     // Under concurrency: the per-row operations again, from several tasks.
     let c = args.concurrency.max(1);
@@ -139,29 +267,67 @@ pub async fn run(args: Args) -> Result<(), String> {
     macro_rules! concurrent {
         ($name:expr, |$st:ident, $i:ident| $body:expr) => {{
             let $st = s.clone();
-            out.push(time_concurrent($name, n, c, move |$i| {
-                let $st = $st.clone();
-                async move { $body }
-            }).await?);
+            out.push(
+                time_concurrent($name, n, c, move |$i| {
+                    let $st = $st.clone();
+                    async move { $body }
+                })
+                .await?,
+            );
         }};
     }
-    concurrent!("save_torrent_downloads", |st, i| st.save_torrent_downloads(&hash(run, base + i), 1).await);
-    concurrent!("load_torrent_downloads", |st, i| st.load_torrent_downloads(&hash(run, base + i)).await.map(drop));
-    concurrent!("increase_downloads_for_torrent", |st, i| st.increase_downloads_for_torrent(&hash(run, i % 16)).await);
-    concurrent!("increase_global_downloads", |st, _i| st.increase_global_downloads(1).await);
-    concurrent!("add_info_hash_to_whitelist", |st, i| st.add_info_hash_to_whitelist(&WhitelistEntry { info_hash: hash(run, base + i), added_at: 0 }).await);
-    concurrent!("get_info_hash_from_whitelist", |st, i| st.get_info_hash_from_whitelist(&hash(run, base + i)).await.map(drop));
-    concurrent!("add_key_to_keys", |st, i| st.add_key_to_keys(&AuthKey { key: key(run, base + i), valid_until: None, created_at: 0 }).await);
-    concurrent!("get_key_from_keys", |st, i| st.get_key_from_keys(&key(run, base + i)).await.map(drop));
+    concurrent!("save_torrent_downloads", |st, i| st
+        .save_torrent_downloads(&hash(run, base + i), 1)
+        .await);
+    concurrent!("load_torrent_downloads", |st, i| st
+        .load_torrent_downloads(&hash(run, base + i))
+        .await
+        .map(drop));
+    concurrent!("increase_downloads_for_torrent", |st, i| st
+        .increase_downloads_for_torrent(&hash(run, i % 16))
+        .await);
+    concurrent!("increase_global_downloads", |st, _i| st
+        .increase_global_downloads(1)
+        .await);
+    concurrent!("add_info_hash_to_whitelist", |st, i| st
+        .add_info_hash_to_whitelist(&WhitelistEntry {
+            info_hash: hash(run, base + i),
+            added_at: 0
+        })
+        .await);
+    concurrent!("get_info_hash_from_whitelist", |st, i| st
+        .get_info_hash_from_whitelist(&hash(run, base + i))
+        .await
+        .map(drop));
+    concurrent!("add_key_to_keys", |st, i| st
+        .add_key_to_keys(&AuthKey {
+            key: key(run, base + i),
+            valid_until: None,
+            created_at: 0
+        })
+        .await);
+    concurrent!("get_key_from_keys", |st, i| st
+        .get_key_from_keys(&key(run, base + i))
+        .await
+        .map(drop));
 
     // Start-up load: fill `rows` counts outside the timing, then stream them all into a map,
     // as serve does into the swarm.
     let load_run = run ^ 0x5a5a;
     for chunk in (0..args.rows).collect::<Vec<_>>().chunks(10_000) {
-        let deltas: Vec<_> = chunk.iter().map(|&i| (hash(load_run, i), 1 + (i % 9) as u64)).collect();
-        s.add_downloads(&deltas).await.map_err(|e| format!("filling {} rows: {e}", args.rows))?;
+        let deltas: Vec<_> = chunk
+            .iter()
+            .map(|&i| (hash(load_run, i), 1 + (i % 9) as u64))
+            .collect();
+        s.add_downloads(&deltas)
+            .await
+            .map_err(|e| format!("filling {} rows: {e}", args.rows))?;
     }
-    let label = if args.rows == 1_000_000 { "load_all_1m".to_string() } else { format!("load_all_{}", args.rows) };
+    let label = if args.rows == 1_000_000 {
+        "load_all_1m".to_string()
+    } else {
+        format!("load_all_{}", args.rows)
+    };
     out.push(
         time(&label, 3, |_| async move {
             let mut m = HashMap::with_capacity(args.rows + n * 20);
@@ -187,7 +353,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         "operations": out.into_iter().map(Timings::json).collect::<Vec<_>>(),
     });
     s.close().await;
-    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 

@@ -44,7 +44,9 @@ pub struct DatabaseConfig {
 
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = store::DatabaseUrl::parse(&self.url).map(|u| u.redacted()).unwrap_or_else(|_| "<unparseable>".into());
+        let url = store::DatabaseUrl::parse(&self.url)
+            .map(|u| u.redacted())
+            .unwrap_or_else(|_| "<unparseable>".into());
         f.debug_struct("DatabaseConfig")
             .field("url", &url)
             .field("flush_interval_ms", &self.flush_interval_ms)
@@ -117,7 +119,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -128,7 +134,11 @@ impl Serialize for Secret {
 }
 
 fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&store::DatabaseUrl::parse(url).map(|u| u.redacted()).unwrap_or_else(|_| "<unparseable>".into()))
+    s.serialize_str(
+        &store::DatabaseUrl::parse(url)
+            .map(|u| u.redacted())
+            .unwrap_or_else(|_| "<unparseable>".into()),
+    )
 }
 
 /// Accepts `"127.0.0.1:6969"` as well as `["127.0.0.1:6969", "[::1]:6969"]`.
@@ -144,7 +154,13 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Er
         OneOrMany::Many(v) => v,
     };
     list.iter()
-        .map(|s| s.parse().map_err(|_| serde::de::Error::custom(format!("'{s}' is not an address like 0.0.0.0:6969 or [::]:6969"))))
+        .map(|s| {
+            s.parse().map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "'{s}' is not an address like 0.0.0.0:6969 or [::]:6969"
+                ))
+            })
+        })
         .collect()
 }
 
@@ -164,50 +180,81 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: "sqlite://data/shoal.db".into(), flush_interval_ms: 1000, max_connections: 8, max_pending_torrents: 1_000_000 }
+        DatabaseConfig {
+            url: "sqlite://data/shoal.db".into(),
+            flush_interval_ms: 1000,
+            max_connections: 8,
+            max_pending_torrents: 1_000_000,
+        }
     }
 }
 
 impl Default for UdpConfig {
     fn default() -> Self {
-        UdpConfig { bind: vec![SocketAddr::from(([0, 0, 0, 0], 6969))], workers: 0 }
+        UdpConfig {
+            bind: vec![SocketAddr::from(([0, 0, 0, 0], 6969))],
+            workers: 0,
+        }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { bind: vec![SocketAddr::from(([0, 0, 0, 0], 7070))], max_connections: 4096, max_header_bytes: 8192, header_timeout_ms: 10_000 }
+        HttpConfig {
+            bind: vec![SocketAddr::from(([0, 0, 0, 0], 7070))],
+            max_connections: 4096,
+            max_header_bytes: 8192,
+            header_timeout_ms: 10_000,
+        }
     }
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 1212)), token: Secret::default() }
+        ApiConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 1212)),
+            token: Secret::default(),
+        }
     }
 }
 
 impl Default for AnnounceConfig {
     fn default() -> Self {
-        AnnounceConfig { interval: 120, min_interval: 60, peer_timeout: 1800, max_numwant: 74, default_numwant: 50 }
+        AnnounceConfig {
+            interval: 120,
+            min_interval: 60,
+            peer_timeout: 1800,
+            max_numwant: 74,
+            default_numwant: 50,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Syntax { path: String, message: String },
     #[error("config: unknown key '{key}' in {origin}")]
     UnknownKey { key: String, origin: String },
     #[error("config key '{key}'{origin}: {message}")]
-    BadValue { key: String, origin: String, message: String },
+    BadValue {
+        key: String,
+        origin: String,
+        message: String,
+    },
 }
 
 /// What a loaded configuration came with besides its values.
@@ -218,27 +265,41 @@ pub struct Loaded {
     pub ignored_env: Vec<String>,
 }
 
-pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, ConfigError> {
     let defaults = toml::Table::try_from(Config::default()).expect("defaults serialise");
     let mut merged = toml::Table::new();
     let mut origins: Vec<(String, String)> = Vec::new();
 
     if let Some(path) = file {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
-            message: e.to_string().trim_end().to_string(),
+            source,
         })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: shown.clone(),
+                    message: e.to_string().trim_end().to_string(),
+                })?;
         check_known(&table, &defaults, "", &shown)?;
         merged = table;
     }
 
     let mut ignored_env = Vec::new();
-    let mut env: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with("SHOAL_")).collect();
+    let mut env: Vec<_> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SHOAL_"))
+        .collect();
     env.sort();
     for (name, raw) in env {
-        let path: Vec<String> = name["SHOAL_".len()..].split("__").map(str::to_lowercase).collect();
+        let path: Vec<String> = name["SHOAL_".len()..]
+            .split("__")
+            .map(str::to_lowercase)
+            .collect();
         let Some(default) = lookup(&defaults, &path) else {
             ignored_env.push(name);
             continue;
@@ -257,17 +318,25 @@ pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
         origins.push((path.join("."), name));
     }
 
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
-        let key = e.path().to_string();
-        let origin = origins
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, var)| format!(" (from {var})"))
-            .unwrap_or_default();
-        ConfigError::BadValue { key, origin, message: e.into_inner().to_string().trim_end().to_string() }
-    })?;
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = origins
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, var)| format!(" (from {var})"))
+                .unwrap_or_default();
+            ConfigError::BadValue {
+                key,
+                origin,
+                message: e.into_inner().to_string().trim_end().to_string(),
+            }
+        })?;
     config.validate()?;
-    Ok(Loaded { config, ignored_env })
+    Ok(Loaded {
+        config,
+        ignored_env,
+    })
 }
 
 fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
@@ -286,20 +355,42 @@ fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) {
         table.insert(first.clone(), value);
         return;
     }
-    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if !entry.is_table() {
         *entry = toml::Value::Table(toml::Table::new());
     }
-    insert(entry.as_table_mut().expect("just made a table"), rest, value);
+    insert(
+        entry.as_table_mut().expect("just made a table"),
+        rest,
+        value,
+    );
 }
 
 /// Every key in `given` must exist in the defaults, at the same nesting.
-fn check_known(given: &toml::Table, defaults: &toml::Table, prefix: &str, origin: &str) -> Result<(), ConfigError> {
+fn check_known(
+    given: &toml::Table,
+    defaults: &toml::Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
     for (k, v) in given {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match (defaults.get(k), v) {
-            (None, _) => return Err(ConfigError::UnknownKey { key, origin: origin.to_string() }),
-            (Some(toml::Value::Table(d)), toml::Value::Table(g)) => check_known(g, d, &key, origin)?,
+            (None, _) => {
+                return Err(ConfigError::UnknownKey {
+                    key,
+                    origin: origin.to_string(),
+                });
+            }
+            (Some(toml::Value::Table(d)), toml::Value::Table(g)) => {
+                check_known(g, d, &key, origin)?
+            }
             _ => {}
         }
     }
@@ -308,7 +399,13 @@ fn check_known(given: &toml::Table, defaults: &toml::Table, prefix: &str, origin
 
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| Err(ConfigError::BadValue { key: key.into(), origin: String::new(), message });
+        let bad = |key: &str, message: String| {
+            Err(ConfigError::BadValue {
+                key: key.into(),
+                origin: String::new(),
+                message,
+            })
+        };
         if let Err(e) = store::DatabaseUrl::parse(&self.database.url) {
             return bad("database.url", e.to_string());
         }
@@ -322,7 +419,13 @@ impl Config {
             return bad("http.max_connections", "must be at least 1".into());
         }
         if !(8192..=1 << 20).contains(&self.http.max_header_bytes) {
-            return bad("http.max_header_bytes", format!("{} is outside 8192..=1048576 (8192 is the HTTP library's floor)", self.http.max_header_bytes));
+            return bad(
+                "http.max_header_bytes",
+                format!(
+                    "{} is outside 8192..=1048576 (8192 is the HTTP library's floor)",
+                    self.http.max_header_bytes
+                ),
+            );
         }
         if self.http.header_timeout_ms == 0 {
             return bad("http.header_timeout_ms", "must be at least 1".into());
@@ -333,27 +436,57 @@ impl Config {
         if self.api.token.expose().is_empty() && !self.api.bind.ip().is_loopback() {
             return bad(
                 "api.token",
-                format!("is empty while api.bind ({}) is not a loopback address; set a token (SHOAL_API__TOKEN) or bind to 127.0.0.1", self.api.bind),
+                format!(
+                    "is empty while api.bind ({}) is not a loopback address; set a token (SHOAL_API__TOKEN) or bind to 127.0.0.1",
+                    self.api.bind
+                ),
             );
         }
-        if self.api.token.expose().chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("api.token", "must not contain whitespace or control characters".into());
+        if self
+            .api
+            .token
+            .expose()
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return bad(
+                "api.token",
+                "must not contain whitespace or control characters".into(),
+            );
         }
         let a = &self.announce;
         if a.interval == 0 {
             return bad("announce.interval", "must be at least 1 second".into());
         }
         if a.min_interval > a.interval {
-            return bad("announce.min_interval", format!("{} is larger than announce.interval ({})", a.min_interval, a.interval));
+            return bad(
+                "announce.min_interval",
+                format!(
+                    "{} is larger than announce.interval ({})",
+                    a.min_interval, a.interval
+                ),
+            );
         }
         if a.peer_timeout <= a.interval {
-            return bad("announce.peer_timeout", format!("{} must exceed announce.interval ({}), or every peer expires between announces", a.peer_timeout, a.interval));
+            return bad(
+                "announce.peer_timeout",
+                format!(
+                    "{} must exceed announce.interval ({}), or every peer expires between announces",
+                    a.peer_timeout, a.interval
+                ),
+            );
         }
         if a.max_numwant == 0 {
             return bad("announce.max_numwant", "must be at least 1".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return bad("log.level", format!("'{}' is not a log filter such as info or shoal=debug", self.log.level));
+            return bad(
+                "log.level",
+                format!(
+                    "'{}' is not a log filter such as info or shoal=debug",
+                    self.log.level
+                ),
+            );
         }
         Ok(())
     }
@@ -370,7 +503,9 @@ mod tests {
     use std::io::Write;
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -387,62 +522,141 @@ mod tests {
         assert_eq!(c.http.bind, vec!["0.0.0.0:7070".parse().unwrap()]);
         assert_eq!(c.api.bind, "127.0.0.1:1212".parse().unwrap());
         assert_eq!(c.database.url, "sqlite://data/shoal.db");
-        assert_eq!((c.announce.interval, c.announce.min_interval, c.announce.peer_timeout, c.announce.max_numwant), (120, 60, 1800, 74));
+        assert_eq!(
+            (
+                c.announce.interval,
+                c.announce.min_interval,
+                c.announce.peer_timeout,
+                c.announce.max_numwant
+            ),
+            (120, 60, 1800, 74)
+        );
     }
 
     #[test]
     fn file_then_environment() {
-        let f = file("mode = \"listed\"\n[udp]\nbind = \"127.0.0.1:1\"\n[announce]\ninterval = 300\n");
-        let c = load(Some(f.path()), env(&[
-            ("SHOAL_ANNOUNCE__INTERVAL", "90"),
-            ("SHOAL_HTTP__BIND", "[\"127.0.0.1:2\", \"[::1]:2\"]"),
-            ("SHOAL_DATABASE__URL", "sqlite:///tmp/x.db"),
-            ("SHOAL_API__TOKEN", "12345"),
-            ("SHOAL_UDP__BIND", "127.0.0.1:3"),
-        ])).unwrap().config;
+        let f =
+            file("mode = \"listed\"\n[udp]\nbind = \"127.0.0.1:1\"\n[announce]\ninterval = 300\n");
+        let c = load(
+            Some(f.path()),
+            env(&[
+                ("SHOAL_ANNOUNCE__INTERVAL", "90"),
+                ("SHOAL_HTTP__BIND", "[\"127.0.0.1:2\", \"[::1]:2\"]"),
+                ("SHOAL_DATABASE__URL", "sqlite:///tmp/x.db"),
+                ("SHOAL_API__TOKEN", "12345"),
+                ("SHOAL_UDP__BIND", "127.0.0.1:3"),
+            ]),
+        )
+        .unwrap()
+        .config;
         assert_eq!(c.mode, Mode::Listed);
         assert_eq!(c.announce.interval, 90);
         assert_eq!(c.http.bind.len(), 2);
-        assert_eq!(c.udp.bind, vec!["127.0.0.1:3".parse().unwrap()], "a single address is accepted from the environment too");
+        assert_eq!(
+            c.udp.bind,
+            vec!["127.0.0.1:3".parse().unwrap()],
+            "a single address is accepted from the environment too"
+        );
         assert_eq!(c.database.url, "sqlite:///tmp/x.db");
-        assert_eq!(c.api.token.expose(), "12345", "a numeric-looking token stays a string");
-        assert_eq!(load(Some(file("[udp]\nbind = []\n").path()), env(&[])).unwrap().config.udp.bind, vec![]);
+        assert_eq!(
+            c.api.token.expose(),
+            "12345",
+            "a numeric-looking token stays a string"
+        );
+        assert_eq!(
+            load(Some(file("[udp]\nbind = []\n").path()), env(&[]))
+                .unwrap()
+                .config
+                .udp
+                .bind,
+            vec![]
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = load(Some(file("[udp]\nbindd = \"x\"\n").path()), env(&[])).unwrap_err().to_string();
+        let e = load(Some(file("[udp]\nbindd = \"x\"\n").path()), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown key 'udp.bindd'"), "{e}");
-        let e = load(Some(file("[announce]\ninterval = \"soon\"\n").path()), env(&[])).unwrap_err().to_string();
+        let e = load(
+            Some(file("[announce]\ninterval = \"soon\"\n").path()),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("'announce.interval'"), "{e}");
-        let e = load(None, env(&[("SHOAL_ANNOUNCE__INTERVAL", "-5")])).unwrap_err().to_string();
-        assert!(e.contains("'announce.interval'") && e.contains("SHOAL_ANNOUNCE__INTERVAL"), "{e}");
-        let e = load(None, env(&[("SHOAL_UDP__BIND", "nowhere")])).unwrap_err().to_string();
+        let e = load(None, env(&[("SHOAL_ANNOUNCE__INTERVAL", "-5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'announce.interval'") && e.contains("SHOAL_ANNOUNCE__INTERVAL"),
+            "{e}"
+        );
+        let e = load(None, env(&[("SHOAL_UDP__BIND", "nowhere")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'udp.bind'") && e.contains("nowhere"), "{e}");
-        let e = load(None, env(&[("SHOAL_MODE", "secret")])).unwrap_err().to_string();
+        let e = load(None, env(&[("SHOAL_MODE", "secret")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'mode'"), "{e}");
-        let e = load(None, env(&[("SHOAL_ANNOUNCE__MIN_INTERVAL", "500")])).unwrap_err().to_string();
+        let e = load(None, env(&[("SHOAL_ANNOUNCE__MIN_INTERVAL", "500")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'announce.min_interval'"), "{e}");
-        let e = load(None, env(&[("SHOAL_DATABASE__URL", "postgress://u:hunter2@h/db")])).unwrap_err().to_string();
-        assert!(e.contains("'database.url'") && !e.contains("hunter2"), "{e}");
-        let e = load(Some(file("mode = \n").path()), env(&[])).unwrap_err().to_string();
+        let e = load(
+            None,
+            env(&[("SHOAL_DATABASE__URL", "postgress://u:hunter2@h/db")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'database.url'") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = load(Some(file("mode = \n").path()), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("config file") && e.contains("line 1"), "{e}");
     }
 
     #[test]
     fn unknown_environment_variables_are_only_reported() {
-        let l = load(None, env(&[("SHOAL_UDP__BINDD", "x"), ("SHOAL_NOPE", "1"), ("OTHER", "1")])).unwrap();
-        assert_eq!(l.ignored_env, vec!["SHOAL_NOPE".to_string(), "SHOAL_UDP__BINDD".to_string()]);
+        let l = load(
+            None,
+            env(&[
+                ("SHOAL_UDP__BINDD", "x"),
+                ("SHOAL_NOPE", "1"),
+                ("OTHER", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            l.ignored_env,
+            vec!["SHOAL_NOPE".to_string(), "SHOAL_UDP__BINDD".to_string()]
+        );
     }
 
     #[test]
     fn secrets_are_redacted() {
-        let c = load(None, env(&[("SHOAL_API__TOKEN", "tok-abc"), ("SHOAL_DATABASE__URL", "sqlite://x.db")])).unwrap().config;
+        let c = load(
+            None,
+            env(&[
+                ("SHOAL_API__TOKEN", "tok-abc"),
+                ("SHOAL_DATABASE__URL", "sqlite://x.db"),
+            ]),
+        )
+        .unwrap()
+        .config;
         for shown in [format!("{c:?}"), c.to_toml()] {
             assert!(!shown.contains("tok-abc"), "{shown}");
         }
         assert!(c.to_toml().contains("<redacted>"));
-        let db = DatabaseConfig { url: "postgresql://u:hunter2@h/db".into(), ..DatabaseConfig::default() };
+        let db = DatabaseConfig {
+            url: "postgresql://u:hunter2@h/db".into(),
+            ..DatabaseConfig::default()
+        };
         assert!(!format!("{db:?}").contains("hunter2"));
     }
 }

@@ -21,7 +21,9 @@ pub struct ConnectionIds {
 
 impl Default for ConnectionIds {
     fn default() -> Self {
-        ConnectionIds { key: RandomState::new() }
+        ConnectionIds {
+            key: RandomState::new(),
+        }
     }
 }
 
@@ -55,12 +57,30 @@ mod tests {
         assert!(ids.is_valid(id, &a, 1_000_000));
         assert!(ids.is_valid(id, &a, 1_000_000 + VALID_FOR));
         assert!(!ids.is_valid(id, &a, 1_000_000 + VALID_FOR + 1), "expired");
-        assert!(!ids.is_valid(id, &"10.0.0.2:5000".parse().unwrap(), 1_000_000), "another ip");
-        assert!(ids.is_valid(id, &"10.0.0.1:5001".parse().unwrap(), 1_000_000), "the same IP from another port");
-        assert!(ids.is_valid(id, &"[::ffff:10.0.0.1]:5000".parse().unwrap(), 1_000_000), "the same IPv4 client on a dual-stack socket");
-        assert!(!ids.is_valid(id, &"[2001:db8::1]:5000".parse().unwrap(), 1_000_000), "another family");
+        assert!(
+            !ids.is_valid(id, &"10.0.0.2:5000".parse().unwrap(), 1_000_000),
+            "another ip"
+        );
+        assert!(
+            ids.is_valid(id, &"10.0.0.1:5001".parse().unwrap(), 1_000_000),
+            "the same IP from another port"
+        );
+        assert!(
+            ids.is_valid(id, &"[::ffff:10.0.0.1]:5000".parse().unwrap(), 1_000_000),
+            "the same IPv4 client on a dual-stack socket"
+        );
+        assert!(
+            !ids.is_valid(id, &"[2001:db8::1]:5000".parse().unwrap(), 1_000_000),
+            "another family"
+        );
         assert!(!ids.is_valid(id ^ 1, &a, 1_000_000), "tampered mac");
-        assert!(!ids.is_valid(id + (1 << 32), &a, 1_000_001), "tampered time");
-        assert!(!ConnectionIds::default().is_valid(id, &a, 1_000_000), "another process's secret");
+        assert!(
+            !ids.is_valid(id + (1 << 32), &a, 1_000_001),
+            "tampered time"
+        );
+        assert!(
+            !ConnectionIds::default().is_valid(id, &a, 1_000_000),
+            "another process's secret"
+        );
     }
 }

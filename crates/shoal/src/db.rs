@@ -5,7 +5,8 @@ use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
 use crate::config::Config;
 
 async fn open(config: &Config) -> Result<(AnyStore, DatabaseUrl), String> {
-    let url = DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
+    let url = DatabaseUrl::parse(&config.database.url)
+        .map_err(|e| format!("config key 'database.url': {e}"))?;
     let store = AnyStore::open(&url, 1).await.map_err(|e| e.to_string())?;
     Ok((store, url))
 }
@@ -31,11 +32,21 @@ pub async fn status(config: &Config) -> Result<(), String> {
     for m in &list {
         println!("{:<16} {:<24} {}", m.version, m.description, label(m.state));
     }
-    let pending = list.iter().filter(|m| m.state == MigrationState::Pending).count();
-    let bad: Vec<_> = list.iter().filter(|m| !matches!(m.state, MigrationState::Applied | MigrationState::Pending)).collect();
+    let pending = list
+        .iter()
+        .filter(|m| m.state == MigrationState::Pending)
+        .count();
+    let bad: Vec<_> = list
+        .iter()
+        .filter(|m| !matches!(m.state, MigrationState::Applied | MigrationState::Pending))
+        .collect();
     if !bad.is_empty() {
         let versions: Vec<String> = bad.iter().map(|m| m.version.to_string()).collect();
-        return Err(format!("this shoal cannot use the database: migration {} {}", versions.join(", "), label(bad[0].state)));
+        return Err(format!(
+            "this shoal cannot use the database: migration {} {}",
+            versions.join(", "),
+            label(bad[0].state)
+        ));
     }
     println!("{pending} pending; `shoal db upgrade` (or `shoal serve`) applies them");
     Ok(())
@@ -44,13 +55,23 @@ pub async fn status(config: &Config) -> Result<(), String> {
 pub async fn upgrade(config: &Config) -> Result<(), String> {
     let (store, url) = open(config).await?;
     let before = store.migration_status().await.map_err(|e| e.to_string())?;
-    let result = store.migrate().await.map_err(|e| crate::migrate::explain(e, &url));
+    let result = store
+        .migrate()
+        .await
+        .map_err(|e| crate::migrate::explain(e, &url));
     store.close().await;
     result?;
-    let applied: Vec<_> = before.iter().filter(|m| m.state == MigrationState::Pending).collect();
+    let applied: Vec<_> = before
+        .iter()
+        .filter(|m| m.state == MigrationState::Pending)
+        .collect();
     for m in &applied {
         println!("applied {} {}", m.version, m.description);
     }
-    println!("database {} is up to date ({} migrations applied now)", url.redacted(), applied.len());
+    println!(
+        "database {} is up to date ({} migrations applied now)",
+        url.redacted(),
+        applied.len()
+    );
     Ok(())
 }

@@ -26,7 +26,12 @@ pub struct Flusher<S> {
 
 impl<S: TorrentMetricsStore> Flusher<S> {
     pub fn new(store: S, tracker: Arc<Tracker>, max_pending: usize) -> Self {
-        Flusher { store, tracker, unflushed: HashMap::new(), max_pending }
+        Flusher {
+            store,
+            tracker,
+            unflushed: HashMap::new(),
+            max_pending,
+        }
     }
 
     /// One flush: takes new deltas, writes everything outstanding.
@@ -51,7 +56,8 @@ impl<S: TorrentMetricsStore> Flusher<S> {
                 self.max_pending
             );
         }
-        m.unflushed_torrents.store(self.unflushed.len() as u64, Relaxed);
+        m.unflushed_torrents
+            .store(self.unflushed.len() as u64, Relaxed);
         let outstanding: u64 = self.unflushed.values().sum();
         m.unflushed_deltas.store(outstanding, Relaxed);
         if self.unflushed.is_empty() {
@@ -67,7 +73,8 @@ impl<S: TorrentMetricsStore> Flusher<S> {
                 m.flushed_deltas.fetch_add(outstanding, Relaxed);
                 m.unflushed_deltas.store(0, Relaxed);
                 m.unflushed_torrents.store(0, Relaxed);
-                m.flush_last_micros.store(started.elapsed().as_micros() as u64, Relaxed);
+                m.flush_last_micros
+                    .store(started.elapsed().as_micros() as u64, Relaxed);
                 Ok(batch.len())
             }
             Err(e) => {
@@ -78,20 +85,29 @@ impl<S: TorrentMetricsStore> Flusher<S> {
         }
     }
 
-    /// Flushes every `interval` until `stop` changes, then flushes once more.
+    /// Starts a flush every `interval` (a slow write does not push the next one back) until
+    /// `stop` changes; after a failure, waits with backoff instead.
     pub async fn run(mut self, interval: Duration, mut stop: watch::Receiver<bool>) -> Self {
-        let mut wait = interval;
+        let mut next = tokio::time::Instant::now() + interval;
+        let mut backoff = interval;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(next) => {}
                 _ = stop.changed() => break,
             }
+            let now = tokio::time::Instant::now();
             match self.flush().await {
-                Ok(_) => wait = interval,
+                Ok(_) => {
+                    backoff = interval;
+                    next = (next + interval).max(now);
+                }
                 Err(e) => {
-                    wait = (wait * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    next = now + backoff;
                     let pending: u64 = self.unflushed.values().sum();
-                    tracing::error!("flush failed, {pending} download increments kept for retry in {wait:?}: {e}");
+                    tracing::error!(
+                        "flush failed, {pending} download increments kept for retry in {backoff:?}: {e}"
+                    );
                 }
             }
         }
@@ -110,5 +126,65 @@ impl<S: TorrentMetricsStore> Flusher<S> {
             }
         }
         Err(self.unflushed.values().sum())
+    }
+}
+
+/// The flusher on its own thread, runtime and connection pool: announces can saturate every
+/// core, and a flush that waits behind them for CPU would stretch what a crash can lose past
+/// one interval. The OS scheduler gives this thread its fair share whatever the workers do.
+pub struct FlusherThread {
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl FlusherThread {
+    /// Opens the flusher's own connection to `url` and starts flushing; returns once the
+    /// connection is open, or with the reason it could not be.
+    pub async fn start(
+        url: store::DatabaseUrl,
+        tracker: Arc<Tracker>,
+        max_pending: usize,
+        interval: Duration,
+    ) -> Result<Self, String> {
+        let (stop, stop_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("shoal-flusher".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let store = match store::AnyStore::open(&url, 2).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return Ok(());
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    let mut flusher = Flusher::new(store, tracker, max_pending).run(interval, stop_rx).await;
+                    let result = flusher.finish().await;
+                    store::Connection::close(&flusher.store).await;
+                    result.map_err(|lost| format!("database unreachable at shutdown: {lost} download increments could not be written"))
+                })
+            })
+            .map_err(|e| format!("cannot start the flusher thread: {e}"))?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(FlusherThread { stop, thread }),
+            Ok(Err(e)) => Err(format!("the flusher cannot open the database: {e}")),
+            Err(_) => Err(match thread.join() {
+                Ok(Err(e)) => format!("the flusher did not start: {e}"),
+                _ => "the flusher did not start".to_string(),
+            }),
+        }
+    }
+
+    /// Flushes what is left and stops; the error says how many increments could not be written.
+    pub async fn finish(self) -> Result<(), String> {
+        let _ = self.stop.send(true);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the flusher thread panicked".to_string())?
     }
 }

@@ -12,7 +12,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use protocol::http::{AnnounceRequest, AnnounceResponse, ScrapeRequest, SwarmCounts, write_failure, write_scrape};
+use protocol::http::{
+    AnnounceRequest, AnnounceResponse, ScrapeRequest, SwarmCounts, write_failure, write_scrape,
+};
 use swarm::Families;
 use tokio::net::TcpListener;
 
@@ -104,18 +106,29 @@ pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<
         _ => {
             t.metrics.error(Http, None, "not_found");
             let mut body = Vec::new();
-            write_failure("not found: this tracker answers /announce and /scrape", &mut body);
+            write_failure(
+                "not found: this tracker answers /announce and /scrape",
+                &mut body,
+            );
             reply(StatusCode::NOT_FOUND, body)
         }
     }
 }
 
-fn announce(t: &Tracker, query: &[u8], key: Option<&[u8]>, remote: SocketAddr) -> Response<Full<Bytes>> {
+fn announce(
+    t: &Tracker,
+    query: &[u8],
+    key: Option<&[u8]>,
+    remote: SocketAddr,
+) -> Response<Full<Bytes>> {
     let req = match AnnounceRequest::parse(query) {
         Ok(r) => r,
         Err(e) => return failure(t, Action::Announce, e.kind(), &e.to_string()),
     };
-    if let Err(refusal) = t.access.check_announce(&req.info_hash, key, Tracker::unix_now()) {
+    if let Err(refusal) = t
+        .access
+        .check_announce(&req.info_hash, key, Tracker::unix_now())
+    {
         return failure(t, Action::Announce, refusal.kind(), &refusal.to_string());
     }
     t.metrics.request(Http, Action::Announce);
@@ -151,7 +164,10 @@ fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>
         Ok(r) => r,
         Err(e) => return failure(t, Action::Scrape, e.kind(), &e.to_string()),
     };
-    if let Err(refusal) = t.access.check_scrape(&req.info_hashes, Some(key), Tracker::unix_now()) {
+    if let Err(refusal) = t
+        .access
+        .check_scrape(&req.info_hashes, Some(key), Tracker::unix_now())
+    {
         return failure(t, Action::Scrape, refusal.kind(), &refusal.to_string());
     }
     t.metrics.request(Http, Action::Scrape);
@@ -160,7 +176,14 @@ fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>
         .iter()
         .map(|h| {
             let s = t.swarm.scrape(h);
-            (*h, SwarmCounts { complete: s.seeders, incomplete: s.leechers, downloaded: s.downloaded })
+            (
+                *h,
+                SwarmCounts {
+                    complete: s.seeders,
+                    incomplete: s.leechers,
+                    downloaded: s.downloaded,
+                },
+            )
         })
         .collect();
     let mut body = Vec::with_capacity(16 + files.len() * 80);

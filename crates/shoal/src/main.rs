@@ -21,7 +21,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "A BitTorrent tracker (UDP and HTTP) that keeps its download counts in SQLite, PostgreSQL or MySQL/MariaDB.")]
+#[command(
+    name = "shoal",
+    version,
+    about = "A BitTorrent tracker (UDP and HTTP) that keeps its download counts in SQLite, PostgreSQL or MySQL/MariaDB."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -114,7 +118,10 @@ enum DbAction {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start runtime: {e}"))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))
 }
 
 fn load_config(file: Option<&std::path::Path>) -> Result<config::Config, String> {
@@ -128,7 +135,9 @@ fn load_config(file: Option<&std::path::Path>) -> Result<config::Config, String>
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Config { config } => load_config(config.as_deref()).map(|c| print!("{}", c.to_toml())),
+        Command::Config { config } => {
+            load_config(config.as_deref()).map(|c| print!("{}", c.to_toml()))
+        }
         Command::Serve { config } => load_config(config.as_deref()).and_then(|c| {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(&c.log.level))
@@ -137,16 +146,41 @@ fn main() -> ExitCode {
                 .init();
             runtime()?.block_on(serve::run(c))
         }),
-        Command::Migrate { from, to, merge, skip_invalid, batch_rows } => runtime().and_then(|rt| {
+        Command::Migrate {
+            from,
+            to,
+            merge,
+            skip_invalid,
+            batch_rows,
+        } => runtime().and_then(|rt| {
             let merge = merge.map(|m| match m {
                 MergeArg::Add => store::copy::Merge::Add,
                 MergeArg::Max => store::copy::Merge::Max,
             });
-            rt.block_on(migrate::run(migrate::Args { from, to, merge, skip_invalid, batch_rows: batch_rows.max(1) }))
+            rt.block_on(migrate::run(migrate::Args {
+                from,
+                to,
+                merge,
+                skip_invalid,
+                batch_rows: batch_rows.max(1),
+            }))
         }),
-        Command::Bench { what: BenchWhat::Persistence { db_url, ops, concurrency, rows } } => {
-            runtime().and_then(|rt| rt.block_on(bench::run(bench::Args { db_url, ops, concurrency, rows })))
-        }
+        Command::Bench {
+            what:
+                BenchWhat::Persistence {
+                    db_url,
+                    ops,
+                    concurrency,
+                    rows,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(bench::run(bench::Args {
+                db_url,
+                ops,
+                concurrency,
+                rows,
+            }))
+        }),
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {
                 match action {

@@ -66,55 +66,145 @@ impl Metrics {
     /// `action` is `None` when the request was too broken to tell.
     pub fn error(&self, p: Protocol, action: Option<Action>, kind: &'static str) {
         self.failed[p as usize][action.map_or(3, |a| a as usize)].fetch_add(1, Relaxed);
-        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry((p, kind)).or_default() += 1;
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((p, kind))
+            .or_default() += 1;
     }
 
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::new();
         out.push_str("# HELP shoal_requests_total Requests answered, by protocol and action.\n# TYPE shoal_requests_total counter\n");
         for p in [Protocol::Udp, Protocol::Http] {
-            for (a, name) in [(Action::Connect, "connect"), (Action::Announce, "announce"), (Action::Scrape, "scrape")] {
+            for (a, name) in [
+                (Action::Connect, "connect"),
+                (Action::Announce, "announce"),
+                (Action::Scrape, "scrape"),
+            ] {
                 if p == Protocol::Http && a == Action::Connect {
                     continue;
                 }
                 let n = self.requests[p as usize][a as usize].load(Relaxed);
-                let _ = writeln!(out, "shoal_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}", p.label());
+                let _ = writeln!(
+                    out,
+                    "shoal_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}",
+                    p.label()
+                );
             }
         }
         out.push_str("# HELP shoal_errors_total Malformed, refused or dropped requests, by protocol and kind.\n# TYPE shoal_errors_total counter\n");
         for ((p, kind), n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}", p.label());
+            let _ = writeln!(
+                out,
+                "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}",
+                p.label()
+            );
         }
         out.push_str("# HELP shoal_failed_requests_total Requests answered with an error or dropped, by protocol and action.\n# TYPE shoal_failed_requests_total counter\n");
         for p in [Protocol::Udp, Protocol::Http] {
-            for (i, name) in ["connect", "announce", "scrape", "unknown"].iter().enumerate() {
+            for (i, name) in ["connect", "announce", "scrape", "unknown"]
+                .iter()
+                .enumerate()
+            {
                 if p == Protocol::Http && i == 0 {
                     continue;
                 }
                 let n = self.failed[p as usize][i].load(Relaxed);
-                let _ = writeln!(out, "shoal_failed_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}", p.label());
+                let _ = writeln!(
+                    out,
+                    "shoal_failed_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}",
+                    p.label()
+                );
             }
         }
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        counter(&mut out, "shoal_flushes_total", "Successful flushes of download deltas.", self.flushes.load(Relaxed));
-        counter(&mut out, "shoal_flush_failures_total", "Flushes the database refused; their deltas are retried.", self.flush_failures.load(Relaxed));
-        counter(&mut out, "shoal_flushed_deltas_total", "Download increments written to the database.", self.flushed_deltas.load(Relaxed));
-        counter(&mut out, "shoal_dropped_deltas_total", "Download increments dropped because database.max_pending_torrents was reached.", self.dropped_deltas.load(Relaxed));
-        gauge(&mut out, "shoal_pending_torrents", "Torrents with download increments waiting for a failed flush to succeed.", self.unflushed_torrents.load(Relaxed));
-        counter(&mut out, "shoal_expired_peers_total", "Peers removed after the peer timeout.", self.expired_peers.load(Relaxed));
+        counter(
+            &mut out,
+            "shoal_flushes_total",
+            "Successful flushes of download deltas.",
+            self.flushes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "shoal_flush_failures_total",
+            "Flushes the database refused; their deltas are retried.",
+            self.flush_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "shoal_flushed_deltas_total",
+            "Download increments written to the database.",
+            self.flushed_deltas.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "shoal_dropped_deltas_total",
+            "Download increments dropped because database.max_pending_torrents was reached.",
+            self.dropped_deltas.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "shoal_pending_torrents",
+            "Torrents with download increments waiting for a failed flush to succeed.",
+            self.unflushed_torrents.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "shoal_expired_peers_total",
+            "Peers removed after the peer timeout.",
+            self.expired_peers.load(Relaxed),
+        );
         let secs = self.flush_last_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "# HELP shoal_flush_last_seconds Duration of the last successful flush.\n# TYPE shoal_flush_last_seconds gauge\nshoal_flush_last_seconds {secs}");
-        gauge(&mut out, "shoal_pending_deltas", "Download increments waiting for the database.", g.pending_deltas + self.unflushed_deltas.load(Relaxed));
-        gauge(&mut out, "shoal_torrents", "Torrents with at least one peer.", g.torrents);
-        gauge(&mut out, "shoal_counted_torrents", "Torrents with a download count.", g.counted_torrents);
-        gauge(&mut out, "shoal_seeders", "Seeders in all swarms.", g.seeders);
-        gauge(&mut out, "shoal_leechers", "Leechers in all swarms.", g.leechers);
-        gauge(&mut out, "shoal_peers", "Peers in all swarms.", g.seeders + g.leechers);
+        let _ = writeln!(
+            out,
+            "# HELP shoal_flush_last_seconds Duration of the last successful flush.\n# TYPE shoal_flush_last_seconds gauge\nshoal_flush_last_seconds {secs}"
+        );
+        gauge(
+            &mut out,
+            "shoal_pending_deltas",
+            "Download increments waiting for the database.",
+            g.pending_deltas + self.unflushed_deltas.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "shoal_torrents",
+            "Torrents with at least one peer.",
+            g.torrents,
+        );
+        gauge(
+            &mut out,
+            "shoal_counted_torrents",
+            "Torrents with a download count.",
+            g.counted_torrents,
+        );
+        gauge(
+            &mut out,
+            "shoal_seeders",
+            "Seeders in all swarms.",
+            g.seeders,
+        );
+        gauge(
+            &mut out,
+            "shoal_leechers",
+            "Leechers in all swarms.",
+            g.leechers,
+        );
+        gauge(
+            &mut out,
+            "shoal_peers",
+            "Peers in all swarms.",
+            g.seeders + g.leechers,
+        );
         out
     }
 }

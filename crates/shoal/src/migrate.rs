@@ -38,9 +38,14 @@ pub async fn run(args: Args) -> Result<(), String> {
     if from.expose() == to.expose() {
         return Err("--from and --to name the same database".into());
     }
-    let src = AnyStore::open_read_only(&from).await.map_err(|e| format!("--from: {e}"))?;
+    let src = AnyStore::open_read_only(&from)
+        .await
+        .map_err(|e| format!("--from: {e}"))?;
     if format == Format::Shoal {
-        let status = src.migration_status().await.map_err(|e| format!("--from: {e}"))?;
+        let status = src
+            .migration_status()
+            .await
+            .map_err(|e| format!("--from: {e}"))?;
         if let Some(m) = status.iter().find(|m| m.state != MigrationState::Applied) {
             return Err(format!(
                 "--from {} is not a shoal database this version can read (migration {} is {:?}); a Torrust Tracker database is read with --from torrust+{}",
@@ -51,14 +56,28 @@ pub async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let dst = AnyStore::open(&to, 4).await.map_err(|e| format!("--to: {e}"))?;
-    dst.migrate().await.map_err(|e| format!("--to: {}", explain(e, &to)))?;
+    let dst = AnyStore::open(&to, 4)
+        .await
+        .map_err(|e| format!("--to: {e}"))?;
+    dst.migrate()
+        .await
+        .map_err(|e| format!("--to: {}", explain(e, &to)))?;
 
-    eprintln!("copying {} ({}) to {} ({})", from.redacted(), src.driver(), to.redacted(), dst.driver());
+    eprintln!(
+        "copying {} ({}) to {} ({})",
+        from.redacted(),
+        src.driver(),
+        to.redacted(),
+        dst.driver()
+    );
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
     let printer = tokio::spawn(show_progress(progress.clone(), started));
-    let opts = CopyOptions { merge: args.merge, skip_invalid: args.skip_invalid, batch_rows: args.batch_rows };
+    let opts = CopyOptions {
+        merge: args.merge,
+        skip_invalid: args.skip_invalid,
+        batch_rows: args.batch_rows,
+    };
     let result = copy::copy(&src, format, &dst, opts, progress.clone()).await;
     printer.abort();
     src.close().await;
@@ -69,22 +88,37 @@ pub async fn run(args: Args) -> Result<(), String> {
         eprintln!();
     }
     print_summary(&reports, elapsed);
-    let bad: Vec<&str> = reports.iter().filter(|r| !r.ok()).map(|r| r.table.name()).collect();
+    let bad: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.table.name())
+        .collect();
     if bad.is_empty() {
         Ok(())
     } else {
-        Err(format!("verification failed for {}: the destination does not hold what it should", bad.join(", ")))
+        Err(format!(
+            "verification failed for {}: the destination does not hold what it should",
+            bad.join(", ")
+        ))
     }
 }
 
 async fn show_progress(p: Arc<Progress>, started: Instant) {
     let terminal = std::io::stderr().is_terminal();
-    let every = if terminal { Duration::from_millis(250) } else { Duration::from_secs(5) };
+    let every = if terminal {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
+    };
     loop {
         tokio::time::sleep(every).await;
         let rows = p.total();
         let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        let line = format!("{}: {} rows copied, {rate:.0} rows/s", p.current().name(), rows);
+        let line = format!(
+            "{}: {} rows copied, {rate:.0} rows/s",
+            p.current().name(),
+            rows
+        );
         let mut err = std::io::stderr().lock();
         if terminal {
             let _ = write!(err, "\r\x1b[2K{line}");
@@ -96,7 +130,10 @@ async fn show_progress(p: Arc<Progress>, started: Instant) {
 }
 
 fn print_summary(reports: &[TableReport], elapsed: Duration) {
-    println!("{:<10} {:>12} {:>12} {:>12} {:>18} {:>18}  result", "table", "source", "copied", "destination", "source sum", "destination sum");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>18} {:>18}  result",
+        "table", "source", "copied", "destination", "source sum", "destination sum"
+    );
     let mut total = 0;
     for r in reports {
         total += r.copied;
@@ -115,8 +152,17 @@ fn print_summary(reports: &[TableReport], elapsed: Duration) {
         }
     }
     let secs = elapsed.as_secs_f64();
-    println!("{total} rows in {secs:.2} s ({:.0} rows/s), verified by row count and checksum", total as f64 / secs.max(1e-3));
-    if let Some(r) = reports.iter().find(|r| r.table == Table::Torrents && r.expected != r.source) {
-        println!("torrents merged: the destination now holds {} rows", r.expected.rows);
+    println!(
+        "{total} rows in {secs:.2} s ({:.0} rows/s), verified by row count and checksum",
+        total as f64 / secs.max(1e-3)
+    );
+    if let Some(r) = reports
+        .iter()
+        .find(|r| r.table == Table::Torrents && r.expected != r.source)
+    {
+        println!(
+            "torrents merged: the destination now holds {} rows",
+            r.expected.rows
+        );
     }
 }

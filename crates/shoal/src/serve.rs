@@ -6,25 +6,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-use store::{AnyStore, AuthKeyStore, Connection, SchemaMigrator, TorrentMetricsStore, WhitelistStore};
+use store::{
+    AnyStore, AuthKeyStore, Connection, SchemaMigrator, TorrentMetricsStore, WhitelistStore,
+};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::flusher::Flusher;
+use crate::flusher::FlusherThread;
 use crate::tracker::Tracker;
 use crate::{api, http, udp};
 
 pub async fn run(config: Config) -> Result<(), String> {
-    let url = store::DatabaseUrl::parse(&config.database.url).map_err(|e| format!("config key 'database.url': {e}"))?;
-    let store = AnyStore::open(&url, config.database.max_connections).await.map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| crate::migrate::explain(e, &url))?;
-    serve_with(config, store).await
+    let url = store::DatabaseUrl::parse(&config.database.url)
+        .map_err(|e| format!("config key 'database.url': {e}"))?;
+    let store = AnyStore::open(&url, config.database.max_connections)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| crate::migrate::explain(e, &url))?;
+    serve_with(config, url, store).await
 }
 
-async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
-
+async fn serve_with(
+    config: Config,
+    url: store::DatabaseUrl,
+    store: AnyStore,
+) -> Result<(), String> {
     // Bind everything before the (possibly long) load, so a taken port fails fast.
     let mut udp_sockets = Vec::new();
     for addr in &config.udp.bind {
@@ -32,14 +42,26 @@ async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
     }
     let mut http_listeners = Vec::new();
     for addr in &config.http.bind {
-        http_listeners.push(bind_tcp(*addr).map_err(|e| format!("cannot bind http.bind {addr}: {e}"))?);
+        http_listeners
+            .push(bind_tcp(*addr).map_err(|e| format!("cannot bind http.bind {addr}: {e}"))?);
     }
-    let api_listener = bind_tcp(config.api.bind).map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
+    let api_listener = bind_tcp(config.api.bind)
+        .map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
 
     let tracker = Arc::new(Tracker::new(config.announce.clone(), config.mode));
-    let whitelist = store.load_whitelist().await.map_err(|e| format!("cannot load the whitelist: {e}"))?;
-    let keys = store.load_keys().await.map_err(|e| format!("cannot load keys: {e}"))?;
-    tracing::info!("loaded {} whitelisted info-hashes and {} keys", whitelist.len(), keys.len());
+    let whitelist = store
+        .load_whitelist()
+        .await
+        .map_err(|e| format!("cannot load the whitelist: {e}"))?;
+    let keys = store
+        .load_keys()
+        .await
+        .map_err(|e| format!("cannot load keys: {e}"))?;
+    tracing::info!(
+        "loaded {} whitelisted info-hashes and {} keys",
+        whitelist.len(),
+        keys.len()
+    );
     tracker.access.load(whitelist, keys);
     let started = Instant::now();
     let mut batch = Vec::with_capacity(4096);
@@ -53,7 +75,11 @@ async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot load download counts: {e}"))?;
     tracker.swarm.load_downloads(batch);
-    tracing::info!("loaded {loaded} download counts from {} in {:?}", store.driver(), started.elapsed());
+    tracing::info!(
+        "loaded {loaded} download counts from {} in {:?}",
+        store.driver(),
+        started.elapsed()
+    );
 
     let mut servers = JoinSet::new();
     let workers = match config.udp.workers {
@@ -62,20 +88,36 @@ async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
     };
     for socket in udp_sockets {
         let socket = Arc::new(socket);
-        tracing::info!("udp tracker listening on {}", socket.local_addr().map_err(|e| e.to_string())?);
+        tracing::info!(
+            "udp tracker listening on {}",
+            socket.local_addr().map_err(|e| e.to_string())?
+        );
         for _ in 0..workers {
             servers.spawn(udp::serve(socket.clone(), tracker.clone()));
         }
     }
     for listener in http_listeners {
-        tracing::info!("http tracker listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
+        tracing::info!(
+            "http tracker listening on {}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
         servers.spawn(http::serve(listener, tracker.clone(), config.http.clone()));
     }
-    tracing::info!("admin api listening on {}", api_listener.local_addr().map_err(|e| e.to_string())?);
+    tracing::info!(
+        "admin api listening on {}",
+        api_listener.local_addr().map_err(|e| e.to_string())?
+    );
     if config.api.token.expose().is_empty() {
-        tracing::warn!("api.token is empty: the admin API on {} is open to every local user", config.api.bind);
+        tracing::warn!(
+            "api.token is empty: the admin API on {} is open to every local user",
+            config.api.bind
+        );
     }
-    let app = api::router(Arc::new(api::ApiState { tracker: tracker.clone(), store: store.clone(), token: config.api.token.clone() }));
+    let app = api::router(Arc::new(api::ApiState {
+        tracker: tracker.clone(),
+        store: store.clone(),
+        token: config.api.token.clone(),
+    }));
     servers.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app).await {
             tracing::error!("admin api stopped: {e}");
@@ -83,30 +125,33 @@ async fn serve_with(config: Config, store: AnyStore) -> Result<(), String> {
     });
     servers.spawn(clean_expired(tracker.clone()));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let flusher = tokio::spawn(
-        Flusher::new(store.clone(), tracker.clone(), config.database.max_pending_torrents).run(Duration::from_millis(config.database.flush_interval_ms), stop_rx),
+    let flusher = FlusherThread::start(
+        url,
+        tracker.clone(),
+        config.database.max_pending_torrents,
+        Duration::from_millis(config.database.flush_interval_ms),
+    )
+    .await?;
+    tracing::info!(
+        "ready: {} mode, database {}",
+        format!("{:?}", config.mode).to_lowercase(),
+        url_for_log(&config)
     );
-    tracing::info!("ready: {} mode, database {}", format!("{:?}", config.mode).to_lowercase(), url_for_log(&config));
 
     let signal = shutdown_signal().await;
     tracing::info!("{signal} received: stopping listeners and flushing");
     servers.shutdown().await;
-    let _ = stop_tx.send(true);
-    let mut flusher = flusher.await.map_err(|e| format!("flusher task failed: {e}"))?;
     let result = flusher.finish().await;
     store.close().await;
-    match result {
-        Ok(()) => {
-            tracing::info!("all download counts flushed; bye");
-            Ok(())
-        }
-        Err(lost) => Err(format!("database unreachable at shutdown: {lost} download increments could not be written")),
-    }
+    result?;
+    tracing::info!("all download counts flushed; bye");
+    Ok(())
 }
 
 fn url_for_log(config: &Config) -> String {
-    store::DatabaseUrl::parse(&config.database.url).map(|u| u.redacted()).unwrap_or_default()
+    store::DatabaseUrl::parse(&config.database.url)
+        .map(|u| u.redacted())
+        .unwrap_or_default()
 }
 
 /// Removes silent peers about ten times per peer timeout.
@@ -117,9 +162,16 @@ async fn clean_expired(tracker: Arc<Tracker>) {
         tokio::time::sleep(every).await;
         let cutoff = tracker.uptime_secs().saturating_sub(timeout);
         let gone = tracker.swarm.remove_expired(cutoff);
-        tracker.metrics.expired_peers.fetch_add(gone.peers, std::sync::atomic::Ordering::Relaxed);
+        tracker
+            .metrics
+            .expired_peers
+            .fetch_add(gone.peers, std::sync::atomic::Ordering::Relaxed);
         if gone.peers > 0 {
-            tracing::debug!("expired {} peers, dropped {} empty torrents", gone.peers, gone.torrents);
+            tracing::debug!(
+                "expired {} peers, dropped {} empty torrents",
+                gone.peers,
+                gone.torrents
+            );
         }
     }
 }

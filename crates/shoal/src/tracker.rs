@@ -55,7 +55,9 @@ impl Tracker {
 
     /// Unix seconds as the store keeps them.
     pub fn unix_now() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
     }
 
     pub fn announce(&self, a: &PeerAnnounce, out: &mut Vec<ResponsePeer>) -> TorrentStats {

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use protocol::udp::{self, Request, ScrapeStats};
 use protocol::ResponsePeer;
+use protocol::udp::{self, Request, ScrapeStats};
 use swarm::Families;
 use tokio::net::UdpSocket;
 
@@ -32,7 +32,13 @@ pub async fn serve(socket: Arc<UdpSocket>, tracker: Arc<Tracker>) {
 }
 
 /// Answers one datagram into `out`; leaves `out` empty when the datagram gets no answer.
-pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, peers: &mut Vec<ResponsePeer>) {
+pub fn handle(
+    t: &Tracker,
+    packet: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+    peers: &mut Vec<ResponsePeer>,
+) {
     if packet.len() > udp::MAX_REQUEST_LEN {
         t.metrics.error(Udp, None, "oversized");
         return;
@@ -79,7 +85,13 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
                 },
                 peers,
             );
-            udp::write_announce_header(a.transaction_id, t.policy.interval, stats.leechers, stats.seeders, out);
+            udp::write_announce_header(
+                a.transaction_id,
+                t.policy.interval,
+                stats.leechers,
+                stats.seeders,
+                out,
+            );
             for p in peers.iter() {
                 udp::write_peer(p.addr, out);
             }
@@ -96,18 +108,43 @@ pub fn handle(t: &Tracker, packet: &[u8], src: SocketAddr, out: &mut Vec<u8>, pe
             for h in &s.info_hashes {
                 let st = t.swarm.scrape(h);
                 let completed = u32::try_from(st.downloaded).unwrap_or(u32::MAX);
-                udp::write_scrape_stats(ScrapeStats { seeders: st.seeders, completed, leechers: st.leechers }, out);
+                udp::write_scrape_stats(
+                    ScrapeStats {
+                        seeders: st.seeders,
+                        completed,
+                        leechers: st.leechers,
+                    },
+                    out,
+                );
             }
         }
     }
 }
 
-fn refuse_connection(t: &Tracker, action: Action, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
+fn refuse_connection(
+    t: &Tracker,
+    action: Action,
+    transaction_id: u32,
+    request_len: usize,
+    out: &mut Vec<u8>,
+) {
     t.metrics.error(Udp, Some(action), "bad_connection_id");
-    udp::write_error(transaction_id, "connection id expired or invalid", request_len, out);
+    udp::write_error(
+        transaction_id,
+        "connection id expired or invalid",
+        request_len,
+        out,
+    );
 }
 
-fn refuse(t: &Tracker, action: Action, r: Refusal, transaction_id: u32, request_len: usize, out: &mut Vec<u8>) {
+fn refuse(
+    t: &Tracker,
+    action: Action,
+    r: Refusal,
+    transaction_id: u32,
+    request_len: usize,
+    out: &mut Vec<u8>,
+) {
     t.metrics.error(Udp, Some(action), r.kind());
     udp::write_error(transaction_id, &r.to_string(), request_len, out);
 }

@@ -11,14 +11,27 @@ const TOKEN: &str = "api-test-token-9876543210";
 #[test]
 fn token_rules() {
     let dir = temp_dir();
-    let shoal = Setup { token: TOKEN, ..Setup::default() }.start(dir.path());
+    let shoal = Setup {
+        token: TOKEN,
+        ..Setup::default()
+    }
+    .start(dir.path());
     let routes = [
         ("GET", "/api/v1/stats"),
         ("GET", "/api/v1/torrents"),
-        ("GET", "/api/v1/torrents/0000000000000000000000000000000000000000"),
+        (
+            "GET",
+            "/api/v1/torrents/0000000000000000000000000000000000000000",
+        ),
         ("GET", "/api/v1/whitelist"),
-        ("PUT", "/api/v1/whitelist/0000000000000000000000000000000000000000"),
-        ("DELETE", "/api/v1/whitelist/0000000000000000000000000000000000000000"),
+        (
+            "PUT",
+            "/api/v1/whitelist/0000000000000000000000000000000000000000",
+        ),
+        (
+            "DELETE",
+            "/api/v1/whitelist/0000000000000000000000000000000000000000",
+        ),
         ("GET", "/api/v1/keys"),
         ("POST", "/api/v1/keys"),
         ("DELETE", "/api/v1/keys/abcdefghijklmnopqrstuvwxyz012345"),
@@ -28,28 +41,71 @@ fn token_rules() {
         let (status, body) = api(shoal.api, method, path, None, None);
         assert_eq!(status, 401, "{method} {path} without a token: {body}");
         assert_eq!(body["error"], "missing bearer token");
-        assert_eq!(api(shoal.api, method, path, Some("wrong"), None).0, 401, "{method} {path} with a wrong token");
-        assert_eq!(api(shoal.api, method, path, Some(&TOKEN[..TOKEN.len() - 1]), None).0, 401, "a prefix is not the token");
+        assert_eq!(
+            api(shoal.api, method, path, Some("wrong"), None).0,
+            401,
+            "{method} {path} with a wrong token"
+        );
+        assert_eq!(
+            api(
+                shoal.api,
+                method,
+                path,
+                Some(&TOKEN[..TOKEN.len() - 1]),
+                None
+            )
+            .0,
+            401,
+            "a prefix is not the token"
+        );
         // A token in the URL is never read.
         let sep = if path.contains('?') { '&' } else { '?' };
-        assert_eq!(api(shoal.api, method, &format!("{path}{sep}token={TOKEN}"), None, None).0, 401);
+        assert_eq!(
+            api(
+                shoal.api,
+                method,
+                &format!("{path}{sep}token={TOKEN}"),
+                None,
+                None
+            )
+            .0,
+            401
+        );
     }
     // Nothing changed through any of those.
-    assert_eq!(api(shoal.api, "GET", "/api/v1/keys", Some(TOKEN), None), (200, json!([])));
-    assert_eq!(api(shoal.api, "GET", "/api/v1/whitelist", Some(TOKEN), None), (200, json!([])));
+    assert_eq!(
+        api(shoal.api, "GET", "/api/v1/keys", Some(TOKEN), None),
+        (200, json!([]))
+    );
+    assert_eq!(
+        api(shoal.api, "GET", "/api/v1/whitelist", Some(TOKEN), None),
+        (200, json!([]))
+    );
     // Health and metrics need no token.
     let (status, health) = api(shoal.api, "GET", "/health", None, None);
-    assert_eq!((status, &health["database"]["reachable"]), (200, &json!(true)));
+    assert_eq!(
+        (status, &health["database"]["reachable"]),
+        (200, &json!(true))
+    );
     assert!(shoal.metrics().contains("shoal_requests_total"));
     let (_, log) = shoal.stop();
-    assert!(log.iter().all(|l| !l.contains(TOKEN)), "the token must never be logged");
+    assert!(
+        log.iter().all(|l| !l.contains(TOKEN)),
+        "the token must never be logged"
+    );
 }
 
 #[test]
 fn every_route_and_status_code() {
     let dir = temp_dir();
-    let shoal = Setup { token: TOKEN, ..Setup::default() }.start(dir.path());
-    let call = |method: &str, path: &str, body: Option<&str>| api(shoal.api, method, path, Some(TOKEN), body);
+    let shoal = Setup {
+        token: TOKEN,
+        ..Setup::default()
+    }
+    .start(dir.path());
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        api(shoal.api, method, path, Some(TOKEN), body)
+    };
 
     // Torrents: fill the swarm with three torrents, one of them completed once.
     let mut c = UdpClient::new(shoal.udp[0]);
@@ -60,25 +116,73 @@ fn every_route_and_status_code() {
     c.announce(cid, hash(2), peer_id(2), 6000, 0, AnnounceEvent::Completed);
     let (status, stats) = call("GET", "/api/v1/stats", None);
     assert_eq!(status, 200);
-    assert_eq!((stats["torrents"].as_u64(), stats["seeders"].as_u64(), stats["leechers"].as_u64()), (Some(3), Some(1), Some(2)));
+    assert_eq!(
+        (
+            stats["torrents"].as_u64(),
+            stats["seeders"].as_u64(),
+            stats["leechers"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2))
+    );
     assert_eq!(stats["mode"], "public");
 
     let (status, page) = call("GET", "/api/v1/torrents?offset=1&limit=1", None);
     assert_eq!(status, 200);
     assert_eq!(page["total"], 3);
-    assert_eq!(page["torrents"], json!([{"info_hash": hash(2).to_hex(), "seeders": 1, "leechers": 0, "completed": 1}]));
+    assert_eq!(
+        page["torrents"],
+        json!([{"info_hash": hash(2).to_hex(), "seeders": 1, "leechers": 0, "completed": 1}])
+    );
     let (_, all) = call("GET", "/api/v1/torrents", None);
     assert_eq!(all["torrents"].as_array().unwrap().len(), 3);
-    for bad in ["?limit=0", "?limit=1001", "?offset=-1", "?limit=x", "?page=2"] {
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?offset=-1",
+        "?limit=x",
+        "?page=2",
+    ] {
         let (status, body) = call("GET", &format!("/api/v1/torrents{bad}"), None);
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"].is_string());
     }
-    assert_eq!(call("GET", &format!("/api/v1/torrents/{}", hash(2).to_hex()), None).1["completed"], 1);
-    assert_eq!(call("GET", &format!("/api/v1/torrents/{}", hash(2).to_hex().to_uppercase()), None).0, 200);
-    assert_eq!(call("GET", &format!("/api/v1/torrents/{}", hash(9).to_hex()), None).0, 404);
-    for bad in ["abc", "zz02020202020202020202020202020202020202", "020202020202020202020202020202020202020202"] {
-        assert_eq!(call("GET", &format!("/api/v1/torrents/{bad}"), None).0, 400, "{bad}");
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/api/v1/torrents/{}", hash(2).to_hex()),
+            None
+        )
+        .1["completed"],
+        1
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/api/v1/torrents/{}", hash(2).to_hex().to_uppercase()),
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/api/v1/torrents/{}", hash(9).to_hex()),
+            None
+        )
+        .0,
+        404
+    );
+    for bad in [
+        "abc",
+        "zz02020202020202020202020202020202020202",
+        "020202020202020202020202020202020202020202",
+    ] {
+        assert_eq!(
+            call("GET", &format!("/api/v1/torrents/{bad}"), None).0,
+            400,
+            "{bad}"
+        );
     }
 
     // Whitelist.
@@ -87,12 +191,25 @@ fn every_route_and_status_code() {
     assert_eq!(status, 201);
     assert_eq!(entry["info_hash"], h);
     let (status, again) = call("PUT", &format!("/api/v1/whitelist/{h}"), None);
-    assert_eq!((status, &again), (200, &entry), "listing twice keeps the first entry");
-    assert_eq!(call("GET", "/api/v1/whitelist", None), (200, json!([entry])));
+    assert_eq!(
+        (status, &again),
+        (200, &entry),
+        "listing twice keeps the first entry"
+    );
+    assert_eq!(
+        call("GET", "/api/v1/whitelist", None),
+        (200, json!([entry]))
+    );
     assert_eq!(call("PUT", "/api/v1/whitelist/nothex", None).0, 400);
     assert_eq!(call("DELETE", "/api/v1/whitelist/nothex", None).0, 400);
-    assert_eq!(call("DELETE", &format!("/api/v1/whitelist/{h}"), None).0, 204);
-    assert_eq!(call("DELETE", &format!("/api/v1/whitelist/{h}"), None).0, 404);
+    assert_eq!(
+        call("DELETE", &format!("/api/v1/whitelist/{h}"), None).0,
+        204
+    );
+    assert_eq!(
+        call("DELETE", &format!("/api/v1/whitelist/{h}"), None).0,
+        404
+    );
     assert_eq!(call("GET", "/api/v1/whitelist", None), (200, json!([])));
 
     // Keys: generate, generate with a lifetime, import, and every malformed body.
@@ -100,16 +217,35 @@ fn every_route_and_status_code() {
     assert_eq!(status, 201);
     assert_eq!(forever["valid_until"], json!(null));
     let (status, empty_body) = call("POST", "/api/v1/keys", None);
-    assert_eq!((status, &empty_body["valid_until"]), (201, &json!(null)), "no body means {{}}");
+    assert_eq!(
+        (status, &empty_body["valid_until"]),
+        (201, &json!(null)),
+        "no body means {{}}"
+    );
     assert_ne!(forever["key"], empty_body["key"], "generated keys differ");
     let (_, timed) = call("POST", "/api/v1/keys", Some(r#"{"valid_for_secs": 60}"#));
     let until = timed["valid_until"].as_i64().unwrap();
     assert!((until - timed["created_at"].as_i64().unwrap() - 60).abs() <= 1);
     let imported = r#"{"key": "ImportedImportedImportedImported", "valid_until": 4102444800}"#;
     let (status, k) = call("POST", "/api/v1/keys", Some(imported));
-    assert_eq!((status, &k["key"], &k["valid_until"]), (201, &json!("ImportedImportedImportedImported"), &json!(4102444800_i64)));
-    let (status, k) = call("POST", "/api/v1/keys", Some(r#"{"key": "ImportedImportedImportedImported", "valid_until": null}"#));
-    assert_eq!((status, &k["valid_until"]), (201, &json!(null)), "importing again replaces the expiry");
+    assert_eq!(
+        (status, &k["key"], &k["valid_until"]),
+        (
+            201,
+            &json!("ImportedImportedImportedImported"),
+            &json!(4102444800_i64)
+        )
+    );
+    let (status, k) = call(
+        "POST",
+        "/api/v1/keys",
+        Some(r#"{"key": "ImportedImportedImportedImported", "valid_until": null}"#),
+    );
+    assert_eq!(
+        (status, &k["valid_until"]),
+        (201, &json!(null)),
+        "importing again replaces the expiry"
+    );
     for bad in [
         r#"{"key": "short"}"#,
         r#"{"key": "has-a-dash-has-a-dash-has-a-dash"}"#,
@@ -127,14 +263,25 @@ fn every_route_and_status_code() {
         assert!(body["error"].is_string(), "{bad}: {body}");
     }
     let big = format!(r#"{{"key": "{}"}}"#, "a".repeat(64 * 1024));
-    assert_eq!(call("POST", "/api/v1/keys", Some(&big)).0, 413, "bodies over the limit are refused");
+    assert_eq!(
+        call("POST", "/api/v1/keys", Some(&big)).0,
+        413,
+        "bodies over the limit are refused"
+    );
     let (_, keys) = call("GET", "/api/v1/keys", None);
     assert_eq!(keys.as_array().unwrap().len(), 4);
     let k = forever["key"].as_str().unwrap();
     assert_eq!(call("DELETE", &format!("/api/v1/keys/{k}"), None).0, 204);
     assert_eq!(call("DELETE", &format!("/api/v1/keys/{k}"), None).0, 404);
     assert_eq!(call("DELETE", "/api/v1/keys/short", None).0, 400);
-    assert_eq!(call("GET", "/api/v1/keys", None).1.as_array().unwrap().len(), 3);
+    assert_eq!(
+        call("GET", "/api/v1/keys", None)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     // Unknown routes and methods are client errors too.
     assert_eq!(call("GET", "/api/v1/nothing", None).0, 404);

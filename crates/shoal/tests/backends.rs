@@ -35,28 +35,64 @@ fn count(store: &AnyStore, ih: InfoHash) -> Option<u64> {
 
 fn serves_on(backend: &str) {
     let dir = temp_dir();
-    let url = database(backend).unwrap_or_else(|| format!("sqlite://{}/shoal.db", dir.path().display()));
-    let setup = Setup { db_url: Some(url.clone()), token: TOKEN, ..Setup::default() };
+    let url =
+        database(backend).unwrap_or_else(|| format!("sqlite://{}/shoal.db", dir.path().display()));
+    let setup = Setup {
+        db_url: Some(url.clone()),
+        token: TOKEN,
+        ..Setup::default()
+    };
     let shoal = setup.start(dir.path());
     for peer in 1..=3 {
         complete(shoal.udp[peer as usize % 2], hash(1), peer);
     }
-    let (status, _) = api(shoal.api, "PUT", &format!("/api/v1/whitelist/{}", hash(1).to_hex()), Some(TOKEN), None);
+    let (status, _) = api(
+        shoal.api,
+        "PUT",
+        &format!("/api/v1/whitelist/{}", hash(1).to_hex()),
+        Some(TOKEN),
+        None,
+    );
     assert_eq!(status, 201);
-    let (_, key) = api(shoal.api, "POST", "/api/v1/keys", Some(TOKEN), Some(r#"{"valid_for_secs": 600}"#));
+    let (_, key) = api(
+        shoal.api,
+        "POST",
+        "/api/v1/keys",
+        Some(TOKEN),
+        Some(r#"{"valid_for_secs": 600}"#),
+    );
     let (_, health) = api(shoal.api, "GET", "/health", None, None);
-    assert_eq!(health["database"], json!({"driver": if backend == "mariadb" { "mysql" } else { backend }, "reachable": true, "flushing": true, "flush_failures": 0, "unflushed_deltas": 0}));
+    assert_eq!(
+        health["database"],
+        json!({"driver": if backend == "mariadb" { "mysql" } else { backend }, "reachable": true, "flushing": true, "flush_failures": 0, "unflushed_deltas": 0})
+    );
 
     let store = open_store(&url);
-    wait_until("counts flushed", Duration::from_secs(10), || count(&store, hash(1)) == Some(3));
+    wait_until("counts flushed", Duration::from_secs(10), || {
+        count(&store, hash(1)) == Some(3)
+    });
     assert_eq!(block_on(store.load_global_downloads()).unwrap(), Some(3));
-    assert!(block_on(store.get_info_hash_from_whitelist(&hash(1))).unwrap().is_some(), "the API wrote the store");
+    assert!(
+        block_on(store.get_info_hash_from_whitelist(&hash(1)))
+            .unwrap()
+            .is_some(),
+        "the API wrote the store"
+    );
     let key: Key = key["key"].as_str().unwrap().parse().unwrap();
-    assert!(block_on(store.get_key_from_keys(&key)).unwrap().unwrap().valid_until.is_some());
+    assert!(
+        block_on(store.get_key_from_keys(&key))
+            .unwrap()
+            .unwrap()
+            .valid_until
+            .is_some()
+    );
     block_on(store.close());
     let (status, log) = shoal.stop();
     assert!(status.success(), "{log:?}");
-    assert!(log.iter().all(|l| !l.contains("shoal-test-pw")), "the database password must never be logged");
+    assert!(
+        log.iter().all(|l| !l.contains("shoal-test-pw")),
+        "the database password must never be logged"
+    );
 
     // A new process loads the counts: scrape answers them from the first request.
     let shoal = setup.start(dir.path());
@@ -88,7 +124,12 @@ fn flusher_keeps_every_increment_while_postgres_is_down() {
     let mut pg = block_on(testkit::Server::launch(testkit::Kind::Postgres)).unwrap();
     let url = block_on(pg.create_database("flusher")).unwrap();
     let dir = temp_dir();
-    let setup = Setup { db_url: Some(url.clone()), token: TOKEN, database_extra: "max_pending_torrents = 5", ..Setup::default() };
+    let setup = Setup {
+        db_url: Some(url.clone()),
+        token: TOKEN,
+        database_extra: "max_pending_torrents = 5",
+        ..Setup::default()
+    };
     let shoal = setup.start(dir.path());
     let udp = shoal.udp[0];
     let store = open_store(&url);
@@ -96,7 +137,9 @@ fn flusher_keeps_every_increment_while_postgres_is_down() {
         complete(udp, hash(n), 1);
         complete(udp, hash(n), 2);
     }
-    wait_until("first flush", Duration::from_secs(10), || (1..=5).all(|n| count(&store, hash(n)) == Some(2)));
+    wait_until("first flush", Duration::from_secs(10), || {
+        (1..=5).all(|n| count(&store, hash(n)) == Some(2))
+    });
     block_on(store.close());
 
     pg.stop();
@@ -106,24 +149,45 @@ fn flusher_keeps_every_increment_while_postgres_is_down() {
             complete(udp, hash(n), peer);
         }
     }
-    wait_until("a failed flush keeps five torrents", Duration::from_secs(10), || {
-        shoal.metric("shoal_pending_torrents") == 5 && shoal.metric("shoal_flush_failures_total") >= 1
-    });
+    wait_until(
+        "a failed flush keeps five torrents",
+        Duration::from_secs(10),
+        || {
+            shoal.metric("shoal_pending_torrents") == 5
+                && shoal.metric("shoal_flush_failures_total") >= 1
+        },
+    );
     assert_eq!(shoal.metric("shoal_pending_deltas"), 15);
     // Past the bound, increments for new torrents are dropped and counted, not hidden.
     for n in 6..=8 {
         complete(udp, hash(n), 1);
     }
-    wait_until("three dropped", Duration::from_secs(10), || shoal.metric("shoal_dropped_deltas_total") == 3);
+    wait_until("three dropped", Duration::from_secs(10), || {
+        shoal.metric("shoal_dropped_deltas_total") == 3
+    });
     let (status, health) = api(shoal.api, "GET", "/health", None, None);
     assert_eq!((status, &health["status"]), (503, &json!("degraded")));
-    let (status, body) = api(shoal.api, "PUT", &format!("/api/v1/whitelist/{}", hash(1).to_hex()), Some(TOKEN), None);
+    let (status, body) = api(
+        shoal.api,
+        "PUT",
+        &format!("/api/v1/whitelist/{}", hash(1).to_hex()),
+        Some(TOKEN),
+        None,
+    );
     assert_eq!(status, 503, "{body}");
-    assert_eq!(api(shoal.api, "GET", "/api/v1/whitelist", Some(TOKEN), None).1, json!([]), "a refused write leaves the cache alone");
+    assert_eq!(
+        api(shoal.api, "GET", "/api/v1/whitelist", Some(TOKEN), None).1,
+        json!([]),
+        "a refused write leaves the cache alone"
+    );
 
     pg.restart().unwrap();
     let store = open_store(&url);
-    wait_until("every kept increment lands", Duration::from_secs(40), || (1..=5).all(|n| count(&store, hash(n)) == Some(5)));
+    wait_until(
+        "every kept increment lands",
+        Duration::from_secs(40),
+        || (1..=5).all(|n| count(&store, hash(n)) == Some(5)),
+    );
     assert_eq!(block_on(store.load_global_downloads()).unwrap(), Some(25));
     assert!((6..=8).all(|n| count(&store, hash(n)).is_none()));
     assert_eq!(shoal.metric("shoal_pending_deltas"), 0);

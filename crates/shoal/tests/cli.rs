@@ -14,13 +14,30 @@ fn no_config_file_runs_public_with_sqlite_in_data() {
         .env("SHOAL_HTTP__BIND", "[\"127.0.0.1:0\"]")
         .env("SHOAL_API__BIND", "127.0.0.1:0");
     let shoal = Shoal::spawn(cmd);
-    assert!(dir.path().join("data/shoal.db").exists(), "the database and its folder are created");
+    assert!(
+        dir.path().join("data/shoal.db").exists(),
+        "the database and its folder are created"
+    );
     let mut c = UdpClient::new(shoal.udp[0]);
     let cid = c.connect();
-    assert!(matches!(c.announce(cid, hash(1), peer_id(1), 1, 0, protocol::AnnounceEvent::Started), protocol::udp::Response::Announce { seeders: 1, .. }));
+    assert!(matches!(
+        c.announce(
+            cid,
+            hash(1),
+            peer_id(1),
+            1,
+            0,
+            protocol::AnnounceEvent::Started
+        ),
+        protocol::udp::Response::Announce { seeders: 1, .. }
+    ));
     let (status, body) = http_get(shoal.api, "/health");
     assert_eq!(status, 200);
-    assert!(String::from_utf8(body).unwrap().contains("\"reachable\":true"));
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("\"reachable\":true")
+    );
     let (status, log) = shoal.stop();
     assert!(status.success(), "{log:?}");
 }
@@ -33,7 +50,10 @@ fn help_explains_every_option() {
     assert!(text.contains("serve") && text.contains("config"), "{text}");
     let out = command(&["serve", "--help"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("--config") && text.contains("SHOAL_"), "{text}");
+    assert!(
+        text.contains("--config") && text.contains("SHOAL_"),
+        "{text}"
+    );
 }
 
 fn fails_with(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> String {
@@ -43,7 +63,10 @@ fn fails_with(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Str
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "expected failure for {args:?} {env:?}");
+    assert!(
+        !out.status.success(),
+        "expected failure for {args:?} {env:?}"
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -52,13 +75,31 @@ fn bad_configuration_names_the_key() {
     let dir = temp_dir();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[announce]\ninterval = 60\nmin_intervall = 30\n").unwrap();
-    let err = fails_with(&["serve", "--config", cfg.to_str().unwrap()], &[], dir.path());
+    let err = fails_with(
+        &["serve", "--config", cfg.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     assert!(err.contains("announce.min_intervall"), "{err}");
-    let err = fails_with(&["serve"], &[("SHOAL_ANNOUNCE__INTERVAL", "often")], dir.path());
-    assert!(err.contains("announce.interval") && err.contains("SHOAL_ANNOUNCE__INTERVAL"), "{err}");
-    let err = fails_with(&["serve", "--config", "/nonexistent/shoal.toml"], &[], dir.path());
+    let err = fails_with(
+        &["serve"],
+        &[("SHOAL_ANNOUNCE__INTERVAL", "often")],
+        dir.path(),
+    );
+    assert!(
+        err.contains("announce.interval") && err.contains("SHOAL_ANNOUNCE__INTERVAL"),
+        "{err}"
+    );
+    let err = fails_with(
+        &["serve", "--config", "/nonexistent/shoal.toml"],
+        &[],
+        dir.path(),
+    );
     assert!(err.contains("/nonexistent/shoal.toml"), "{err}");
-    assert!(!dir.path().join("data").exists(), "a refused start touches no database");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start touches no database"
+    );
 }
 
 #[test]
@@ -66,42 +107,89 @@ fn a_taken_port_names_the_address() {
     let dir = temp_dir();
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let err = fails_with(&["serve"], &[("SHOAL_UDP__BIND", &addr), ("SHOAL_HTTP__BIND", "127.0.0.1:0"), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
-    assert!(err.contains(&format!("udp.bind {addr}")) && err.contains("in use"), "{err}");
+    let err = fails_with(
+        &["serve"],
+        &[
+            ("SHOAL_UDP__BIND", &addr),
+            ("SHOAL_HTTP__BIND", "127.0.0.1:0"),
+            ("SHOAL_API__BIND", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
+    assert!(
+        err.contains(&format!("udp.bind {addr}")) && err.contains("in use"),
+        "{err}"
+    );
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap().to_string();
-    let err = fails_with(&["serve"], &[("SHOAL_UDP__BIND", "127.0.0.1:0"), ("SHOAL_HTTP__BIND", &addr), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
+    let err = fails_with(
+        &["serve"],
+        &[
+            ("SHOAL_UDP__BIND", "127.0.0.1:0"),
+            ("SHOAL_HTTP__BIND", &addr),
+            ("SHOAL_API__BIND", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
     assert!(err.contains(&format!("http.bind {addr}")), "{err}");
 }
 
 #[test]
 fn config_command_prints_effective_values_without_secrets() {
     let dir = temp_dir();
-    let out = command(&["config"]).current_dir(dir.path()).env("SHOAL_API__TOKEN", "sekrit-token").env("SHOAL_ANNOUNCE__INTERVAL", "77").env("SHOAL_BOGUS", "1").output().unwrap();
+    let out = command(&["config"])
+        .current_dir(dir.path())
+        .env("SHOAL_API__TOKEN", "sekrit-token")
+        .env("SHOAL_ANNOUNCE__INTERVAL", "77")
+        .env("SHOAL_BOGUS", "1")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("interval = 77") && !text.contains("sekrit-token"), "{text}");
-    assert!(String::from_utf8(out.stderr).unwrap().contains("SHOAL_BOGUS"), "unknown variables are warned about");
+    assert!(
+        text.contains("interval = 77") && !text.contains("sekrit-token"),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("SHOAL_BOGUS"),
+        "unknown variables are warned about"
+    );
 }
 
 #[test]
 fn db_status_and_upgrade() {
     for backend in ["sqlite", "postgres"] {
         let dir = temp_dir();
-        let url = database(backend).unwrap_or_else(|| format!("sqlite://{}/db/shoal.db", dir.path().display()));
+        let url = database(backend)
+            .unwrap_or_else(|| format!("sqlite://{}/db/shoal.db", dir.path().display()));
         let run = |action: &str| {
-            let out = command(&["db", action]).current_dir(dir.path()).env("SHOAL_DATABASE__URL", &url).output().unwrap();
-            let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+            let out = command(&["db", action])
+                .current_dir(dir.path())
+                .env("SHOAL_DATABASE__URL", &url)
+                .output()
+                .unwrap();
+            let text =
+                String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
             assert!(out.status.success(), "db {action} on {backend}: {text}");
             assert!(!text.contains("shoal-test-pw"), "{text}");
             text
         };
         let before = run("status");
-        assert!(before.contains("20261122000000") && before.contains("pending") && before.contains("1 pending"), "{before}");
+        assert!(
+            before.contains("20261122000000")
+                && before.contains("pending")
+                && before.contains("1 pending"),
+            "{before}"
+        );
         let up = run("upgrade");
         assert!(up.contains("applied 20261122000000"), "{up}");
         let after = run("status");
-        assert!(after.contains("applied") && after.contains("0 pending"), "{after}");
+        assert!(
+            after.contains("applied") && after.contains("0 pending"),
+            "{after}"
+        );
         assert!(run("upgrade").contains("0 migrations applied now"));
     }
 }
@@ -110,32 +198,109 @@ fn db_status_and_upgrade() {
 fn an_open_api_is_refused_off_loopback_and_a_dead_database_is_named() {
     let dir = temp_dir();
     let err = fails_with(&["serve"], &[("SHOAL_API__BIND", "0.0.0.0:0")], dir.path());
-    assert!(err.contains("api.token") && err.contains("0.0.0.0:0"), "{err}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert!(
+        err.contains("api.token") && err.contains("0.0.0.0:0"),
+        "{err}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("postgresql://shoal:hunter2@127.0.0.1:{closed}/shoal");
-    let err = fails_with(&["serve"], &[("SHOAL_DATABASE__URL", &url), ("SHOAL_UDP__BIND", "[]"), ("SHOAL_HTTP__BIND", "[]"), ("SHOAL_API__BIND", "127.0.0.1:0")], dir.path());
-    assert!(err.contains("cannot open postgresql://shoal:***@127.0.0.1") && !err.contains("hunter2"), "{err}");
+    let err = fails_with(
+        &["serve"],
+        &[
+            ("SHOAL_DATABASE__URL", &url),
+            ("SHOAL_UDP__BIND", "[]"),
+            ("SHOAL_HTTP__BIND", "[]"),
+            ("SHOAL_API__BIND", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
+    assert!(
+        err.contains("cannot open postgresql://shoal:***@127.0.0.1") && !err.contains("hunter2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bench_persistence_prints_one_json_report_with_every_operation() {
     let dir = temp_dir();
     let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let out = command(&["bench", "persistence", "--db-url", &url, "--ops", "5", "--concurrency", "2", "--rows", "300"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let out = command(&[
+        "bench",
+        "persistence",
+        "--db-url",
+        &url,
+        "--ops",
+        "5",
+        "--concurrency",
+        "2",
+        "--rows",
+        "300",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
     let meta = &report["meta"];
-    assert_eq!((meta["driver"].as_str(), meta["ops"].as_u64(), meta["concurrency"].as_u64()), (Some("sqlite"), Some(5), Some(2)));
-    assert!(meta["server_version"].as_str().unwrap().starts_with('3'), "{meta}");
+    assert_eq!(
+        (
+            meta["driver"].as_str(),
+            meta["ops"].as_u64(),
+            meta["concurrency"].as_u64()
+        ),
+        (Some("sqlite"), Some(5), Some(2))
+    );
+    assert!(
+        meta["server_version"].as_str().unwrap().starts_with('3'),
+        "{meta}"
+    );
     let ops = report["operations"].as_array().unwrap();
     for name in [
-        "save_torrent_downloads", "load_torrent_downloads", "load_all_torrents_downloads", "increase_downloads_for_torrent",
-        "save_global_downloads", "load_global_downloads", "increase_global_downloads", "add_info_hash_to_whitelist",
-        "get_info_hash_from_whitelist", "load_whitelist", "remove_info_hash_from_whitelist", "add_key_to_keys", "get_key_from_keys",
-        "load_keys", "remove_key_from_keys", "flush_1000_deltas", "load_all_300", "save_torrent_downloads@c2", "get_key_from_keys@c2",
+        "save_torrent_downloads",
+        "load_torrent_downloads",
+        "load_all_torrents_downloads",
+        "increase_downloads_for_torrent",
+        "save_global_downloads",
+        "load_global_downloads",
+        "increase_global_downloads",
+        "add_info_hash_to_whitelist",
+        "get_info_hash_from_whitelist",
+        "load_whitelist",
+        "remove_info_hash_from_whitelist",
+        "add_key_to_keys",
+        "get_key_from_keys",
+        "load_keys",
+        "remove_key_from_keys",
+        "flush_1000_deltas",
+        "load_all_300",
+        "save_torrent_downloads@c2",
+        "get_key_from_keys@c2",
     ] {
-        let op = ops.iter().find(|o| o["name"] == name).unwrap_or_else(|| panic!("{name} missing from {report}"));
-        let (best, median, p99, worst) = (op["best_us"].as_f64().unwrap(), op["median_us"].as_f64().unwrap(), op["p99_us"].as_f64().unwrap(), op["worst_us"].as_f64().unwrap());
-        assert!(op["count"].as_u64().unwrap() > 0 && 0.0 < best && best <= median && median <= p99 && p99 <= worst, "{op}");
+        let op = ops
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {report}"));
+        let (best, median, p99, worst) = (
+            op["best_us"].as_f64().unwrap(),
+            op["median_us"].as_f64().unwrap(),
+            op["p99_us"].as_f64().unwrap(),
+            op["worst_us"].as_f64().unwrap(),
+        );
+        assert!(
+            op["count"].as_u64().unwrap() > 0
+                && 0.0 < best
+                && best <= median
+                && median <= p99
+                && p99 <= worst,
+            "{op}"
+        );
     }
 }

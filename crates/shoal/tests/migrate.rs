@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use common::*;
 use protocol::{InfoHash, Key};
 use store::{
-    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
+    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore,
+    WhitelistEntry, WhitelistStore,
 };
 
 /// Everything a database holds, in comparable form.
@@ -22,7 +23,9 @@ struct Contents {
 
 fn contents(url: &str) -> Contents {
     block_on(async {
-        let s = AnyStore::open(&DatabaseUrl::parse(url).unwrap(), 2).await.unwrap();
+        let s = AnyStore::open(&DatabaseUrl::parse(url).unwrap(), 2)
+            .await
+            .unwrap();
         let mut torrents = BTreeMap::new();
         s.load_all_torrents_downloads(|h, n| {
             torrents.insert(h, n);
@@ -32,8 +35,20 @@ fn contents(url: &str) -> Contents {
         let c = Contents {
             torrents,
             total: s.load_global_downloads().await.unwrap(),
-            whitelist: s.load_whitelist().await.unwrap().into_iter().map(|e| (e.info_hash, e.added_at)).collect(),
-            keys: s.load_keys().await.unwrap().into_iter().map(|k| (k.key, (k.valid_until, k.created_at))).collect(),
+            whitelist: s
+                .load_whitelist()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.info_hash, e.added_at))
+                .collect(),
+            keys: s
+                .load_keys()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.key, (k.valid_until, k.created_at)))
+                .collect(),
         };
         s.close().await;
         c
@@ -49,20 +64,41 @@ fn big_hash(n: u32) -> InfoHash {
 
 fn seed(url: &str) {
     block_on(async {
-        let s = AnyStore::open(&DatabaseUrl::parse(url).unwrap(), 2).await.unwrap();
+        let s = AnyStore::open(&DatabaseUrl::parse(url).unwrap(), 2)
+            .await
+            .unwrap();
         s.migrate().await.unwrap();
-        let deltas: Vec<_> = (0..2600u32).map(|n| (big_hash(n), u64::from(n % 7) + 1)).collect();
+        let deltas: Vec<_> = (0..2600u32)
+            .map(|n| (big_hash(n), u64::from(n % 7) + 1))
+            .collect();
         s.add_downloads(&deltas).await.unwrap();
-        s.save_torrent_downloads(&big_hash(5000), i64::MAX as u64).await.unwrap();
+        s.save_torrent_downloads(&big_hash(5000), i64::MAX as u64)
+            .await
+            .unwrap();
         s.save_torrent_downloads(&big_hash(5001), 0).await.unwrap();
         s.save_global_downloads((1 << 40) + 3).await.unwrap();
         for n in 0..700u32 {
-            s.add_info_hash_to_whitelist(&WhitelistEntry { info_hash: big_hash(n * 3), added_at: 1_700_000_000 + i64::from(n) }).await.unwrap();
+            s.add_info_hash_to_whitelist(&WhitelistEntry {
+                info_hash: big_hash(n * 3),
+                added_at: 1_700_000_000 + i64::from(n),
+            })
+            .await
+            .unwrap();
         }
         for n in 0..650u32 {
             let key: Key = format!("{n:0>32}").parse().unwrap();
-            let valid_until = if n % 2 == 0 { None } else { Some(1_800_000_000 + i64::from(n)) };
-            s.add_key_to_keys(&AuthKey { key, valid_until, created_at: 1_600_000_000 }).await.unwrap();
+            let valid_until = if n % 2 == 0 {
+                None
+            } else {
+                Some(1_800_000_000 + i64::from(n))
+            };
+            s.add_key_to_keys(&AuthKey {
+                key,
+                valid_until,
+                created_at: 1_600_000_000,
+            })
+            .await
+            .unwrap();
         }
         s.close().await;
     });
@@ -72,7 +108,8 @@ fn migrate(args: &[&str]) -> (bool, String) {
     let mut all = vec!["migrate", "--batch-rows", "500"];
     all.extend_from_slice(args);
     let out = command(&all).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -98,8 +135,15 @@ fn copies_every_row_in_all_six_directions() {
         let (ok, out) = migrate(&["--from", &pair[0], "--to", &pair[1]]);
         assert!(ok, "{} -> {}: {out}", pair[0], pair[1]);
         assert_eq!(out.matches(" ok\n").count(), 4, "{out}");
-        assert!(out.lines().any(|l| l.starts_with("torrents") && l.matches(" 2602").count() == 3), "{out}");
-        assert!(!out.contains("shoal-test-pw"), "passwords never show: {out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("torrents") && l.matches(" 2602").count() == 3),
+            "{out}"
+        );
+        assert!(
+            !out.contains("shoal-test-pw"),
+            "passwords never show: {out}"
+        );
         assert_eq!(contents(&pair[1]), want, "{} -> {}", pair[0], pair[1]);
     }
     // The source was not written to: still the same, and no WAL switch on a read-only open.
@@ -113,49 +157,107 @@ fn a_destination_with_rows_needs_a_merge_rule() {
     let dst = database("postgres").unwrap();
     seed(&src);
     block_on(async {
-        let s = AnyStore::open(&DatabaseUrl::parse(&dst).unwrap(), 2).await.unwrap();
+        let s = AnyStore::open(&DatabaseUrl::parse(&dst).unwrap(), 2)
+            .await
+            .unwrap();
         s.migrate().await.unwrap();
         s.save_torrent_downloads(&big_hash(1), 100).await.unwrap();
         s.save_torrent_downloads(&big_hash(9999), 4).await.unwrap();
-        s.add_info_hash_to_whitelist(&WhitelistEntry { info_hash: big_hash(0), added_at: 5 }).await.unwrap();
+        s.add_info_hash_to_whitelist(&WhitelistEntry {
+            info_hash: big_hash(0),
+            added_at: 5,
+        })
+        .await
+        .unwrap();
         s.close().await;
     });
     let (ok, out) = migrate(&["--from", &src, "--to", &dst]);
     assert!(!ok && out.contains("--merge"), "{out}");
-    assert_eq!(contents(&dst).torrents.len(), 2, "a refused copy writes nothing");
+    assert_eq!(
+        contents(&dst).torrents.len(),
+        2,
+        "a refused copy writes nothing"
+    );
 
     let (ok, out) = migrate(&["--from", &src, "--to", &dst, "--merge", "max"]);
     assert!(ok, "{out}");
     let c = contents(&dst);
-    assert_eq!((c.torrents[&big_hash(1)], c.torrents[&big_hash(2)], c.torrents[&big_hash(9999)]), (100, 3, 4));
+    assert_eq!(
+        (
+            c.torrents[&big_hash(1)],
+            c.torrents[&big_hash(2)],
+            c.torrents[&big_hash(9999)]
+        ),
+        (100, 3, 4)
+    );
     assert_eq!(c.torrents.len(), 2603);
-    assert_eq!(c.whitelist[&big_hash(0)], 5, "entries already there are kept");
+    assert_eq!(
+        c.whitelist[&big_hash(0)],
+        5,
+        "entries already there are kept"
+    );
 
     // Adding i64::MAX to itself cannot be stored: the copy stops and writes nothing.
     let (ok, out) = migrate(&["--from", &src, "--to", &dst, "--merge", "add"]);
     assert!(!ok && out.contains("overflows"), "{out}");
-    assert_eq!(contents(&dst), c, "a failed copy leaves the destination as it was");
+    assert_eq!(
+        contents(&dst),
+        c,
+        "a failed copy leaves the destination as it was"
+    );
     block_on(async {
-        let s = AnyStore::open(&DatabaseUrl::parse(&dst).unwrap(), 1).await.unwrap();
+        let s = AnyStore::open(&DatabaseUrl::parse(&dst).unwrap(), 1)
+            .await
+            .unwrap();
         s.save_torrent_downloads(&big_hash(5000), 0).await.unwrap();
         s.close().await;
     });
     let (ok, out) = migrate(&["--from", &src, "--to", &dst, "--merge", "add"]);
     assert!(ok, "{out}");
     let c = contents(&dst);
-    assert_eq!((c.torrents[&big_hash(1)], c.torrents[&big_hash(2)]), (102, 6));
-    assert_eq!(c.total, Some(((1 << 40) + 3) * 2), "max kept the source's total, add doubled it");
+    assert_eq!(
+        (c.torrents[&big_hash(1)], c.torrents[&big_hash(2)]),
+        (102, 6)
+    );
+    assert_eq!(
+        c.total,
+        Some(((1 << 40) + 3) * 2),
+        "max kept the source's total, add doubled it"
+    );
 }
 
 /// A database laid out as Torrust Tracker writes it, with one malformed row.
 fn torrust_database(backend: &str, dir: &std::path::Path, with_history: bool) -> String {
-    let url = database(backend).unwrap_or_else(|| format!("sqlite://{}/torrust.db?mode=rwc", dir.display()));
+    let url = database(backend)
+        .unwrap_or_else(|| format!("sqlite://{}/torrust.db?mode=rwc", dir.display()));
     let (id, text40, text32, key_col, keys_table) = match backend {
-        "sqlite" => ("id INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "TEXT", "key", "keys"),
-        "postgres" => ("id SERIAL PRIMARY KEY", "VARCHAR(40)", "VARCHAR(32)", "key", "keys"),
-        _ => ("id integer PRIMARY KEY AUTO_INCREMENT", "VARCHAR(40)", "VARCHAR(32)", "`key`", "`keys`"),
+        "sqlite" => (
+            "id INTEGER PRIMARY KEY AUTOINCREMENT",
+            "TEXT",
+            "TEXT",
+            "key",
+            "keys",
+        ),
+        "postgres" => (
+            "id SERIAL PRIMARY KEY",
+            "VARCHAR(40)",
+            "VARCHAR(32)",
+            "key",
+            "keys",
+        ),
+        _ => (
+            "id integer PRIMARY KEY AUTO_INCREMENT",
+            "VARCHAR(40)",
+            "VARCHAR(32)",
+            "`key`",
+            "`keys`",
+        ),
     };
-    let valid_until = if backend == "mariadb" { "INT(10)" } else { "INTEGER" };
+    let valid_until = if backend == "mariadb" {
+        "INT(10)"
+    } else {
+        "INTEGER"
+    };
     let mut sql = format!(
         "CREATE TABLE whitelist ({id}, info_hash {text40} NOT NULL UNIQUE);
          CREATE TABLE torrents ({id}, info_hash {text40} NOT NULL UNIQUE, completed INTEGER DEFAULT 0 NOT NULL);
@@ -171,15 +273,25 @@ fn torrust_database(backend: &str, dir: &std::path::Path, with_history: bool) ->
     );
     if with_history {
         // Torrust's own sqlx history: versions shoal does not know.
-        let checksum = if backend == "postgres" { "'\\x00'::bytea" } else { "x'00'" };
-        let (blob, boolean) = if backend == "postgres" { ("BYTEA", "BOOLEAN") } else { ("BLOB", "BOOLEAN") };
+        let checksum = if backend == "postgres" {
+            "'\\x00'::bytea"
+        } else {
+            "x'00'"
+        };
+        let (blob, boolean) = if backend == "postgres" {
+            ("BYTEA", "BOOLEAN")
+        } else {
+            ("BLOB", "BOOLEAN")
+        };
         sql.push_str(&format!(
             "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, installed_on TIMESTAMP, success {boolean} NOT NULL, checksum {blob} NOT NULL, execution_time BIGINT NOT NULL);
              INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (20240730183000, 'torrust tracker create all tables', TRUE, {checksum}, 1);"
         ));
     }
     block_on(async {
-        let s = AnyStore::open(&DatabaseUrl::parse(&url).unwrap(), 1).await.unwrap();
+        let s = AnyStore::open(&DatabaseUrl::parse(&url).unwrap(), 1)
+            .await
+            .unwrap();
         let sql = sqlx::AssertSqlSafe(sql);
         match &s {
             AnyStore::Sqlite(s) => sqlx::raw_sql(sql).execute(s.pool()).await.map(drop),
@@ -198,22 +310,55 @@ fn adopts_torrust(backend: &str, with_history: bool) {
     let dst = format!("sqlite://{}/shoal.db", dir.path().display());
 
     // serve refuses it and names the command.
-    let err = command(&["serve"]).env("SHOAL_DATABASE__URL", &torrust).env("SHOAL_UDP__BIND", "[]").env("SHOAL_HTTP__BIND", "[]").env("SHOAL_API__BIND", "127.0.0.1:0").output().unwrap();
+    let err = command(&["serve"])
+        .env("SHOAL_DATABASE__URL", &torrust)
+        .env("SHOAL_UDP__BIND", "[]")
+        .env("SHOAL_HTTP__BIND", "[]")
+        .env("SHOAL_API__BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&err.stderr);
-    assert!(!err.status.success() && text.contains("shoal migrate --from torrust+"), "{text}");
+    assert!(
+        !err.status.success() && text.contains("shoal migrate --from torrust+"),
+        "{text}"
+    );
 
     let from = format!("torrust+{torrust}");
     let (ok, out) = migrate(&["--from", &from, "--to", &dst]);
-    assert!(!ok && out.contains("torrents row id=3") && out.contains("not-hex") && out.contains("--skip-invalid"), "{out}");
+    assert!(
+        !ok && out.contains("torrents row id=3")
+            && out.contains("not-hex")
+            && out.contains("--skip-invalid"),
+        "{out}"
+    );
     let (ok, out) = migrate(&["--from", &from, "--to", &dst, "--skip-invalid"]);
-    assert!(ok, "a failed copy left nothing behind, so it runs again without --merge: {out}");
+    assert!(
+        ok,
+        "a failed copy left nothing behind, so it runs again without --merge: {out}"
+    );
     assert!(out.contains("skipped: torrents row id=3"), "{out}");
     let c = contents(&dst);
-    assert_eq!(c.torrents, BTreeMap::from([(big_hash(1), 7), (big_hash(2), 2147483647)]));
+    assert_eq!(
+        c.torrents,
+        BTreeMap::from([(big_hash(1), 7), (big_hash(2), 2147483647)])
+    );
     assert_eq!(c.total, Some(9));
-    assert_eq!(c.whitelist.keys().copied().collect::<Vec<_>>(), vec![big_hash(3)]);
-    let keys: Vec<_> = c.keys.iter().map(|(k, (v, _))| (k.to_string(), *v)).collect();
-    assert_eq!(keys, vec![("TorrustKeyTorrustKeyTorrustKey01".into(), Some(1900000000)), ("TorrustKeyTorrustKeyTorrustKey02".into(), None)]);
+    assert_eq!(
+        c.whitelist.keys().copied().collect::<Vec<_>>(),
+        vec![big_hash(3)]
+    );
+    let keys: Vec<_> = c
+        .keys
+        .iter()
+        .map(|(k, (v, _))| (k.to_string(), *v))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("TorrustKeyTorrustKeyTorrustKey01".into(), Some(1900000000)),
+            ("TorrustKeyTorrustKeyTorrustKey02".into(), None)
+        ]
+    );
 }
 
 #[test]

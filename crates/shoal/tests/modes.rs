@@ -10,8 +10,16 @@ use protocol::{AnnounceEvent, InfoHash};
 
 const TOKEN: &str = "test-token-0123456789";
 
-fn http_announce_to(addr: SocketAddr, path: &str, ih: InfoHash, peer: u8) -> Result<protocol::bencode::Value, String> {
-    let (status, body) = http_get(addr, &format!("{path}?{}", started_query(ih, peer, 4000 + u16::from(peer))));
+fn http_announce_to(
+    addr: SocketAddr,
+    path: &str,
+    ih: InfoHash,
+    peer: u8,
+) -> Result<protocol::bencode::Value, String> {
+    let (status, body) = http_get(
+        addr,
+        &format!("{path}?{}", started_query(ih, peer, 4000 + u16::from(peer))),
+    );
     assert_eq!(status, 200);
     let v = bdecode(&body);
     match v.get("failure reason") {
@@ -21,7 +29,10 @@ fn http_announce_to(addr: SocketAddr, path: &str, ih: InfoHash, peer: u8) -> Res
 }
 
 fn http_scrape_to(addr: SocketAddr, path: &str, ih: InfoHash) -> Result<(), String> {
-    let (status, body) = http_get(addr, &format!("{path}?info_hash={}", protocol::percent::encode(&ih.0)));
+    let (status, body) = http_get(
+        addr,
+        &format!("{path}?info_hash={}", protocol::percent::encode(&ih.0)),
+    );
     assert_eq!(status, 200);
     let v = bdecode(&body);
     match v.get("failure reason") {
@@ -30,10 +41,23 @@ fn http_scrape_to(addr: SocketAddr, path: &str, ih: InfoHash) -> Result<(), Stri
     }
 }
 
-fn udp_announce_with(server: SocketAddr, url_data: &str, ih: InfoHash, peer: u8) -> Result<(), String> {
+fn udp_announce_with(
+    server: SocketAddr,
+    url_data: &str,
+    ih: InfoHash,
+    peer: u8,
+) -> Result<(), String> {
     let mut c = UdpClient::new(server);
     let cid = c.connect();
-    let mut req = announce_req(cid, 99, ih, peer_id(peer), 5000 + u16::from(peer), 10, AnnounceEvent::Started);
+    let mut req = announce_req(
+        cid,
+        99,
+        ih,
+        peer_id(peer),
+        5000 + u16::from(peer),
+        10,
+        AnnounceEvent::Started,
+    );
     req.url_data = url_data.as_bytes().to_vec();
     match c.request(&Request::Announce(req)) {
         Response::Announce { .. } => Ok(()),
@@ -61,31 +85,78 @@ fn add_key(shoal: &Shoal, body: &str) -> String {
 #[test]
 fn listed_mode_refuses_torrents_off_the_whitelist() {
     let dir = temp_dir();
-    let shoal = Setup { mode: "listed", token: TOKEN, ..Setup::default() }.start(dir.path());
+    let shoal = Setup {
+        mode: "listed",
+        token: TOKEN,
+        ..Setup::default()
+    }
+    .start(dir.path());
     let (udp, http) = (shoal.udp[0], shoal.http[0]);
     let (listed, other) = (hash(1), hash(2));
 
     let e = http_announce_to(http, "/announce", listed, 1).unwrap_err();
-    assert!(e.contains(&listed.to_hex()) && e.contains("not whitelisted"), "{e}");
-    assert!(udp_announce_with(udp, "/announce", listed, 1).unwrap_err().contains("whitelist"));
-    assert!(http_scrape_to(http, "/scrape", listed).unwrap_err().contains("whitelist"));
+    assert!(
+        e.contains(&listed.to_hex()) && e.contains("not whitelisted"),
+        "{e}"
+    );
+    assert!(
+        udp_announce_with(udp, "/announce", listed, 1)
+            .unwrap_err()
+            .contains("whitelist")
+    );
+    assert!(
+        http_scrape_to(http, "/scrape", listed)
+            .unwrap_err()
+            .contains("whitelist")
+    );
     assert!(udp_scrape(udp, listed).unwrap_err().contains("whitelist"));
 
-    assert_eq!(api(shoal.api, "PUT", &format!("/api/v1/whitelist/{}", listed.to_hex()), Some(TOKEN), None).0, 201);
+    assert_eq!(
+        api(
+            shoal.api,
+            "PUT",
+            &format!("/api/v1/whitelist/{}", listed.to_hex()),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        201
+    );
     http_announce_to(http, "/announce", listed, 1).unwrap();
     udp_announce_with(udp, "/announce", listed, 2).unwrap();
     http_scrape_to(http, "/scrape", listed).unwrap();
     udp_scrape(udp, listed).unwrap();
-    assert!(http_announce_to(http, "/announce", other, 1).is_err(), "only the listed hash got in");
+    assert!(
+        http_announce_to(http, "/announce", other, 1).is_err(),
+        "only the listed hash got in"
+    );
     assert_eq!(udp_scrape_one_seeders(udp, listed), 0);
 
-    assert_eq!(api(shoal.api, "DELETE", &format!("/api/v1/whitelist/{}", listed.to_hex()), Some(TOKEN), None).0, 204);
+    assert_eq!(
+        api(
+            shoal.api,
+            "DELETE",
+            &format!("/api/v1/whitelist/{}", listed.to_hex()),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        204
+    );
     assert!(http_announce_to(http, "/announce", listed, 1).is_err());
     assert!(shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"not_listed\"}") >= 3);
     assert!(shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"not_listed\"}") >= 2);
-    assert_eq!(shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"scrape\"}"), 1);
-    assert_eq!(shoal.metric("shoal_failed_requests_total{protocol=\"udp\",action=\"scrape\"}"), 1);
-    assert!(shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"announce\"}") >= 3);
+    assert_eq!(
+        shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"scrape\"}"),
+        1
+    );
+    assert_eq!(
+        shoal.metric("shoal_failed_requests_total{protocol=\"udp\",action=\"scrape\"}"),
+        1
+    );
+    assert!(
+        shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"announce\"}") >= 3
+    );
 }
 
 fn udp_scrape_one_seeders(server: SocketAddr, ih: InfoHash) -> u32 {
@@ -93,7 +164,10 @@ fn udp_scrape_one_seeders(server: SocketAddr, ih: InfoHash) -> u32 {
     let cid = c.connect();
     match c.scrape(cid, &[ih]) {
         Response::Scrape { stats, .. } => {
-            assert_eq!(stats[0].leechers, 2, "both announces of the listed torrent are in its swarm");
+            assert_eq!(
+                stats[0].leechers, 2,
+                "both announces of the listed torrent are in its swarm"
+            );
             stats[0].seeders
         }
         other => panic!("{other:?}"),
@@ -103,7 +177,12 @@ fn udp_scrape_one_seeders(server: SocketAddr, ih: InfoHash) -> u32 {
 #[test]
 fn private_mode_needs_a_valid_key_on_both_protocols() {
     let dir = temp_dir();
-    let shoal = Setup { mode: "private", token: TOKEN, ..Setup::default() }.start(dir.path());
+    let shoal = Setup {
+        mode: "private",
+        token: TOKEN,
+        ..Setup::default()
+    }
+    .start(dir.path());
     let (udp, http) = (shoal.udp[0], shoal.http[0]);
     let ih = hash(3);
 
@@ -123,22 +202,54 @@ fn private_mode_needs_a_valid_key_on_both_protocols() {
     refused("/announce", "/announce", "private tracker");
     refused("/announce/", "", "private tracker");
     refused("/announce/short", "/announce/short", "malformed key");
-    refused(&format!("/announce/{}", "Z".repeat(32)), &format!("/announce/{}", "Z".repeat(32)), "unknown key");
+    refused(
+        &format!("/announce/{}", "Z".repeat(32)),
+        &format!("/announce/{}", "Z".repeat(32)),
+        "unknown key",
+    );
 
     // An imported key that has already expired is stored, and refused at announce.
     let expired = "ExpiredExpiredExpiredExpired0001";
-    assert_eq!(add_key(&shoal, &format!("{{\"key\": \"{expired}\", \"valid_until\": 1000}}")), expired);
-    refused(&format!("/announce/{expired}"), &format!("/announce/{expired}?x=1"), "key expired");
+    assert_eq!(
+        add_key(
+            &shoal,
+            &format!("{{\"key\": \"{expired}\", \"valid_until\": 1000}}")
+        ),
+        expired
+    );
+    refused(
+        &format!("/announce/{expired}"),
+        &format!("/announce/{expired}?x=1"),
+        "key expired",
+    );
     // A lifetime in the future works now.
     let timed = add_key(&shoal, "{\"valid_for_secs\": 3600}");
     http_announce_to(http, &format!("/announce/{timed}"), ih, 4).unwrap();
 
-    assert!(http_scrape_to(http, "/scrape", ih).unwrap_err().contains("private tracker"));
+    assert!(
+        http_scrape_to(http, "/scrape", ih)
+            .unwrap_err()
+            .contains("private tracker")
+    );
     // A UDP error is never longer than the request, so only the start of the reason fits.
     assert!(udp_scrape(udp, ih).unwrap_err().contains("private tracker"));
 
-    assert_eq!(api(shoal.api, "DELETE", &format!("/api/v1/keys/{key}"), Some(TOKEN), None).0, 204);
-    refused(&format!("/announce/{key}"), &format!("/announce/{key}"), "unknown key");
+    assert_eq!(
+        api(
+            shoal.api,
+            "DELETE",
+            &format!("/api/v1/keys/{key}"),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        204
+    );
+    refused(
+        &format!("/announce/{key}"),
+        &format!("/announce/{key}"),
+        "unknown key",
+    );
     assert!(shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"expired_key\"}") >= 1);
     assert!(shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"missing_key\"}") >= 2);
 }
@@ -146,15 +257,33 @@ fn private_mode_needs_a_valid_key_on_both_protocols() {
 #[test]
 fn private_listed_needs_key_and_whitelist_and_both_survive_a_restart() {
     let dir = temp_dir();
-    let setup = Setup { mode: "private_listed", token: TOKEN, ..Setup::default() };
+    let setup = Setup {
+        mode: "private_listed",
+        token: TOKEN,
+        ..Setup::default()
+    };
     let shoal = setup.start(dir.path());
     let (listed, other) = (hash(5), hash(6));
     let key = add_key(&shoal, "{}");
-    api(shoal.api, "PUT", &format!("/api/v1/whitelist/{}", listed.to_hex()), Some(TOKEN), None);
+    api(
+        shoal.api,
+        "PUT",
+        &format!("/api/v1/whitelist/{}", listed.to_hex()),
+        Some(TOKEN),
+        None,
+    );
     let path = format!("/announce/{key}");
     http_announce_to(shoal.http[0], &path, listed, 1).unwrap();
-    assert!(http_announce_to(shoal.http[0], &path, other, 1).unwrap_err().contains("whitelist"));
-    assert!(http_announce_to(shoal.http[0], "/announce", listed, 1).unwrap_err().contains("private tracker"));
+    assert!(
+        http_announce_to(shoal.http[0], &path, other, 1)
+            .unwrap_err()
+            .contains("whitelist")
+    );
+    assert!(
+        http_announce_to(shoal.http[0], "/announce", listed, 1)
+            .unwrap_err()
+            .contains("private tracker")
+    );
     let (status, _) = shoal.stop();
     assert!(status.success());
 
@@ -162,7 +291,11 @@ fn private_listed_needs_key_and_whitelist_and_both_survive_a_restart() {
     let shoal = setup.start(dir.path());
     http_announce_to(shoal.http[1], &path, listed, 2).unwrap();
     udp_announce_with(shoal.udp[1], &path, listed, 3).unwrap();
-    assert!(udp_announce_with(shoal.udp[1], &path, other, 3).unwrap_err().contains("whitelist"));
+    assert!(
+        udp_announce_with(shoal.udp[1], &path, other, 3)
+            .unwrap_err()
+            .contains("whitelist")
+    );
 }
 
 #[test]

@@ -11,7 +11,15 @@ use protocol::http::AnnounceRequest as HttpAnnounce;
 use protocol::udp::{Request, Response, ScrapeStats};
 use protocol::{AnnounceEvent, InfoHash};
 
-fn http_announce(addr: SocketAddr, ih: InfoHash, peer: u8, port: u16, left: u64, event: AnnounceEvent, compact: bool) -> protocol::bencode::Value {
+fn http_announce(
+    addr: SocketAddr,
+    ih: InfoHash,
+    peer: u8,
+    port: u16,
+    left: u64,
+    event: AnnounceEvent,
+    compact: bool,
+) -> protocol::bencode::Value {
     let req = HttpAnnounce {
         info_hash: ih,
         peer_id: peer_id(peer),
@@ -50,17 +58,36 @@ fn udp_announce_and_scrape_over_ipv4_and_ipv6() {
         let (ca, cb) = (a.connect(), b.connect());
 
         match a.announce(ca, ih, peer_id(1), 1001, 0, AnnounceEvent::Started) {
-            Response::Announce { interval, seeders, leechers, peers, .. } => {
+            Response::Announce {
+                interval,
+                seeders,
+                leechers,
+                peers,
+                ..
+            } => {
                 assert_eq!((interval, seeders, leechers), (120, 1, 0));
                 assert!(peers.is_empty(), "the asker is never listed");
             }
             other => panic!("{other:?}"),
         }
         match b.announce(cb, ih, peer_id(2), 1002, 500, AnnounceEvent::Started) {
-            Response::Announce { seeders, leechers, peers, .. } => {
+            Response::Announce {
+                seeders,
+                leechers,
+                peers,
+                ..
+            } => {
                 assert_eq!((seeders, leechers), (1, 1));
-                let loopback = if server.is_ipv6() { "[::1]:1001" } else { "127.0.0.1:1001" };
-                assert_eq!(peers, vec![loopback.parse::<SocketAddr>().unwrap()], "the socket's address with the announced port");
+                let loopback = if server.is_ipv6() {
+                    "[::1]:1001"
+                } else {
+                    "127.0.0.1:1001"
+                };
+                assert_eq!(
+                    peers,
+                    vec![loopback.parse::<SocketAddr>().unwrap()],
+                    "the socket's address with the announced port"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -69,7 +96,14 @@ fn udp_announce_and_scrape_over_ipv4_and_ipv6() {
         match a.scrape(ca, &hashes) {
             Response::Scrape { stats, .. } => {
                 assert_eq!(stats.len(), 71);
-                assert_eq!(stats[0], ScrapeStats { seeders: 1, completed: 0, leechers: 1 });
+                assert_eq!(
+                    stats[0],
+                    ScrapeStats {
+                        seeders: 1,
+                        completed: 0,
+                        leechers: 1
+                    }
+                );
                 assert!(stats[1..].iter().all(|s| *s == ScrapeStats::default()));
             }
             other => panic!("{other:?}"),
@@ -77,10 +111,24 @@ fn udp_announce_and_scrape_over_ipv4_and_ipv6() {
         // The leecher completes: one download, counted once.
         b.announce(cb, ih, peer_id(2), 1002, 0, AnnounceEvent::Completed);
         b.announce(cb, ih, peer_id(2), 1002, 0, AnnounceEvent::Completed);
-        assert_eq!(udp_scrape_one(server, ih), ScrapeStats { seeders: 2, completed: 1, leechers: 0 });
+        assert_eq!(
+            udp_scrape_one(server, ih),
+            ScrapeStats {
+                seeders: 2,
+                completed: 1,
+                leechers: 0
+            }
+        );
         // Stopped removes the peer.
         b.announce(cb, ih, peer_id(2), 1002, 0, AnnounceEvent::Stopped);
-        assert_eq!(udp_scrape_one(server, ih), ScrapeStats { seeders: 1, completed: 1, leechers: 0 });
+        assert_eq!(
+            udp_scrape_one(server, ih),
+            ScrapeStats {
+                seeders: 1,
+                completed: 1,
+                leechers: 0
+            }
+        );
     }
     assert!(shoal.metric("shoal_requests_total{protocol=\"udp\",action=\"announce\"}") >= 8);
 }
@@ -96,7 +144,11 @@ fn udp_bad_connection_ids_get_an_error_and_no_swarm_entry() {
     let mut other = UdpClient::new(shoal.udp[1]);
     for (client, cid) in [(&mut c, 0xdead_beef_u64), (&mut other, real)] {
         match client.announce(cid, hash(9), peer_id(1), 2000, 5, AnnounceEvent::Started) {
-            Response::Error { message, .. } => assert!(message.starts_with(b"connection id"), "{}", message.escape_ascii()),
+            Response::Error { message, .. } => assert!(
+                message.starts_with(b"connection id"),
+                "{}",
+                message.escape_ascii()
+            ),
             other => panic!("{other:?}"),
         }
         match client.scrape(cid, &[hash(9)]) {
@@ -105,11 +157,20 @@ fn udp_bad_connection_ids_get_an_error_and_no_swarm_entry() {
         }
     }
     assert_eq!(udp_scrape_one(server, hash(9)), ScrapeStats::default());
-    assert_eq!(udp_scrape_one(shoal.udp[1], hash(9)), ScrapeStats::default());
-    assert_eq!(shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"bad_connection_id\"}"), 4);
+    assert_eq!(
+        udp_scrape_one(shoal.udp[1], hash(9)),
+        ScrapeStats::default()
+    );
+    assert_eq!(
+        shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"bad_connection_id\"}"),
+        4
+    );
     // The same IP from a new source port keeps its id (NAT rebinding, shared client caches).
     let mut rebound = UdpClient::new(server);
-    assert!(matches!(rebound.announce(real, hash(9), peer_id(1), 2000, 5, AnnounceEvent::Started), Response::Announce { leechers: 1, .. }));
+    assert!(matches!(
+        rebound.announce(real, hash(9), peer_id(1), 2000, 5, AnnounceEvent::Started),
+        Response::Announce { leechers: 1, .. }
+    ));
 }
 
 #[test]
@@ -127,39 +188,111 @@ fn udp_malformed_packets_are_answered_or_dropped_and_counted() {
     assert_eq!(c.recv_raw(quiet), None, "oversized is dropped");
 
     let mut full = Vec::new();
-    Request::Announce(announce_req(cid, 77, hash(1), peer_id(1), 3000, 1, AnnounceEvent::None)).write(&mut full);
+    Request::Announce(announce_req(
+        cid,
+        77,
+        hash(1),
+        peer_id(1),
+        3000,
+        1,
+        AnnounceEvent::None,
+    ))
+    .write(&mut full);
     for (packet, expect) in [
         (full[..60].to_vec(), "truncated announce"),
-        ({ let mut p = full[..16].to_vec(); p[11] = 9; p }, "unknown action 9"),
-        ({ let mut p = full.clone(); p[96] = 0; p[97] = 0; p }, "port must not be 0"),
-        ({ let mut p = full[..16].to_vec(); p[11] = 2; p.extend_from_slice(&[0; 30]); p }, "scrape needs whole"),
+        (
+            {
+                let mut p = full[..16].to_vec();
+                p[11] = 9;
+                p
+            },
+            "unknown action 9",
+        ),
+        (
+            {
+                let mut p = full.clone();
+                p[96] = 0;
+                p[97] = 0;
+                p
+            },
+            "port must not be 0",
+        ),
+        (
+            {
+                let mut p = full[..16].to_vec();
+                p[11] = 2;
+                p.extend_from_slice(&[0; 30]);
+                p
+            },
+            "scrape needs whole",
+        ),
     ] {
         c.send_raw(&packet);
         let resp = c.recv_raw(Duration::from_secs(3)).expect("an error answer");
-        assert!(resp.len() <= packet.len(), "an error never outgrows its request");
+        assert!(
+            resp.len() <= packet.len(),
+            "an error never outgrows its request"
+        );
         match Response::parse(&resp, false).unwrap() {
-            Response::Error { transaction_id, message } => {
+            Response::Error {
+                transaction_id,
+                message,
+            } => {
                 assert_eq!(transaction_id, 77);
-                assert!(message.starts_with(&expect.as_bytes()[..expect.len().min(message.len())]), "{}", message.escape_ascii());
+                assert!(
+                    message.starts_with(&expect.as_bytes()[..expect.len().min(message.len())]),
+                    "{}",
+                    message.escape_ascii()
+                );
             }
             other => panic!("{other:?}"),
         }
     }
     // Huge numwant is capped; the server is still healthy.
     for i in 0..6 {
-        c.announce(cid, hash(2), peer_id(i), 3000 + i as u16, 1, AnnounceEvent::Started);
+        c.announce(
+            cid,
+            hash(2),
+            peer_id(i),
+            3000 + i as u16,
+            1,
+            AnnounceEvent::Started,
+        );
     }
-    let mut req = announce_req(cid, 5, hash(2), peer_id(50), 3050, 1, AnnounceEvent::Started);
+    let mut req = announce_req(
+        cid,
+        5,
+        hash(2),
+        peer_id(50),
+        3050,
+        1,
+        AnnounceEvent::Started,
+    );
     req.numwant = i32::MAX;
     match c.request(&Request::Announce(req)) {
-        Response::Announce { peers, leechers, .. } => {
+        Response::Announce {
+            peers, leechers, ..
+        } => {
             assert_eq!(peers.len(), 3);
             assert_eq!(leechers, 7);
         }
         other => panic!("{other:?}"),
     }
-    for kind in ["too_short", "oversized", "truncated", "unknown_action", "port_zero", "scrape_length"] {
-        assert_eq!(shoal.metric(&format!("shoal_errors_total{{protocol=\"udp\",kind=\"{kind}\"}}")), 1, "{kind}");
+    for kind in [
+        "too_short",
+        "oversized",
+        "truncated",
+        "unknown_action",
+        "port_zero",
+        "scrape_length",
+    ] {
+        assert_eq!(
+            shoal.metric(&format!(
+                "shoal_errors_total{{protocol=\"udp\",kind=\"{kind}\"}}"
+            )),
+            1,
+            "{kind}"
+        );
     }
 }
 
@@ -172,15 +305,31 @@ fn http_announce_compact_dictionary_and_ipv6() {
     let first = http_announce(v4, ih, 1, 4001, 0, AnnounceEvent::Started, true);
     assert_eq!(first.get("interval").unwrap().as_int(), Some(120));
     assert_eq!(first.get("min interval").unwrap().as_int(), Some(60));
-    assert_eq!(first.get("peers").unwrap().as_bytes().unwrap(), b"", "the asker is never listed");
+    assert_eq!(
+        first.get("peers").unwrap().as_bytes().unwrap(),
+        b"",
+        "the asker is never listed"
+    );
     http_announce(v6, ih, 2, 4002, 0, AnnounceEvent::Started, true);
 
     let compact = http_announce(v4, ih, 3, 4003, 10, AnnounceEvent::Started, true);
-    assert_eq!((compact.get("complete").unwrap().as_int(), compact.get("incomplete").unwrap().as_int()), (Some(2), Some(1)));
-    assert_eq!(compact.get("peers").unwrap().as_bytes().unwrap(), &[127, 0, 0, 1, 0x0f, 0xa1]);
+    assert_eq!(
+        (
+            compact.get("complete").unwrap().as_int(),
+            compact.get("incomplete").unwrap().as_int()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        compact.get("peers").unwrap().as_bytes().unwrap(),
+        &[127, 0, 0, 1, 0x0f, 0xa1]
+    );
     let mut v6peer = std::net::Ipv6Addr::LOCALHOST.octets().to_vec();
     v6peer.extend_from_slice(&4002u16.to_be_bytes());
-    assert_eq!(compact.get("peers6").unwrap().as_bytes().unwrap(), v6peer.as_slice());
+    assert_eq!(
+        compact.get("peers6").unwrap().as_bytes().unwrap(),
+        v6peer.as_slice()
+    );
 
     let dict = http_announce(v4, ih, 4, 4004, 10, AnnounceEvent::Started, false);
     let peers = dict.get("peers").unwrap().as_list().unwrap();
@@ -191,9 +340,25 @@ fn http_announce_compact_dictionary_and_ipv6() {
     }
     assert_eq!(seen, HashSet::from([4001, 4002, 4003]));
 
-    let q = HttpAnnounce { info_hash: ih, peer_id: peer_id(4), port: 4004, uploaded: 0, downloaded: 0, left: 10, event: AnnounceEvent::None, compact: false, no_peer_id: true, numwant: Some(1) };
+    let q = HttpAnnounce {
+        info_hash: ih,
+        peer_id: peer_id(4),
+        port: 4004,
+        uploaded: 0,
+        downloaded: 0,
+        left: 10,
+        event: AnnounceEvent::None,
+        compact: false,
+        no_peer_id: true,
+        numwant: Some(1),
+    };
     let (_, body) = http_get(v4, &format!("/announce?{}", q.to_query()));
-    let peers = bdecode(&body).get("peers").unwrap().as_list().unwrap().to_vec();
+    let peers = bdecode(&body)
+        .get("peers")
+        .unwrap()
+        .as_list()
+        .unwrap()
+        .to_vec();
     assert_eq!(peers.len(), 1, "numwant honoured");
     assert!(peers[0].get("peer id").is_none(), "no_peer_id honoured");
 }
@@ -208,25 +373,51 @@ fn http_scrape_one_and_many_with_keep_alive() {
     http_announce(addr, hash(2), 2, 5002, 7, AnnounceEvent::Started, true);
 
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let one = format!("/scrape?info_hash={}", protocol::percent::encode(&hash(1).0));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let one = format!(
+        "/scrape?info_hash={}",
+        protocol::percent::encode(&hash(1).0)
+    );
     let (status, body) = http_exchange(&mut stream, &one, false);
     assert_eq!(status, 200);
     let files = bdecode(&body);
     let f = files.get("files").unwrap();
-    let Some(protocol::bencode::Value::Dict(map)) = Some(f) else { panic!() };
+    let Some(protocol::bencode::Value::Dict(map)) = Some(f) else {
+        panic!()
+    };
     let stats = &map[&hash(1).0.to_vec()];
-    assert_eq!((stats.get("complete").unwrap().as_int(), stats.get("downloaded").unwrap().as_int(), stats.get("incomplete").unwrap().as_int()), (Some(1), Some(1), Some(0)));
+    assert_eq!(
+        (
+            stats.get("complete").unwrap().as_int(),
+            stats.get("downloaded").unwrap().as_int(),
+            stats.get("incomplete").unwrap().as_int()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
 
     // Second request on the same connection: keep-alive works.
-    let many = format!("{one}&info_hash={}&info_hash={}", protocol::percent::encode(&hash(2).0), protocol::percent::encode(&hash(3).0));
+    let many = format!(
+        "{one}&info_hash={}&info_hash={}",
+        protocol::percent::encode(&hash(2).0),
+        protocol::percent::encode(&hash(3).0)
+    );
     let (status, body) = http_exchange(&mut stream, &many, false);
     assert_eq!(status, 200);
     let v = bdecode(&body);
-    let protocol::bencode::Value::Dict(map) = v.get("files").unwrap() else { panic!() };
+    let protocol::bencode::Value::Dict(map) = v.get("files").unwrap() else {
+        panic!()
+    };
     assert_eq!(map.len(), 3);
-    assert_eq!(map[&hash(2).0.to_vec()].get("incomplete").unwrap().as_int(), Some(1));
-    assert_eq!(map[&hash(3).0.to_vec()].get("complete").unwrap().as_int(), Some(0));
+    assert_eq!(
+        map[&hash(2).0.to_vec()].get("incomplete").unwrap().as_int(),
+        Some(1)
+    );
+    assert_eq!(
+        map[&hash(3).0.to_vec()].get("complete").unwrap().as_int(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -234,14 +425,46 @@ fn http_bad_requests_get_failure_reasons_and_are_counted() {
     let dir = temp_dir();
     let shoal = Shoal::start(dir.path(), "[announce]\nmax_numwant = 2\n");
     let addr = shoal.http[0];
-    let good = HttpAnnounce { info_hash: hash(1), peer_id: peer_id(1), port: 6000, uploaded: 0, downloaded: 0, left: 1, event: AnnounceEvent::Started, compact: true, no_peer_id: false, numwant: None }.to_query();
+    let good = HttpAnnounce {
+        info_hash: hash(1),
+        peer_id: peer_id(1),
+        port: 6000,
+        uploaded: 0,
+        downloaded: 0,
+        left: 1,
+        event: AnnounceEvent::Started,
+        compact: true,
+        no_peer_id: false,
+        numwant: None,
+    }
+    .to_query();
     let ih = format!("info_hash={}", protocol::percent::encode(&hash(1).0));
     let cases = [
-        (good.replace(&ih, ""), "missing parameter 'info_hash'", "missing_param"),
-        (good.replace(&ih, "info_hash=%GG"), "malformed %-escape", "bad_escape"),
-        (good.replace(&ih, "info_hash=abc"), "must be 20 bytes, got 3", "wrong_length"),
-        (good.replace("port=6000", "port=0"), "'port' must be between 1 and 65535", "port_zero"),
-        (good.replace("left=1", "left=lots"), "'left' must be a whole number", "not_a_number"),
+        (
+            good.replace(&ih, ""),
+            "missing parameter 'info_hash'",
+            "missing_param",
+        ),
+        (
+            good.replace(&ih, "info_hash=%GG"),
+            "malformed %-escape",
+            "bad_escape",
+        ),
+        (
+            good.replace(&ih, "info_hash=abc"),
+            "must be 20 bytes, got 3",
+            "wrong_length",
+        ),
+        (
+            good.replace("port=6000", "port=0"),
+            "'port' must be between 1 and 65535",
+            "port_zero",
+        ),
+        (
+            good.replace("left=1", "left=lots"),
+            "'left' must be a whole number",
+            "not_a_number",
+        ),
     ];
     for (query, reason, _) in &cases {
         let (status, body) = http_get(addr, &format!("/announce?{query}"));
@@ -257,37 +480,93 @@ fn http_bad_requests_get_failure_reasons_and_are_counted() {
     assert!(failure_reason(&body).contains("/announce"));
 
     for i in 2..7 {
-        http_announce(addr, hash(1), i, 6000 + i as u16, 1, AnnounceEvent::Started, true);
+        http_announce(
+            addr,
+            hash(1),
+            i,
+            6000 + i as u16,
+            1,
+            AnnounceEvent::Started,
+            true,
+        );
     }
-    let (_, body) = http_get(addr, &format!("/announce?{}", good.replace("peer_id=", "numwant=999999999999999999999&peer_id=")));
-    assert_eq!(bdecode(&body).get("peers").unwrap().as_bytes().unwrap().len(), 2 * 6, "huge numwant capped");
+    let (_, body) = http_get(
+        addr,
+        &format!(
+            "/announce?{}",
+            good.replace("peer_id=", "numwant=999999999999999999999&peer_id=")
+        ),
+    );
+    assert_eq!(
+        bdecode(&body)
+            .get("peers")
+            .unwrap()
+            .as_bytes()
+            .unwrap()
+            .len(),
+        2 * 6,
+        "huge numwant capped"
+    );
 
     for (_, _, kind) in &cases {
         // The bare /scrape above is a missing info_hash too.
         let expect = if *kind == "missing_param" { 2 } else { 1 };
-        assert_eq!(shoal.metric(&format!("shoal_errors_total{{protocol=\"http\",kind=\"{kind}\"}}")), expect, "{kind}");
+        assert_eq!(
+            shoal.metric(&format!(
+                "shoal_errors_total{{protocol=\"http\",kind=\"{kind}\"}}"
+            )),
+            expect,
+            "{kind}"
+        );
     }
-    assert_eq!(shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"not_found\"}"), 1);
+    assert_eq!(
+        shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"not_found\"}"),
+        1
+    );
 }
 
 #[test]
 fn silent_peers_expire_and_counts_stay() {
     let dir = temp_dir();
-    let shoal = Shoal::start(dir.path(), "[announce]\ninterval = 1\nmin_interval = 1\npeer_timeout = 2\n");
+    let shoal = Shoal::start(
+        dir.path(),
+        "[announce]\ninterval = 1\nmin_interval = 1\npeer_timeout = 2\n",
+    );
     let udp = shoal.udp[0];
     let mut c = UdpClient::new(udp);
     let cid = c.connect();
     c.announce(cid, hash(5), peer_id(1), 7001, 5, AnnounceEvent::Started);
     c.announce(cid, hash(5), peer_id(1), 7001, 0, AnnounceEvent::Completed);
     c.announce(cid, hash(5), peer_id(2), 7002, 5, AnnounceEvent::Started);
-    assert_eq!(udp_scrape_one(udp, hash(5)), ScrapeStats { seeders: 1, completed: 1, leechers: 1 });
+    assert_eq!(
+        udp_scrape_one(udp, hash(5)),
+        ScrapeStats {
+            seeders: 1,
+            completed: 1,
+            leechers: 1
+        }
+    );
     let waited = wait_until("peers to expire", Duration::from_secs(10), || {
         let s = udp_scrape_one(udp, hash(5));
         s.seeders + s.leechers == 0
     });
-    assert!(waited >= Duration::from_secs(1), "peers expired before their timeout");
-    assert_eq!(udp_scrape_one(udp, hash(5)), ScrapeStats { seeders: 0, completed: 1, leechers: 0 });
-    assert_eq!(shoal.metric("shoal_torrents"), 0, "a torrent without peers leaves the swarm");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "peers expired before their timeout"
+    );
+    assert_eq!(
+        udp_scrape_one(udp, hash(5)),
+        ScrapeStats {
+            seeders: 0,
+            completed: 1,
+            leechers: 0
+        }
+    );
+    assert_eq!(
+        shoal.metric("shoal_torrents"),
+        0,
+        "a torrent without peers leaves the swarm"
+    );
     assert_eq!(shoal.metric("shoal_expired_peers_total"), 2);
 }
 
@@ -297,25 +576,62 @@ fn download_counts_survive_restarts() {
     let shoal = Shoal::start(dir.path(), "");
     let http = shoal.http[0];
     for i in 0..3 {
-        http_announce(http, hash(8), i, 8000 + i as u16, 9, AnnounceEvent::Started, true);
-        http_announce(http, hash(8), i, 8000 + i as u16, 0, AnnounceEvent::Completed, true);
+        http_announce(
+            http,
+            hash(8),
+            i,
+            8000 + i as u16,
+            9,
+            AnnounceEvent::Started,
+            true,
+        );
+        http_announce(
+            http,
+            hash(8),
+            i,
+            8000 + i as u16,
+            0,
+            AnnounceEvent::Completed,
+            true,
+        );
     }
     // Graceful stop flushes.
     let (status, log) = shoal.stop();
     assert!(status.success(), "{log:?}");
-    assert!(log.iter().any(|l| l.contains("all download counts flushed")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("all download counts flushed")),
+        "{log:?}"
+    );
 
     let shoal = Shoal::start(dir.path(), "");
-    assert_eq!(udp_scrape_one(shoal.udp[0], hash(8)).completed, 3, "right from the first request");
+    assert_eq!(
+        udp_scrape_one(shoal.udp[0], hash(8)).completed,
+        3,
+        "right from the first request"
+    );
     // The periodic flush persists without a shutdown too: wait for it, then SIGKILL.
     let http = shoal.http[0];
     http_announce(http, hash(8), 9, 8009, 9, AnnounceEvent::Started, true);
     http_announce(http, hash(8), 9, 8009, 0, AnnounceEvent::Completed, true);
-    wait_until("a periodic flush", Duration::from_secs(10), || shoal.metric("shoal_flushed_deltas_total") >= 1);
+    wait_until("a periodic flush", Duration::from_secs(10), || {
+        shoal.metric("shoal_flushed_deltas_total") >= 1
+    });
     shoal.kill();
     let shoal = Shoal::start(dir.path(), "");
-    let (_, body) = http_get(shoal.http[0], &format!("/scrape?info_hash={}", protocol::percent::encode(&hash(8).0)));
+    let (_, body) = http_get(
+        shoal.http[0],
+        &format!(
+            "/scrape?info_hash={}",
+            protocol::percent::encode(&hash(8).0)
+        ),
+    );
     let v = bdecode(&body);
-    let protocol::bencode::Value::Dict(map) = v.get("files").unwrap() else { panic!() };
-    assert_eq!(map[&hash(8).0.to_vec()].get("downloaded").unwrap().as_int(), Some(4));
+    let protocol::bencode::Value::Dict(map) = v.get("files").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        map[&hash(8).0.to_vec()].get("downloaded").unwrap().as_int(),
+        Some(4)
+    );
 }

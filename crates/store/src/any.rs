@@ -5,8 +5,9 @@ use protocol::{InfoHash, Key};
 
 use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, Table, TableSum};
 use crate::{
-    AuthKey, Transfer, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore, SchemaMigrator, SqliteStore, StoreError,
-    TorrentMetricsStore, WhitelistEntry, WhitelistStore,
+    AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore,
+    SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, Transfer, WhitelistEntry,
+    WhitelistStore,
 };
 
 #[derive(Clone)]
@@ -91,7 +92,10 @@ impl WhitelistStore for AnyStore {
     async fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> Result<(), StoreError> {
         each!(self, s => s.add_info_hash_to_whitelist(e).await)
     }
-    async fn get_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<Option<WhitelistEntry>, StoreError> {
+    async fn get_info_hash_from_whitelist(
+        &self,
+        h: &InfoHash,
+    ) -> Result<Option<WhitelistEntry>, StoreError> {
         each!(self, s => s.get_info_hash_from_whitelist(h).await)
     }
     async fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<bool, StoreError> {

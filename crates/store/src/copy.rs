@@ -25,7 +25,12 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Torrents, Table::Counters, Table::Whitelist, Table::Keys];
+    pub const ALL: [Table; 4] = [
+        Table::Torrents,
+        Table::Counters,
+        Table::Whitelist,
+        Table::Keys,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -169,7 +174,11 @@ pub struct CopyOptions {
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { merge: None, skip_invalid: false, batch_rows: 5000 }
+        CopyOptions {
+            merge: None,
+            skip_invalid: false,
+            batch_rows: 5000,
+        }
     }
 }
 
@@ -200,11 +209,20 @@ pub struct Imported {
 }
 
 /// Copies every table from `src` (read only) to `dst` (already migrated) and verifies.
-pub async fn copy(src: &AnyStore, format: Format, dst: &AnyStore, opts: CopyOptions, progress: Arc<Progress>) -> Result<Vec<TableReport>, StoreError> {
+pub async fn copy(
+    src: &AnyStore,
+    format: Format,
+    dst: &AnyStore,
+    opts: CopyOptions,
+    progress: Arc<Progress>,
+) -> Result<Vec<TableReport>, StoreError> {
     let now = crate::unix_now();
     let mut before = [TableSum::default(); 4];
     for t in Table::ALL {
-        before[t as usize] = dst.export_table(t, Format::Shoal, true, now, None, opts.batch_rows).await?.sum;
+        before[t as usize] = dst
+            .export_table(t, Format::Shoal, true, now, None, opts.batch_rows)
+            .await?
+            .sum;
         if opts.merge.is_none() && before[t as usize].rows > 0 {
             return Err(StoreError::Copy(format!(
                 "the destination already has {} rows in {}; copy into an empty database, or say how to combine them with --merge add|max",
@@ -218,7 +236,17 @@ pub async fn copy(src: &AnyStore, format: Format, dst: &AnyStore, opts: CopyOpti
     let reader = async {
         let mut out = Vec::new();
         for t in Table::ALL {
-            out.push(src.export_table(t, format, opts.skip_invalid, now, Some(&tx), opts.batch_rows).await?);
+            out.push(
+                src.export_table(
+                    t,
+                    format,
+                    opts.skip_invalid,
+                    now,
+                    Some(&tx),
+                    opts.batch_rows,
+                )
+                .await?,
+            );
         }
         drop(tx);
         Ok::<_, StoreError>(out)
@@ -234,8 +262,14 @@ pub async fn copy(src: &AnyStore, format: Format, dst: &AnyStore, opts: CopyOpti
 
     let mut reports = Vec::new();
     for t in Table::ALL {
-        let source = src.export_table(t, format, true, now, None, opts.batch_rows).await?.sum;
-        let destination = dst.export_table(t, Format::Shoal, true, now, None, opts.batch_rows).await?.sum;
+        let source = src
+            .export_table(t, format, true, now, None, opts.batch_rows)
+            .await?
+            .sum;
+        let destination = dst
+            .export_table(t, Format::Shoal, true, now, None, opts.batch_rows)
+            .await?
+            .sum;
         let i = t as usize;
         reports.push(TableReport {
             table: t,
@@ -247,7 +281,10 @@ pub async fn copy(src: &AnyStore, format: Format, dst: &AnyStore, opts: CopyOpti
         });
         // The source must read the same after the copy as during it.
         if source != read[i].sum {
-            return Err(StoreError::Copy(format!("the source's {} table changed while it was copied; stop what writes to it and run again", t.name())));
+            return Err(StoreError::Copy(format!(
+                "the source's {} table changed while it was copied; stop what writes to it and run again",
+                t.name()
+            )));
         }
     }
     Ok(reports)
@@ -285,12 +322,16 @@ impl Item {
     /// What the destination holds after merging `incoming` into `self`.
     pub(crate) fn merged(&self, incoming: &Item, m: Merge) -> Result<Item, StoreError> {
         let combine = |a: i64, b: i64| match m {
-            Merge::Add => a.checked_add(b).ok_or_else(|| StoreError::Copy(format!("adding {a} and {b} overflows a 64-bit count"))),
+            Merge::Add => a.checked_add(b).ok_or_else(|| {
+                StoreError::Copy(format!("adding {a} and {b} overflows a 64-bit count"))
+            }),
             Merge::Max => Ok(a.max(b)),
         };
         Ok(match (self, incoming) {
             (Item::Torrent(h, a), Item::Torrent(_, b)) => Item::Torrent(*h, combine(*a, *b)?),
-            (Item::Counter(name, a), Item::Counter(_, b)) => Item::Counter(name.clone(), combine(*a, *b)?),
+            (Item::Counter(name, a), Item::Counter(_, b)) => {
+                Item::Counter(name.clone(), combine(*a, *b)?)
+            }
             (kept, _) => kept.clone(),
         })
     }
@@ -319,7 +360,10 @@ impl Batch {
     pub(crate) fn items(&self) -> Vec<Item> {
         match self {
             Batch::Torrents(v) => v.iter().map(|(h, n)| Item::Torrent(*h, *n)).collect(),
-            Batch::Counters(v) => v.iter().map(|(name, n)| Item::Counter(name.clone(), *n)).collect(),
+            Batch::Counters(v) => v
+                .iter()
+                .map(|(name, n)| Item::Counter(name.clone(), *n))
+                .collect(),
             Batch::Whitelist(v) => v.iter().map(|e| Item::Listed(*e)).collect(),
             Batch::Keys(v) => v.iter().map(|k| Item::Key(*k)).collect(),
         }

@@ -35,7 +35,9 @@ pub enum StoreError {
     #[error("{0}")]
     Query(#[from] sqlx::Error),
     /// The database holds tables shoal did not create, such as Torrust Tracker's.
-    #[error("the database has a torrents table that shoal did not create (a Torrust Tracker database?); shoal leaves it untouched")]
+    #[error(
+        "the database has a torrents table that shoal did not create (a Torrust Tracker database?); shoal leaves it untouched"
+    )]
     Foreign,
     #[error("copy: {0}")]
     Copy(String),
@@ -69,24 +71,46 @@ pub trait SchemaMigrator {
     /// binary does not know, or one whose applied migration has changed.
     fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Every migration known to the binary or the database, oldest first; writes nothing.
-    fn migration_status(&self) -> impl Future<Output = Result<Vec<MigrationInfo>, StoreError>> + Send;
+    fn migration_status(
+        &self,
+    ) -> impl Future<Output = Result<Vec<MigrationInfo>, StoreError>> + Send;
 }
 
 /// Download counts: per torrent and the global total.
 pub trait TorrentMetricsStore {
-    fn load_torrent_downloads(&self, h: &InfoHash) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
-    fn save_torrent_downloads(&self, h: &InfoHash, n: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn increase_downloads_for_torrent(&self, h: &InfoHash) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn load_torrent_downloads(
+        &self,
+        h: &InfoHash,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn save_torrent_downloads(
+        &self,
+        h: &InfoHash,
+        n: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn increase_downloads_for_torrent(
+        &self,
+        h: &InfoHash,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Streams every persisted count into `sink`, never holding the table in memory.
-    fn load_all_torrents_downloads<F>(&self, sink: F) -> impl Future<Output = Result<u64, StoreError>> + Send
+    fn load_all_torrents_downloads<F>(
+        &self,
+        sink: F,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send
     where
         F: FnMut(InfoHash, u64) + Send;
     /// Adds each delta to its torrent and their sum to the global total, in one transaction.
     /// Deltas are added, never assigned, so several nodes flushing to one database add up.
-    fn add_downloads(&self, deltas: &[(InfoHash, u64)]) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn load_global_downloads(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    fn add_downloads(
+        &self,
+        deltas: &[(InfoHash, u64)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn load_global_downloads(&self)
+    -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
     fn save_global_downloads(&self, n: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn increase_global_downloads(&self, by: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn increase_global_downloads(
+        &self,
+        by: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A whitelisted torrent, for the listed modes.
@@ -99,11 +123,22 @@ pub struct WhitelistEntry {
 
 pub trait WhitelistStore {
     /// Adds the entry; an info-hash already listed keeps its original `added_at`.
-    fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn get_info_hash_from_whitelist(&self, h: &InfoHash) -> impl Future<Output = Result<Option<WhitelistEntry>, StoreError>> + Send;
+    fn add_info_hash_to_whitelist(
+        &self,
+        e: &WhitelistEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get_info_hash_from_whitelist(
+        &self,
+        h: &InfoHash,
+    ) -> impl Future<Output = Result<Option<WhitelistEntry>, StoreError>> + Send;
     /// Returns whether the info-hash was listed.
-    fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn load_whitelist(&self) -> impl Future<Output = Result<Vec<WhitelistEntry>, StoreError>> + Send;
+    fn remove_info_hash_from_whitelist(
+        &self,
+        h: &InfoHash,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn load_whitelist(
+        &self,
+    ) -> impl Future<Output = Result<Vec<WhitelistEntry>, StoreError>> + Send;
 }
 
 /// A key for the private modes.
@@ -125,9 +160,15 @@ impl AuthKey {
 pub trait AuthKeyStore {
     /// Adds the key or replaces an existing one with the same value.
     fn add_key_to_keys(&self, k: &AuthKey) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn get_key_from_keys(&self, k: &Key) -> impl Future<Output = Result<Option<AuthKey>, StoreError>> + Send;
+    fn get_key_from_keys(
+        &self,
+        k: &Key,
+    ) -> impl Future<Output = Result<Option<AuthKey>, StoreError>> + Send;
     /// Returns whether the key existed.
-    fn remove_key_from_keys(&self, k: &Key) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn remove_key_from_keys(
+        &self,
+        k: &Key,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn load_keys(&self) -> impl Future<Output = Result<Vec<AuthKey>, StoreError>> + Send;
 }
 
@@ -167,21 +208,52 @@ pub trait Connection {
 }
 
 /// Everything a running tracker needs from its database.
-pub trait Store: SchemaMigrator + TorrentMetricsStore + WhitelistStore + AuthKeyStore + Connection + Clone + Send + Sync + 'static {}
+pub trait Store:
+    SchemaMigrator
+    + TorrentMetricsStore
+    + WhitelistStore
+    + AuthKeyStore
+    + Connection
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
 
-impl<T> Store for T where T: SchemaMigrator + TorrentMetricsStore + WhitelistStore + AuthKeyStore + Connection + Clone + Send + Sync + 'static {}
+impl<T> Store for T where
+    T: SchemaMigrator
+        + TorrentMetricsStore
+        + WhitelistStore
+        + AuthKeyStore
+        + Connection
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Counts are u64 in Shoal and signed 64-bit in every SQL backend.
 fn to_db(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| StoreError::BadRow { what: "count", detail: format!("{n} exceeds 2^63-1") })
+    i64::try_from(n).map_err(|_| StoreError::BadRow {
+        what: "count",
+        detail: format!("{n} exceeds 2^63-1"),
+    })
 }
 
 fn from_db(what: &'static str, n: i64) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| StoreError::BadRow { what, detail: format!("negative value {n}") })
+    u64::try_from(n).map_err(|_| StoreError::BadRow {
+        what,
+        detail: format!("negative value {n}"),
+    })
 }
 
 fn hash_from_db(b: &[u8]) -> Result<InfoHash, StoreError> {
-    InfoHash::from_slice(b).ok_or_else(|| StoreError::BadRow { what: "info_hash", detail: format!("{} bytes, expected 20", b.len()) })
+    InfoHash::from_slice(b).ok_or_else(|| StoreError::BadRow {
+        what: "info_hash",
+        detail: format!("{} bytes, expected 20", b.len()),
+    })
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -192,5 +264,7 @@ impl fmt::Display for DatabaseUrl {
 
 /// Unix seconds now, as the store keeps times.
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -16,8 +16,7 @@ pub type MySqlStore = SqlStore<MySql>;
 impl Dialect for MySql {
     const DRIVER: &'static str = "mysql";
     const BIGINT: &'static str = "SIGNED";
-    const TABLE_EXISTS: &'static str =
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
+    const TABLE_EXISTS: &'static str = "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

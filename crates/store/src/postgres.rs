@@ -16,8 +16,7 @@ pub type PgStore = SqlStore<Postgres>;
 
 impl Dialect for Postgres {
     const DRIVER: &'static str = "postgres";
-    const TABLE_EXISTS: &'static str =
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1";
+    const TABLE_EXISTS: &'static str = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -40,8 +39,10 @@ impl SqlStore<Postgres> {
 
     /// Every transaction read-only: a source for `shoal migrate` is never written to.
     pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url.expose())
-            .map(|o| o.application_name("shoal migrate").options([("default_transaction_read_only", "on")]));
+        let options = PgConnectOptions::from_str(url.expose()).map(|o| {
+            o.application_name("shoal migrate")
+                .options([("default_transaction_read_only", "on")])
+        });
         SqlStore::connect(url, options, 2).await
     }
 }

@@ -10,12 +10,16 @@ use futures_util::TryStreamExt;
 use protocol::{InfoHash, Key};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::pool::PoolOptions;
-use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, SqlSafeStr, SqlStr, Type};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
+    QueryBuilder, Row, SqlSafeStr, SqlStr, Type,
+};
 
 use crate::copy::{Batch, Exported, Format, Imported, Item, Merge, Progress, Table, TableSum};
 use crate::{
-    AuthKey, DatabaseUrl, Transfer, AuthKeyStore, Connection, DOWNLOADS_TOTAL, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
-    WhitelistEntry, WhitelistStore, from_db, hash_from_db, to_db,
+    AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, DatabaseUrl, MigrationInfo, MigrationState,
+    SchemaMigrator, StoreError, TorrentMetricsStore, Transfer, WhitelistEntry, WhitelistStore,
+    from_db, hash_from_db, to_db,
 };
 
 /// What differs between backends. Everything else is written once, below. The defaults are
@@ -98,24 +102,43 @@ struct Queries {
 
 impl Queries {
     fn new<DB: Dialect>() -> Self {
-        let q = |portable: &str| AssertSqlSafe(Arc::<str>::from(DB::render(portable))).into_sql_str();
+        let q =
+            |portable: &str| AssertSqlSafe(Arc::<str>::from(DB::render(portable))).into_sql_str();
         let upsert = DB::on_conflict_update;
         let new = DB::inserted;
         Queries {
             load_torrent: q("SELECT completed FROM torrents WHERE info_hash = ?"),
-            save_torrent: q(&format!("INSERT INTO torrents (info_hash, completed) VALUES (?, ?) {} completed = {}", upsert("info_hash"), new("completed"))),
-            increase_torrent: q(&format!("INSERT INTO torrents (info_hash, completed) VALUES (?, 1) {} completed = torrents.completed + 1", upsert("info_hash"))),
+            save_torrent: q(&format!(
+                "INSERT INTO torrents (info_hash, completed) VALUES (?, ?) {} completed = {}",
+                upsert("info_hash"),
+                new("completed")
+            )),
+            increase_torrent: q(&format!(
+                "INSERT INTO torrents (info_hash, completed) VALUES (?, 1) {} completed = torrents.completed + 1",
+                upsert("info_hash")
+            )),
             load_all_torrents: q("SELECT info_hash, completed FROM torrents"),
-            add_torrents_tail: DB::render(&format!(" {} completed = torrents.completed + {}", upsert("info_hash"), new("completed"))),
+            add_torrents_tail: DB::render(&format!(
+                " {} completed = torrents.completed + {}",
+                upsert("info_hash"),
+                new("completed")
+            )),
             add_to_counter: q(&format!(
                 "INSERT INTO counters (`name`, `value`) VALUES (?, ?) {} `value` = counters.`value` + {}",
                 upsert("`name`"),
                 new("`value`")
             )),
             load_counter: q("SELECT `value` FROM counters WHERE `name` = ?"),
-            save_counter: q(&format!("INSERT INTO counters (`name`, `value`) VALUES (?, ?) {} `value` = {}", upsert("`name`"), new("`value`"))),
+            save_counter: q(&format!(
+                "INSERT INTO counters (`name`, `value`) VALUES (?, ?) {} `value` = {}",
+                upsert("`name`"),
+                new("`value`")
+            )),
             // Re-listing keeps the original added_at: the no-op assignment works on every backend.
-            whitelist_add: q(&format!("INSERT INTO whitelist (info_hash, added_at) VALUES (?, ?) {} added_at = whitelist.added_at", upsert("info_hash"))),
+            whitelist_add: q(&format!(
+                "INSERT INTO whitelist (info_hash, added_at) VALUES (?, ?) {} added_at = whitelist.added_at",
+                upsert("info_hash")
+            )),
             whitelist_get: q("SELECT info_hash, added_at FROM whitelist WHERE info_hash = ?"),
             whitelist_remove: q("DELETE FROM whitelist WHERE info_hash = ?"),
             whitelist_load: q("SELECT info_hash, added_at FROM whitelist"),
@@ -129,21 +152,35 @@ impl Queries {
             key_remove: q("DELETE FROM `keys` WHERE `key` = ?"),
             key_load: q("SELECT `key`, valid_until, created_at FROM `keys`"),
             table_exists: q(DB::TABLE_EXISTS),
-            applied_migrations: q("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version"),
+            applied_migrations: q(
+                "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
+            ),
             export: {
                 let big = DB::BIGINT;
                 [
-                    [q("SELECT info_hash, completed FROM torrents"), q(&format!("SELECT CAST(id AS {big}), info_hash, CAST(completed AS {big}) FROM torrents"))],
+                    [
+                        q("SELECT info_hash, completed FROM torrents"),
+                        q(&format!(
+                            "SELECT CAST(id AS {big}), info_hash, CAST(completed AS {big}) FROM torrents"
+                        )),
+                    ],
                     [
                         q("SELECT `name`, `value` FROM counters"),
                         q(&format!(
                             "SELECT CAST(id AS {big}), metric_name, CAST(`value` AS {big}) FROM torrent_aggregate_metrics WHERE metric_name = 'torrents_downloads_total'"
                         )),
                     ],
-                    [q("SELECT info_hash, added_at FROM whitelist"), q(&format!("SELECT CAST(id AS {big}), info_hash FROM whitelist"))],
+                    [
+                        q("SELECT info_hash, added_at FROM whitelist"),
+                        q(&format!(
+                            "SELECT CAST(id AS {big}), info_hash FROM whitelist"
+                        )),
+                    ],
                     [
                         q("SELECT `key`, valid_until, created_at FROM `keys`"),
-                        q(&format!("SELECT CAST(id AS {big}), `key`, CAST(valid_until AS {big}) FROM `keys`")),
+                        q(&format!(
+                            "SELECT CAST(id AS {big}), `key`, CAST(valid_until AS {big}) FROM `keys`"
+                        )),
                     ],
                 ]
             },
@@ -158,8 +195,17 @@ impl Queries {
                 let counted = |table: &str, pk: &str, col: &str| {
                     [
                         String::new(),
-                        DB::render(&format!(" {} {col} = {table}.{col} + {}", upsert(pk), new(col))),
-                        DB::render(&format!(" {} {col} = {}({table}.{col}, {})", upsert(pk), DB::GREATEST, new(col))),
+                        DB::render(&format!(
+                            " {} {col} = {table}.{col} + {}",
+                            upsert(pk),
+                            new(col)
+                        )),
+                        DB::render(&format!(
+                            " {} {col} = {}({table}.{col}, {})",
+                            upsert(pk),
+                            DB::GREATEST,
+                            new(col)
+                        )),
                     ]
                 };
                 // Whitelist entries and keys already in the destination are kept as they are.
@@ -193,7 +239,10 @@ pub struct SqlStore<DB: Database> {
 
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        SqlStore { pool: self.pool.clone(), q: self.q.clone() }
+        SqlStore {
+            pool: self.pool.clone(),
+            q: self.q.clone(),
+        }
     }
 }
 
@@ -205,7 +254,10 @@ impl<DB: Dialect> SqlStore<DB> {
         options: Result<<DB::Connection as sqlx::Connection>::Options, sqlx::Error>,
         max_connections: u32,
     ) -> Result<Self, StoreError> {
-        let connect_err = |source| StoreError::Connect { url: url.redacted(), source };
+        let connect_err = |source| StoreError::Connect {
+            url: url.redacted(),
+            source,
+        };
         let pool = PoolOptions::<DB>::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
@@ -215,7 +267,10 @@ impl<DB: Dialect> SqlStore<DB> {
             .connect_with(options.map_err(connect_err)?)
             .await
             .map_err(connect_err)?;
-        Ok(SqlStore { pool, q: Arc::new(Queries::new::<DB>()) })
+        Ok(SqlStore {
+            pool,
+            q: Arc::new(Queries::new::<DB>()),
+        })
     }
 
     /// The pool, for backend-specific work such as bulk copies.
@@ -234,7 +289,9 @@ pub(crate) fn explain_migrate_error(e: sqlx::migrate::MigrateError) -> StoreErro
         MigrateError::VersionMismatch(v) => format!(
             "applied migration {v} differs from the one built into this shoal (checksum mismatch); shipped migrations must never be edited"
         ),
-        MigrateError::Dirty(v) => format!("migration {v} was left partially applied; repair it by hand before starting"),
+        MigrateError::Dirty(v) => {
+            format!("migration {v} was left partially applied; repair it by hand before starting")
+        }
         other => other.to_string(),
     })
 }
@@ -246,9 +303,15 @@ fn merged(deltas: &[(InfoHash, u64)]) -> Result<Vec<(InfoHash, i64)>, StoreError
     let mut by_hash: BTreeMap<InfoHash, u64> = BTreeMap::new();
     for (h, d) in deltas {
         let slot = by_hash.entry(*h).or_default();
-        *slot = slot.checked_add(*d).ok_or_else(|| StoreError::BadRow { what: "count", detail: "delta overflows u64".into() })?;
+        *slot = slot.checked_add(*d).ok_or_else(|| StoreError::BadRow {
+            what: "count",
+            detail: "delta overflows u64".into(),
+        })?;
     }
-    by_hash.into_iter().map(|(h, d)| Ok((h, to_db(d)?))).collect()
+    by_hash
+        .into_iter()
+        .map(|(h, d)| Ok((h, to_db(d)?)))
+        .collect()
 }
 
 /// Implements a store trait for every backend at once. The bounds say "this backend can run
@@ -283,7 +346,10 @@ where
     for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
     for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
 {
-    decode_row(t, Format::Shoal, row, 0).map_err(|detail| StoreError::BadRow { what: t.name(), detail })
+    decode_row(t, Format::Shoal, row, 0).map_err(|detail| StoreError::BadRow {
+        what: t.name(),
+        detail,
+    })
 }
 
 fn whitelist_row<R: Row>(row: &R) -> Result<WhitelistEntry, StoreError>
@@ -408,17 +474,28 @@ impl TorrentMetricsStore {
         }
         let total = rows.iter().try_fold(0i64, |acc, (_, d)| acc.checked_add(*d));
         let total = total.ok_or_else(|| StoreError::BadRow { what: "count", detail: "sum of deltas exceeds 2^63-1".into() })?;
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(BATCH_ROWS) {
-            let mut q = QueryBuilder::<DB>::new("INSERT INTO torrents (info_hash, completed) ");
-            q.push_values(chunk, |mut row, (h, d)| {
-                row.push_bind(&h.0[..]).push_bind(*d);
-            });
-            q.push(&self.q.add_torrents_tail);
-            q.build().execute(&mut *tx).await?;
+        let mut conn = self.pool.acquire().await?;
+        let written = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            for chunk in rows.chunks(BATCH_ROWS) {
+                let mut q = QueryBuilder::<DB>::new("INSERT INTO torrents (info_hash, completed) ");
+                q.push_values(chunk, |mut row, (h, d)| {
+                    row.push_bind(&h.0[..]).push_bind(*d);
+                });
+                q.push(&self.q.add_torrents_tail);
+                q.build().execute(&mut *tx).await?;
+            }
+            sqlx::query(self.q.add_to_counter.clone()).bind(DOWNLOADS_TOTAL).bind(total).execute(&mut *tx).await?;
+            tx.commit().await
         }
-        sqlx::query(self.q.add_to_counter.clone()).bind(DOWNLOADS_TOTAL).bind(total).execute(&mut *tx).await?;
-        tx.commit().await?;
+        .await;
+        if written.is_err() {
+            // SQLite rolls back by itself on SQLITE_FULL; sqlx's ROLLBACK then fails and the
+            // connection keeps believing it is inside a transaction, so every later write on it
+            // would vanish into a transaction nobody commits. Never reuse a connection that failed.
+            let _ = conn.close().await;
+        }
+        written?;
         Ok(())
     }
 
@@ -527,37 +604,77 @@ where
 {
     let name = t.name();
     let get_err = |e: sqlx::Error| format!("{name} row: {e}");
-    let count = |what: &str, n: i64| if n < 0 { Err(format!("{name} row: negative {what} {n}")) } else { Ok(n) };
-    let hash_bytes = |b: Vec<u8>| InfoHash::from_slice(&b).ok_or_else(|| format!("{name} row: info_hash has {} bytes, expected 20", b.len()));
-    Ok(match (format, t) {
-        (Format::Shoal, Table::Torrents) => {
-            Item::Torrent(hash_bytes(row.try_get(0).map_err(get_err)?)?, count("completed", row.try_get(1).map_err(get_err)?)?)
+    let count = |what: &str, n: i64| {
+        if n < 0 {
+            Err(format!("{name} row: negative {what} {n}"))
+        } else {
+            Ok(n)
         }
-        (Format::Shoal, Table::Counters) => Item::Counter(row.try_get(0).map_err(get_err)?, row.try_get(1).map_err(get_err)?),
+    };
+    let hash_bytes = |b: Vec<u8>| {
+        InfoHash::from_slice(&b)
+            .ok_or_else(|| format!("{name} row: info_hash has {} bytes, expected 20", b.len()))
+    };
+    Ok(match (format, t) {
+        (Format::Shoal, Table::Torrents) => Item::Torrent(
+            hash_bytes(row.try_get(0).map_err(get_err)?)?,
+            count("completed", row.try_get(1).map_err(get_err)?)?,
+        ),
+        (Format::Shoal, Table::Counters) => Item::Counter(
+            row.try_get(0).map_err(get_err)?,
+            row.try_get(1).map_err(get_err)?,
+        ),
         (Format::Shoal, Table::Whitelist) => Item::Listed(WhitelistEntry {
             info_hash: hash_bytes(row.try_get(0).map_err(get_err)?)?,
             added_at: row.try_get(1).map_err(get_err)?,
         }),
         (Format::Shoal, Table::Keys) => {
             let text: String = row.try_get(0).map_err(get_err)?;
-            let key = Key::parse(text.as_bytes()).map_err(|e| format!("{name} row: key {text:?}: {e}"))?;
-            Item::Key(AuthKey { key, valid_until: row.try_get(1).map_err(get_err)?, created_at: row.try_get(2).map_err(get_err)? })
+            let key = Key::parse(text.as_bytes())
+                .map_err(|e| format!("{name} row: key {text:?}: {e}"))?;
+            Item::Key(AuthKey {
+                key,
+                valid_until: row.try_get(1).map_err(get_err)?,
+                created_at: row.try_get(2).map_err(get_err)?,
+            })
         }
         (Format::Torrust, _) => {
             let id: i64 = row.try_get(0).map_err(get_err)?;
-            let text: String = row.try_get(1).map_err(|e| format!("{name} row id={id}: {e}"))?;
-            let hash = || InfoHash::from_hex(&text).map_err(|e| format!("{name} row id={id}: info_hash {text:?}: {e}"));
-            let number = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(|e| format!("{name} row id={id}: {e}"));
+            let text: String = row
+                .try_get(1)
+                .map_err(|e| format!("{name} row id={id}: {e}"))?;
+            let hash = || {
+                InfoHash::from_hex(&text)
+                    .map_err(|e| format!("{name} row id={id}: info_hash {text:?}: {e}"))
+            };
+            let number = |i: usize| {
+                row.try_get::<Option<i64>, _>(i)
+                    .map_err(|e| format!("{name} row id={id}: {e}"))
+            };
             match t {
                 Table::Torrents => {
-                    let n = number(2)?.ok_or_else(|| format!("{name} row id={id}: completed is NULL"))?;
-                    Item::Torrent(hash()?, count("completed", n).map_err(|e| format!("{e} (id={id})"))?)
+                    let n = number(2)?
+                        .ok_or_else(|| format!("{name} row id={id}: completed is NULL"))?;
+                    Item::Torrent(
+                        hash()?,
+                        count("completed", n).map_err(|e| format!("{e} (id={id})"))?,
+                    )
                 }
-                Table::Counters => Item::Counter(DOWNLOADS_TOTAL.to_string(), number(2)?.unwrap_or(0)),
-                Table::Whitelist => Item::Listed(WhitelistEntry { info_hash: hash()?, added_at: now }),
+                Table::Counters => {
+                    Item::Counter(DOWNLOADS_TOTAL.to_string(), number(2)?.unwrap_or(0))
+                }
+                Table::Whitelist => Item::Listed(WhitelistEntry {
+                    info_hash: hash()?,
+                    added_at: now,
+                }),
                 Table::Keys => {
-                    let key = Key::parse(text.as_bytes()).map_err(|e| format!("{name} row id={id}: key {text:?}: {e}"))?;
-                    Item::Key(AuthKey { key, valid_until: number(2)?, created_at: now })
+                    let key = Key::parse(text.as_bytes())
+                        .map_err(|e| format!("{name} row id={id}: key {text:?}: {e}"))?;
+                    Item::Key(AuthKey {
+                        key,
+                        valid_until: number(2)?,
+                        created_at: now,
+                    })
                 }
             }
         }

@@ -19,7 +19,8 @@ impl Dialect for Sqlite {
     const DRIVER: &'static str = "sqlite";
     const GREATEST: &'static str = "max";
     const VERSION_QUERY: &'static str = "SELECT sqlite_version()";
-    const TABLE_EXISTS: &'static str = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
+    const TABLE_EXISTS: &'static str =
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -33,10 +34,16 @@ impl Dialect for Sqlite {
 impl SqlStore<Sqlite> {
     /// Opens (creating the file and its folder if missing) without touching the schema.
     pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
-        if let Some(dir) = url.sqlite_path().as_deref().and_then(std::path::Path::parent)
+        if let Some(dir) = url
+            .sqlite_path()
+            .as_deref()
+            .and_then(std::path::Path::parent)
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect { url: url.redacted(), source: sqlx::Error::Io(e) })?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect {
+                url: url.redacted(),
+                source: sqlx::Error::Io(e),
+            })?;
         }
         let options = SqliteConnectOptions::from_str(url.expose()).map(|o| {
             o.create_if_missing(true)
@@ -50,7 +57,8 @@ impl SqlStore<Sqlite> {
     /// Opens an existing file without creating it or changing its journal mode: a source
     /// for `shoal migrate` is never written to.
     pub async fn open_read_only(url: &DatabaseUrl) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url.expose()).map(|o| o.read_only(true).create_if_missing(false));
+        let options = SqliteConnectOptions::from_str(url.expose())
+            .map(|o| o.read_only(true).create_if_missing(false));
         SqlStore::connect(url, options, 2).await
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use protocol::{InfoHash, Key};
 use store::{
-    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator, Store, StoreError, TorrentMetricsStore, WhitelistEntry,
-    WhitelistStore,
+    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator,
+    Store, StoreError, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
 };
 use testkit::Kind;
 
@@ -22,7 +22,8 @@ async fn fresh_url(b: Backend) -> String {
         Backend::Sqlite => {
             use std::hash::{BuildHasher, RandomState};
             let n = RandomState::new().hash_one(std::time::SystemTime::now());
-            let dir = std::env::temp_dir().join(format!("shoal-store-{}-{n:x}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("shoal-store-{}-{n:x}", std::process::id()));
             format!("sqlite://{}/nested/shoal.db", dir.display())
         }
         Backend::Postgres => testkit::fresh_database(Kind::Postgres).await,
@@ -31,7 +32,9 @@ async fn fresh_url(b: Backend) -> String {
 }
 
 async fn open(url: &str, max_connections: u32) -> AnyStore {
-    AnyStore::open(&DatabaseUrl::parse(url).unwrap(), max_connections).await.unwrap()
+    AnyStore::open(&DatabaseUrl::parse(url).unwrap(), max_connections)
+        .await
+        .unwrap()
 }
 
 /// Runs SQL that the store API cannot express (tampering with migration history).
@@ -59,11 +62,17 @@ fn key(s: &str) -> Key {
 /// The contract every driver keeps.
 async fn suite<S: Store>(s: S) {
     let status = s.migration_status().await.unwrap();
-    assert!(status.iter().all(|m| m.state == MigrationState::Pending), "{status:?}");
+    assert!(
+        status.iter().all(|m| m.state == MigrationState::Pending),
+        "{status:?}"
+    );
     s.migrate().await.unwrap();
     s.migrate().await.expect("migrations are idempotent");
     let status = s.migration_status().await.unwrap();
-    assert!(!status.is_empty() && status.iter().all(|m| m.state == MigrationState::Applied), "{status:?}");
+    assert!(
+        !status.is_empty() && status.iter().all(|m| m.state == MigrationState::Applied),
+        "{status:?}"
+    );
     assert_eq!(status[0].version, 20261122000000);
     s.ping().await.unwrap();
 
@@ -82,9 +91,17 @@ async fn torrents<S: Store>(s: &S) {
         s.save_torrent_downloads(&h(2), edge).await.unwrap();
         assert_eq!(s.load_torrent_downloads(&h(2)).await.unwrap(), Some(edge));
     }
-    assert!(matches!(s.save_torrent_downloads(&h(3), u64::MAX).await, Err(StoreError::BadRow { .. })), "beyond 2^63-1 is refused");
+    assert!(
+        matches!(
+            s.save_torrent_downloads(&h(3), u64::MAX).await,
+            Err(StoreError::BadRow { .. })
+        ),
+        "beyond 2^63-1 is refused"
+    );
     assert_eq!(s.load_torrent_downloads(&h(3)).await.unwrap(), None);
-    s.save_torrent_downloads(&h(2), u32::MAX as u64).await.unwrap();
+    s.save_torrent_downloads(&h(2), u32::MAX as u64)
+        .await
+        .unwrap();
 
     // Batched deltas add to torrents and to the global total in one go; duplicates merge.
     assert_eq!(s.load_global_downloads().await.unwrap(), None);
@@ -93,11 +110,19 @@ async fn torrents<S: Store>(s: &S) {
     deltas.push((h(2), 3));
     s.add_downloads(&deltas).await.unwrap();
     s.add_downloads(&[]).await.unwrap();
-    assert_eq!(s.load_torrent_downloads(&h(2)).await.unwrap(), Some(u32::MAX as u64 + 10), "a delta adds, it does not assign");
+    assert_eq!(
+        s.load_torrent_downloads(&h(2)).await.unwrap(),
+        Some(u32::MAX as u64 + 10),
+        "a delta adds, it does not assign"
+    );
     assert_eq!(s.load_torrent_downloads(&h(2509)).await.unwrap(), Some(1));
     assert_eq!(s.load_global_downloads().await.unwrap(), Some(2510));
     // A batch that cannot be stored changes nothing.
-    assert!(s.add_downloads(&[(h(5000), 1), (h(5001), u64::MAX)]).await.is_err());
+    assert!(
+        s.add_downloads(&[(h(5000), 1), (h(5001), u64::MAX)])
+            .await
+            .is_err()
+    );
     assert_eq!(s.load_torrent_downloads(&h(5000)).await.unwrap(), None);
     assert_eq!(s.load_global_downloads().await.unwrap(), Some(2510));
 
@@ -106,7 +131,10 @@ async fn torrents<S: Store>(s: &S) {
     s.save_global_downloads(1 << 40).await.unwrap();
     assert_eq!(s.load_global_downloads().await.unwrap(), Some(1 << 40));
     s.increase_global_downloads(1).await.unwrap();
-    assert_eq!(s.load_global_downloads().await.unwrap(), Some((1 << 40) + 1));
+    assert_eq!(
+        s.load_global_downloads().await.unwrap(),
+        Some((1 << 40) + 1)
+    );
 
     let mut seen = HashMap::new();
     let n = s
@@ -124,46 +152,94 @@ async fn torrents<S: Store>(s: &S) {
 async fn whitelist<S: Store>(s: &S) {
     assert!(s.load_whitelist().await.unwrap().is_empty());
     assert_eq!(s.get_info_hash_from_whitelist(&h(1)).await.unwrap(), None);
-    let e = WhitelistEntry { info_hash: h(1), added_at: 1_700_000_000 };
+    let e = WhitelistEntry {
+        info_hash: h(1),
+        added_at: 1_700_000_000,
+    };
     s.add_info_hash_to_whitelist(&e).await.unwrap();
     // Listing again keeps the first added_at.
-    s.add_info_hash_to_whitelist(&WhitelistEntry { added_at: 1_800_000_000, ..e }).await.unwrap();
-    assert_eq!(s.get_info_hash_from_whitelist(&h(1)).await.unwrap(), Some(e));
+    s.add_info_hash_to_whitelist(&WhitelistEntry {
+        added_at: 1_800_000_000,
+        ..e
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_info_hash_from_whitelist(&h(1)).await.unwrap(),
+        Some(e)
+    );
     // Hashes that differ only in the last byte, and ones with zero bytes, stay apart.
     let mut zero = [0u8; 20];
     zero[19] = 1;
-    let near = WhitelistEntry { info_hash: InfoHash(zero), added_at: 0 };
-    let far = WhitelistEntry { info_hash: InfoHash([0xff; 20]), added_at: i64::MAX };
+    let near = WhitelistEntry {
+        info_hash: InfoHash(zero),
+        added_at: 0,
+    };
+    let far = WhitelistEntry {
+        info_hash: InfoHash([0xff; 20]),
+        added_at: i64::MAX,
+    };
     s.add_info_hash_to_whitelist(&near).await.unwrap();
     s.add_info_hash_to_whitelist(&far).await.unwrap();
     let mut all = s.load_whitelist().await.unwrap();
     all.sort_by_key(|e| e.info_hash);
     assert_eq!(all, vec![near, e, far]);
     assert!(s.remove_info_hash_from_whitelist(&h(1)).await.unwrap());
-    assert!(!s.remove_info_hash_from_whitelist(&h(1)).await.unwrap(), "second removal finds nothing");
+    assert!(
+        !s.remove_info_hash_from_whitelist(&h(1)).await.unwrap(),
+        "second removal finds nothing"
+    );
     assert_eq!(s.get_info_hash_from_whitelist(&h(1)).await.unwrap(), None);
     assert_eq!(s.load_whitelist().await.unwrap().len(), 2);
 }
 
 async fn keys<S: Store>(s: &S) {
     assert!(s.load_keys().await.unwrap().is_empty());
-    let forever = AuthKey { key: key("forever"), valid_until: None, created_at: 1_700_000_000 };
-    let expiring = AuthKey { key: key("expiring"), valid_until: Some(1_700_000_100), created_at: 1_700_000_000 };
+    let forever = AuthKey {
+        key: key("forever"),
+        valid_until: None,
+        created_at: 1_700_000_000,
+    };
+    let expiring = AuthKey {
+        key: key("expiring"),
+        valid_until: Some(1_700_000_100),
+        created_at: 1_700_000_000,
+    };
     // Same letters, other case: a different key on every backend.
-    let upper = AuthKey { key: key("EXPIRING"), valid_until: Some(i64::MAX), created_at: 0 };
+    let upper = AuthKey {
+        key: key("EXPIRING"),
+        valid_until: Some(i64::MAX),
+        created_at: 0,
+    };
     for k in [forever, expiring, upper] {
         s.add_key_to_keys(&k).await.unwrap();
     }
-    assert_eq!(s.get_key_from_keys(&forever.key).await.unwrap(), Some(forever));
-    assert_eq!(s.get_key_from_keys(&expiring.key).await.unwrap(), Some(expiring));
+    assert_eq!(
+        s.get_key_from_keys(&forever.key).await.unwrap(),
+        Some(forever)
+    );
+    assert_eq!(
+        s.get_key_from_keys(&expiring.key).await.unwrap(),
+        Some(expiring)
+    );
     assert_eq!(s.get_key_from_keys(&upper.key).await.unwrap(), Some(upper));
     assert_eq!(s.get_key_from_keys(&key("unknown")).await.unwrap(), None);
-    assert!(forever.is_valid_at(i64::MAX - 1) && expiring.is_valid_at(1_700_000_099) && !expiring.is_valid_at(1_700_000_100));
+    assert!(
+        forever.is_valid_at(i64::MAX - 1)
+            && expiring.is_valid_at(1_700_000_099)
+            && !expiring.is_valid_at(1_700_000_100)
+    );
 
     // Adding an existing key replaces its expiry.
-    let renewed = AuthKey { valid_until: None, ..expiring };
+    let renewed = AuthKey {
+        valid_until: None,
+        ..expiring
+    };
     s.add_key_to_keys(&renewed).await.unwrap();
-    assert_eq!(s.get_key_from_keys(&expiring.key).await.unwrap(), Some(renewed));
+    assert_eq!(
+        s.get_key_from_keys(&expiring.key).await.unwrap(),
+        Some(renewed)
+    );
     let mut all = s.load_keys().await.unwrap();
     all.sort_by_key(|k| k.key);
     let mut want = vec![forever, renewed, upper];
@@ -171,7 +247,11 @@ async fn keys<S: Store>(s: &S) {
     assert_eq!(all, want);
     assert!(s.remove_key_from_keys(&upper.key).await.unwrap());
     assert!(!s.remove_key_from_keys(&upper.key).await.unwrap());
-    assert_eq!(s.get_key_from_keys(&renewed.key).await.unwrap(), Some(renewed), "removing one case leaves the other");
+    assert_eq!(
+        s.get_key_from_keys(&renewed.key).await.unwrap(),
+        Some(renewed),
+        "removing one case leaves the other"
+    );
     assert_eq!(s.load_keys().await.unwrap().len(), 2);
 }
 
@@ -223,9 +303,18 @@ async fn run_suite(b: Backend) {
 async fn reports_the_server_version(b: Backend) {
     let s = open(&fresh_url(b).await, 1).await;
     let version = s.server_version().await.unwrap();
-    assert!(version.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()), "{version}");
+    assert!(
+        version
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric()),
+        "{version}"
+    );
     if let Ok(want) = std::env::var("SHOAL_TEST_EXPECT_VERSION") {
-        assert!(version.contains(&want), "server reports {version:?}, expected {want:?}");
+        assert!(
+            version.contains(&want),
+            "server reports {version:?}, expected {want:?}"
+        );
     }
     eprintln!("{b:?} server version: {version}");
     s.close().await;
@@ -241,15 +330,35 @@ async fn refuses_unknown_and_changed_migrations(b: Backend) {
     };
     exec(&s, format!("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (29991231000000, 'from the future', TRUE, {checksum}, 0)")).await;
     let e = s.migrate().await.unwrap_err().to_string();
-    assert!(e.contains("29991231000000") && e.contains("newer shoal"), "{e}");
+    assert!(
+        e.contains("29991231000000") && e.contains("newer shoal"),
+        "{e}"
+    );
     let status = s.migration_status().await.unwrap();
-    assert_eq!(status.last().map(|m| (m.version, m.state)), Some((29991231000000, MigrationState::Unknown)));
-    exec(&s, "DELETE FROM _sqlx_migrations WHERE version = 29991231000000".into()).await;
+    assert_eq!(
+        status.last().map(|m| (m.version, m.state)),
+        Some((29991231000000, MigrationState::Unknown))
+    );
+    exec(
+        &s,
+        "DELETE FROM _sqlx_migrations WHERE version = 29991231000000".into(),
+    )
+    .await;
 
-    exec(&s, format!("UPDATE _sqlx_migrations SET checksum = {checksum} WHERE version = 20261122000000")).await;
+    exec(
+        &s,
+        format!("UPDATE _sqlx_migrations SET checksum = {checksum} WHERE version = 20261122000000"),
+    )
+    .await;
     let e = s.migrate().await.unwrap_err().to_string();
-    assert!(e.contains("20261122000000") && e.contains("checksum"), "{e}");
-    assert_eq!(s.migration_status().await.unwrap()[0].state, MigrationState::Changed);
+    assert!(
+        e.contains("20261122000000") && e.contains("checksum"),
+        "{e}"
+    );
+    assert_eq!(
+        s.migration_status().await.unwrap()[0].state,
+        MigrationState::Changed
+    );
     s.close().await;
 }
 
@@ -257,8 +366,15 @@ async fn wrong_password_is_a_clear_error_without_the_password(b: Backend) {
     let url = fresh_url(b).await;
     let wrong = url.replace("shoal-test-pw", "not-the-password");
     assert_ne!(wrong, url);
-    let e = AnyStore::open(&DatabaseUrl::parse(&wrong).unwrap(), 1).await.err().expect("a wrong password must fail").to_string();
-    assert!(e.contains("cannot open") && !e.contains("not-the-password") && e.contains("***"), "{e}");
+    let e = AnyStore::open(&DatabaseUrl::parse(&wrong).unwrap(), 1)
+        .await
+        .err()
+        .expect("a wrong password must fail")
+        .to_string();
+    assert!(
+        e.contains("cannot open") && !e.contains("not-the-password") && e.contains("***"),
+        "{e}"
+    );
 }
 
 macro_rules! on_every_backend {
@@ -269,7 +385,11 @@ macro_rules! on_every_backend {
     };
 }
 
-on_every_backend!(run_suite, refuses_unknown_and_changed_migrations, reports_the_server_version);
+on_every_backend!(
+    run_suite,
+    refuses_unknown_and_changed_migrations,
+    reports_the_server_version
+);
 
 #[tokio::test]
 async fn postgres_wrong_password() {
@@ -283,7 +403,9 @@ async fn mariadb_wrong_password() {
 
 #[tokio::test]
 async fn mariadb_scheme_is_mysql() {
-    let url = fresh_url(Backend::MariaDb).await.replacen("mysql://", "mariadb://", 1);
+    let url = fresh_url(Backend::MariaDb)
+        .await
+        .replacen("mysql://", "mariadb://", 1);
     let s = open(&url, 1).await;
     s.migrate().await.unwrap();
     assert_eq!(s.driver(), "mysql");

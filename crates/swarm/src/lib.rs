@@ -99,7 +99,11 @@ impl Default for Swarm {
 
 impl Torrent {
     fn set_mut(&mut self, addr: &SocketAddr) -> &mut PeerSet {
-        if addr.is_ipv4() { &mut self.v4 } else { &mut self.v6 }
+        if addr.is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
     }
 
     fn counts(&self) -> (u32, u32) {
@@ -135,7 +139,10 @@ impl PeerSet {
             }
             .expect("index within bounds");
             if key != skip {
-                out.push(ResponsePeer { peer_id: key.peer_id, addr: key.addr });
+                out.push(ResponsePeer {
+                    peer_id: key.peer_id,
+                    addr: key.addr,
+                });
             }
         }
     }
@@ -144,7 +151,9 @@ impl PeerSet {
 impl Swarm {
     pub fn new(shards: usize) -> Self {
         let shards = shards.max(1);
-        Swarm { shards: (0..shards).map(|_| Mutex::default()).collect() }
+        Swarm {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+        }
     }
 
     fn shard(&self, h: &InfoHash) -> MutexGuard<'_, Shard> {
@@ -156,7 +165,10 @@ impl Swarm {
 
     /// Records an announce and appends the peers to answer with to `out`.
     pub fn announce(&self, a: &Announce, now: u32, out: &mut Vec<ResponsePeer>) -> TorrentStats {
-        let key = PeerKey { peer_id: a.peer_id, addr: a.addr };
+        let key = PeerKey {
+            peer_id: a.peer_id,
+            addr: a.addr,
+        };
         let mut guard = self.shard(&a.info_hash);
         let shard = &mut *guard;
 
@@ -206,7 +218,11 @@ impl Swarm {
         }
 
         let torrent = &shard.torrents[&a.info_hash];
-        let (own, other) = if a.addr.is_ipv4() { (&torrent.v4, &torrent.v6) } else { (&torrent.v6, &torrent.v4) };
+        let (own, other) = if a.addr.is_ipv4() {
+            (&torrent.v4, &torrent.v6)
+        } else {
+            (&torrent.v6, &torrent.v4)
+        };
         own.pick(seeder, &key, a.numwant, out);
         if a.families == Families::Both {
             other.pick(seeder, &key, a.numwant, out);
@@ -221,7 +237,8 @@ impl Swarm {
     /// A torrent's counts, or `None` when the tracker knows nothing of it (no peers, no count).
     pub fn torrent(&self, h: &InfoHash) -> Option<TorrentStats> {
         let shard = self.shard(h);
-        (shard.torrents.contains_key(h) || shard.downloads.contains_key(h)).then(|| stats_of(&shard, h))
+        (shard.torrents.contains_key(h) || shard.downloads.contains_key(h))
+            .then(|| stats_of(&shard, h))
     }
 
     /// Every known torrent ordered by info-hash, skipping `offset` and returning at most
@@ -232,7 +249,12 @@ impl Swarm {
         for shard in self.shards.iter() {
             let s = shard.lock().unwrap_or_else(|e| e.into_inner());
             hashes.extend(s.torrents.keys().copied());
-            hashes.extend(s.downloads.keys().filter(|h| !s.torrents.contains_key(h)).copied());
+            hashes.extend(
+                s.downloads
+                    .keys()
+                    .filter(|h| !s.torrents.contains_key(h))
+                    .copied(),
+            );
         }
         let total = hashes.len();
         let end = offset.saturating_add(limit).min(total);
@@ -242,7 +264,13 @@ impl Swarm {
         hashes.select_nth_unstable(end - 1);
         let page = &mut hashes[..end];
         page.sort_unstable();
-        (total, page[offset..].iter().map(|h| (*h, self.scrape(h))).collect())
+        (
+            total,
+            page[offset..]
+                .iter()
+                .map(|h| (*h, self.scrape(h)))
+                .collect(),
+        )
     }
 
     /// Removes peers last seen before `cutoff` and drops torrents left without peers; their
@@ -307,7 +335,11 @@ impl Swarm {
 
 fn stats_of(shard: &Shard, h: &InfoHash) -> TorrentStats {
     let (seeders, leechers) = shard.torrents.get(h).map_or((0, 0), Torrent::counts);
-    TorrentStats { seeders, leechers, downloaded: shard.downloads.get(h).copied().unwrap_or(0) }
+    TorrentStats {
+        seeders,
+        leechers,
+        downloaded: shard.downloads.get(h).copied().unwrap_or(0),
+    }
 }
 
 #[cfg(test)]
@@ -342,7 +374,13 @@ mod tests {
         announce(&s, peer(1, "10.0.0.1:6881", 10, AnnounceEvent::Started));
         let (st, peers) = announce(&s, peer(1, "10.0.0.1:6882", 10, AnnounceEvent::Started));
         assert_eq!(st.leechers, 2);
-        assert_eq!(peers, vec![ResponsePeer { peer_id: PeerId([1; 20]), addr: "10.0.0.1:6881".parse().unwrap() }]);
+        assert_eq!(
+            peers,
+            vec![ResponsePeer {
+                peer_id: PeerId([1; 20]),
+                addr: "10.0.0.1:6881".parse().unwrap()
+            }]
+        );
     }
 
     #[test]
@@ -353,7 +391,11 @@ mod tests {
         assert_eq!(st.seeders, 1);
         let (st, _) = announce(&s, peer(1, "10.0.0.1:6881", 0, AnnounceEvent::Stopped));
         assert_eq!(st.seeders, 0);
-        assert_eq!(s.stats().torrents, 0, "a torrent without peers leaves the swarm");
+        assert_eq!(
+            s.stats().torrents,
+            0,
+            "a torrent without peers leaves the swarm"
+        );
     }
 
     #[test]
@@ -365,7 +407,10 @@ mod tests {
         assert_eq!((st.seeders, st.leechers), (1, 0));
         let (st, _) = announce(&s, peer(1, "10.0.0.1:1", 3, AnnounceEvent::None));
         assert_eq!((st.seeders, st.leechers), (0, 1));
-        assert_eq!(st.downloaded, 0, "becoming a seeder without `completed` is not a download");
+        assert_eq!(
+            st.downloaded, 0,
+            "becoming a seeder without `completed` is not a download"
+        );
         let stats = s.stats();
         assert_eq!((stats.seeders, stats.leechers), (0, 1));
     }
@@ -374,14 +419,21 @@ mod tests {
     fn completed_counts_once_and_only_from_a_known_leecher() {
         let s = Swarm::default();
         let (st, _) = announce(&s, peer(9, "10.0.0.9:1", 0, AnnounceEvent::Completed));
-        assert_eq!(st.downloaded, 0, "an unknown peer's completed is not a download");
+        assert_eq!(
+            st.downloaded, 0,
+            "an unknown peer's completed is not a download"
+        );
         announce(&s, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started));
         let (st, _) = announce(&s, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed));
         assert_eq!(st.downloaded, 1);
         let (st, _) = announce(&s, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed));
         assert_eq!(st.downloaded, 1, "a repeated completed counts nothing");
         assert_eq!(s.take_pending(), vec![(IH, 1)]);
-        assert_eq!(s.take_pending(), vec![], "pending deltas are handed out once");
+        assert_eq!(
+            s.take_pending(),
+            vec![],
+            "pending deltas are handed out once"
+        );
         assert_eq!(s.scrape(&IH).downloaded, 1, "the count itself stays");
     }
 
@@ -389,14 +441,23 @@ mod tests {
     fn answers_never_list_the_asker_and_seeders_get_only_leechers() {
         let s = Swarm::default();
         for i in 0..5 {
-            announce(&s, peer(i, &format!("10.0.0.{i}:1"), 0, AnnounceEvent::Started));
+            announce(
+                &s,
+                peer(i, &format!("10.0.0.{i}:1"), 0, AnnounceEvent::Started),
+            );
         }
         for i in 5..10 {
-            announce(&s, peer(i, &format!("10.0.0.{i}:1"), 9, AnnounceEvent::Started));
+            announce(
+                &s,
+                peer(i, &format!("10.0.0.{i}:1"), 9, AnnounceEvent::Started),
+            );
         }
         let (_, got) = announce(&s, peer(0, "10.0.0.0:1", 0, AnnounceEvent::None));
         assert_eq!(got.len(), 5);
-        assert!(got.iter().all(|p| p.peer_id.0[0] >= 5), "a seeder is given leechers only: {got:?}");
+        assert!(
+            got.iter().all(|p| p.peer_id.0[0] >= 5),
+            "a seeder is given leechers only: {got:?}"
+        );
         let (_, got) = announce(&s, peer(7, "10.0.0.7:1", 9, AnnounceEvent::None));
         assert_eq!(got.len(), 9);
         assert!(got.iter().all(|p| p.peer_id.0[0] != 7));
@@ -406,7 +467,10 @@ mod tests {
     fn numwant_caps_and_selection_rotates() {
         let s = Swarm::default();
         for i in 0..60u8 {
-            announce(&s, peer(i, &format!("10.0.1.{i}:1"), 9, AnnounceEvent::Started));
+            announce(
+                &s,
+                peer(i, &format!("10.0.1.{i}:1"), 9, AnnounceEvent::Started),
+            );
         }
         let mut seen = HashSet::new();
         for _ in 0..40 {
@@ -416,7 +480,11 @@ mod tests {
             assert_eq!(got.len(), 5);
             seen.extend(got.iter().map(|p| p.peer_id));
         }
-        assert!(seen.len() > 30, "40 announces of 5 reached only {} of 60 peers", seen.len());
+        assert!(
+            seen.len() > 30,
+            "40 announces of 5 reached only {} of 60 peers",
+            seen.len()
+        );
     }
 
     #[test]
@@ -443,15 +511,40 @@ mod tests {
         announce(&s, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started));
         announce(&s, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed));
         let mut out = Vec::new();
-        s.announce(&peer(2, "10.0.0.2:1", 5, AnnounceEvent::Started), 100, &mut out);
+        s.announce(
+            &peer(2, "10.0.0.2:1", 5, AnnounceEvent::Started),
+            100,
+            &mut out,
+        );
         let other = InfoHash([2; 20]);
-        s.announce(&Announce { info_hash: other, ..peer(3, "10.0.0.3:1", 5, AnnounceEvent::Started) }, 10, &mut out);
-        assert_eq!(s.remove_expired(50), Expired { peers: 2, torrents: 1 });
+        s.announce(
+            &Announce {
+                info_hash: other,
+                ..peer(3, "10.0.0.3:1", 5, AnnounceEvent::Started)
+            },
+            10,
+            &mut out,
+        );
+        assert_eq!(
+            s.remove_expired(50),
+            Expired {
+                peers: 2,
+                torrents: 1
+            }
+        );
         let st = s.scrape(&IH);
         assert_eq!((st.seeders, st.leechers, st.downloaded), (0, 1, 1));
         assert_eq!(s.scrape(&other), TorrentStats::default());
         let stats = s.stats();
-        assert_eq!((stats.torrents, stats.counted_torrents, stats.seeders, stats.leechers), (1, 1, 0, 1));
+        assert_eq!(
+            (
+                stats.torrents,
+                stats.counted_torrents,
+                stats.seeders,
+                stats.leechers
+            ),
+            (1, 1, 0, 1)
+        );
     }
 
     #[test]
@@ -463,7 +556,11 @@ mod tests {
         announce(&s, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started));
         let (st, _) = announce(&s, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed));
         assert_eq!(st.downloaded, (1 << 40) + 1);
-        assert_eq!(s.take_pending(), vec![(IH, 1)], "only the increment is pending, not the total");
+        assert_eq!(
+            s.take_pending(),
+            vec![(IH, 1)],
+            "only the increment is pending, not the total"
+        );
     }
 
     #[derive(Debug, Clone)]
@@ -476,11 +573,25 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        (0u8..3, 0u8..4, 0u8..3, 0u64..2, prop_oneof![
-            Just(AnnounceEvent::None), Just(AnnounceEvent::Started),
-            Just(AnnounceEvent::Completed), Just(AnnounceEvent::Stopped),
-        ])
-            .prop_map(|(torrent, peer, addr, left, event)| Op { torrent, peer, addr, left, event })
+        (
+            0u8..3,
+            0u8..4,
+            0u8..3,
+            0u64..2,
+            prop_oneof![
+                Just(AnnounceEvent::None),
+                Just(AnnounceEvent::Started),
+                Just(AnnounceEvent::Completed),
+                Just(AnnounceEvent::Stopped),
+            ],
+        )
+            .prop_map(|(torrent, peer, addr, left, event)| Op {
+                torrent,
+                peer,
+                addr,
+                left,
+                event,
+            })
     }
 
     proptest! {
@@ -538,7 +649,14 @@ mod tests {
             a.info_hash = hash(n);
             swarm.announce(&a, 1, &mut Vec::new());
         }
-        assert_eq!(swarm.torrent(&hash(4)), Some(TorrentStats { seeders: 1, leechers: 0, downloaded: 2 }));
+        assert_eq!(
+            swarm.torrent(&hash(4)),
+            Some(TorrentStats {
+                seeders: 1,
+                leechers: 0,
+                downloaded: 2
+            })
+        );
         assert_eq!(swarm.torrent(&hash(7)), None);
         let mut seen = Vec::new();
         for offset in (0..10).step_by(3) {

@@ -54,8 +54,14 @@ pub async fn fresh_database(kind: Kind) -> String {
         Err(e) => panic!("{kind:?} is needed by this test and could not be started: {e}"),
     };
     static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("shoal_test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    create_database(kind, &shared.admin_url, &name).await.unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    let name = format!(
+        "shoal_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    create_database(kind, &shared.admin_url, &name)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
     with_database(&shared.admin_url, &name)
 }
 
@@ -72,11 +78,17 @@ impl Shared {
             Kind::MariaDb => "SHOAL_TEST_MYSQL_URL",
         };
         if let Ok(url) = std::env::var(var) {
-            return Ok(Shared { admin_url: url, _server: None });
+            return Ok(Shared {
+                admin_url: url,
+                _server: None,
+            });
         }
         let server = Server::launch(kind).await?;
         let admin_url = server.admin_url();
-        Ok(Shared { admin_url, _server: Some(server) })
+        Ok(Shared {
+            admin_url,
+            _server: Some(server),
+        })
     }
 }
 
@@ -97,12 +109,22 @@ async fn create_database(kind: Kind, admin_url: &str, name: &str) -> Result<(), 
     let sql = format!("CREATE DATABASE {name}");
     match kind {
         Kind::Postgres => {
-            let mut c = sqlx::PgConnection::connect(&with_database(admin_url, "postgres")).await.map_err(|e| e.to_string())?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.map_err(|e| e.to_string())?;
+            let mut c = sqlx::PgConnection::connect(&with_database(admin_url, "postgres"))
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Kind::MariaDb => {
-            let mut c = sqlx::MySqlConnection::connect(admin_url).await.map_err(|e| e.to_string())?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.map_err(|e| e.to_string())?;
+            let mut c = sqlx::MySqlConnection::connect(admin_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -118,7 +140,9 @@ impl Server {
     /// As `launch`; `durable` keeps the servers' default flush-on-commit settings (for
     /// benchmarks) instead of trading durability for test speed.
     pub async fn launch_with(kind: Kind, durable: bool) -> Result<Server, String> {
-        let server = tokio::task::spawn_blocking(move || Server::start(kind, durable)).await.map_err(|e| e.to_string())??;
+        let server = tokio::task::spawn_blocking(move || Server::start(kind, durable))
+            .await
+            .map_err(|e| e.to_string())??;
         if kind == Kind::MariaDb {
             server.mariadb_user().await?;
         }
@@ -129,13 +153,28 @@ impl Server {
         let root = std::env::temp_dir().join("shoal-testkit");
         sweep_stale(&root);
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = root.join(format!("{kind:?}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)).to_lowercase());
+        let dir = root.join(
+            format!(
+                "{kind:?}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            )
+            .to_lowercase(),
+        );
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let owner = server_user()?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
-        let mut server = Server { kind, dir, port: free_port()?, pid: None, exited: None, durable };
+        let mut server = Server {
+            kind,
+            dir,
+            port: free_port()?,
+            pid: None,
+            exited: None,
+            durable,
+        };
         server.init(owner)?;
         server.run()?;
         Ok(server)
@@ -166,12 +205,22 @@ impl Server {
         let sql = "SELECT version()";
         match self.kind {
             Kind::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.admin_url()).await.map_err(|e| e.to_string())?;
-                sqlx::query_scalar(sql).fetch_one(&mut c).await.map_err(|e| e.to_string())
+                let mut c = sqlx::PgConnection::connect(&self.admin_url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Kind::MariaDb => {
-                let mut c = sqlx::MySqlConnection::connect(&self.admin_url()).await.map_err(|e| e.to_string())?;
-                sqlx::query_scalar(sql).fetch_one(&mut c).await.map_err(|e| e.to_string())
+                let mut c = sqlx::MySqlConnection::connect(&self.admin_url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -186,9 +235,15 @@ impl Server {
     pub fn stop(&mut self) {
         if let (Some(pid), Some(exited)) = (self.pid.take(), self.exited.take()) {
             // SIGINT is PostgreSQL's fast shutdown; SIGTERM is MariaDB's normal one.
-            let sig = if self.kind == Kind::Postgres { libc::SIGINT } else { libc::SIGTERM };
+            let sig = if self.kind == Kind::Postgres {
+                libc::SIGINT
+            } else {
+                libc::SIGTERM
+            };
             unsafe { libc::kill(pid as i32, sig) };
-            let _ = exited.into_inner().map(|rx| rx.recv_timeout(Duration::from_secs(30)));
+            let _ = exited
+                .into_inner()
+                .map(|rx| rx.recv_timeout(Duration::from_secs(30)));
         }
     }
 
@@ -205,16 +260,29 @@ impl Server {
                 let pwfile = dir.join("pwfile");
                 fs::write(&pwfile, PASSWORD).map_err(|e| e.to_string())?;
                 if let Some((uid, gid)) = owner {
-                    std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+                    std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
+                        .map_err(|e| e.to_string())?;
                 }
                 let mut cmd = Command::new(pg_bin("initdb")?);
-                cmd.args(["-D"]).arg(dir.join("data")).args(["-U", "shoal", "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]);
+                cmd.args(["-D"]).arg(dir.join("data")).args([
+                    "-U",
+                    "shoal",
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]);
                 cmd.arg(format!("--pwfile={}", pwfile.display()));
                 run_to_end(cmd, owner, &dir.join("init.log"))
             }
             Kind::MariaDb => {
                 let mut cmd = Command::new(mariadb_bin("mariadb-install-db", "/usr/bin")?);
-                cmd.args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"]);
+                cmd.args([
+                    "--no-defaults",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ]);
                 cmd.arg(format!("--datadir={}", dir.join("data").display()));
                 run_to_end(cmd, owner, &dir.join("init.log"))
             }
@@ -228,7 +296,12 @@ impl Server {
         let mut cmd = match self.kind {
             Kind::Postgres => {
                 let mut cmd = Command::new(pg_bin("postgres")?);
-                cmd.arg("-D").arg(dir.join("data")).args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+                cmd.arg("-D").arg(dir.join("data")).args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                ]);
                 cmd.arg("-k").arg(dir);
                 cmd.args(["-c", "max_connections=200"]);
                 if !self.durable {
@@ -252,10 +325,15 @@ impl Server {
             }
         };
         let start = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let out = fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| e.to_string())?;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let (pid, exited) = spawn_tied(cmd, owner).map_err(|e| format!("cannot start {:?}: {e}", self.kind))?;
+        let (pid, exited) =
+            spawn_tied(cmd, owner).map_err(|e| format!("cannot start {:?}: {e}", self.kind))?;
         self.pid = Some(pid);
         self.exited = Some(Mutex::new(exited));
         let ready_line = match self.kind {
@@ -268,9 +346,19 @@ impl Server {
             if text.contains(ready_line) {
                 break;
             }
-            if self.exited.as_ref().is_some_and(|rx| rx.lock().is_ok_and(|rx| rx.try_recv().is_ok())) || Instant::now() > deadline {
+            if self
+                .exited
+                .as_ref()
+                .is_some_and(|rx| rx.lock().is_ok_and(|rx| rx.try_recv().is_ok()))
+                || Instant::now() > deadline
+            {
                 self.pid = None;
-                return Err(format!("{:?} did not become ready; its log ({}):\n{}", self.kind, log.display(), tail(&text)));
+                return Err(format!(
+                    "{:?} did not become ready; its log ({}):\n{}",
+                    self.kind,
+                    log.display(),
+                    tail(&text)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -281,11 +369,16 @@ impl Server {
     async fn mariadb_user(&self) -> Result<(), String> {
         let socket = self.dir.join("mysqld.sock");
         let url = format!("mysql://root@localhost/mysql?socket={}", socket.display());
-        let mut c = sqlx::MySqlConnection::connect(&url).await.map_err(|e| format!("root over {}: {e}", socket.display()))?;
+        let mut c = sqlx::MySqlConnection::connect(&url)
+            .await
+            .map_err(|e| format!("root over {}: {e}", socket.display()))?;
         let sql = format!(
             "CREATE USER IF NOT EXISTS 'shoal'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'; GRANT ALL PRIVILEGES ON *.* TO 'shoal'@'127.0.0.1';"
         );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.map_err(|e| e.to_string())?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -323,7 +416,11 @@ fn pg_bin(name: &str) -> Result<PathBuf, String> {
         return Ok(Path::new(&dir).join(name));
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .map_err(|e| format!("PostgreSQL is not installed (/usr/lib/postgresql: {e}); scripts/test installs it"))?
+        .map_err(|e| {
+            format!(
+                "PostgreSQL is not installed (/usr/lib/postgresql: {e}); scripts/test installs it"
+            )
+        })?
         .filter_map(|e| {
             let e = e.ok()?;
             let v = e.file_name().to_str()?.parse().ok()?;
@@ -332,13 +429,23 @@ fn pg_bin(name: &str) -> Result<PathBuf, String> {
         .filter(|(_, p)| p.exists())
         .collect();
     versions.sort();
-    versions.pop().map(|(_, p)| p).ok_or_else(|| format!("no {name} under /usr/lib/postgresql/*/bin"))
+    versions
+        .pop()
+        .map(|(_, p)| p)
+        .ok_or_else(|| format!("no {name} under /usr/lib/postgresql/*/bin"))
 }
 
 fn mariadb_bin(name: &str, default_dir: &str) -> Result<PathBuf, String> {
     let dir = std::env::var("SHOAL_TEST_MARIADB_BIN").unwrap_or_else(|_| default_dir.to_string());
     let p = Path::new(&dir).join(name);
-    if p.exists() { Ok(p) } else { Err(format!("{} not found; scripts/test installs mariadb-server", p.display())) }
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} not found; scripts/test installs mariadb-server",
+            p.display()
+        ))
+    }
 }
 
 /// `Some((uid, gid))` of the dedicated server user when running as root, creating it if needed.
@@ -352,18 +459,34 @@ fn server_user() -> Result<Option<(u32, u32)>, String> {
             return None;
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let num = |key: &str| text.split(key).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
+        let num = |key: &str| {
+            text.split(key)
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
         Some((num("uid=")?, num("gid=")?))
     };
     if let Some(ids) = lookup() {
         return Ok(Some(ids));
     }
     let status = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER])
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVER_USER,
+        ])
         .status()
         .map_err(|e| format!("useradd: {e}"))?;
     // Another test process may have created it meanwhile; look again either way.
-    lookup().map(Some).ok_or_else(|| format!("cannot create system user {SERVER_USER} (useradd {status})"))
+    lookup()
+        .map(Some)
+        .ok_or_else(|| format!("cannot create system user {SERVER_USER} (useradd {status})"))
 }
 
 fn drop_privileges(cmd: &mut Command, owner: Option<(u32, u32)>) {
@@ -375,19 +498,29 @@ fn drop_privileges(cmd: &mut Command, owner: Option<(u32, u32)>) {
 
 fn run_to_end(mut cmd: Command, owner: Option<(u32, u32)>, log: &Path) -> Result<(), String> {
     drop_privileges(&mut cmd, owner);
-    let out = cmd.output().map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
     let _ = fs::write(log, [&out.stdout[..], &out.stderr[..]].concat());
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{:?} failed ({}):\n{}", cmd.get_program(), out.status, tail(&String::from_utf8_lossy(&out.stderr))))
+        Err(format!(
+            "{:?} failed ({}):\n{}",
+            cmd.get_program(),
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr))
+        ))
     }
 }
 
 /// Spawns a child that gets SIGKILL when this process dies, from a thread that lives as long
 /// as the child (the parent-death signal follows the spawning thread). Returns the pid and a
 /// receiver that yields once the child has exited.
-fn spawn_tied(mut cmd: Command, owner: Option<(u32, u32)>) -> io::Result<(u32, mpsc::Receiver<()>)> {
+fn spawn_tied(
+    mut cmd: Command,
+    owner: Option<(u32, u32)>,
+) -> io::Result<(u32, mpsc::Receiver<()>)> {
     drop_privileges(&mut cmd, owner);
     // Runs after the uid change, which would clear an earlier parent-death signal.
     unsafe {
@@ -416,11 +549,21 @@ fn spawn_tied(mut cmd: Command, owner: Option<(u32, u32)>) -> io::Result<(u32, m
 
 /// Removes data directories left by test processes that no longer run.
 fn sweep_stale(root: &Path) {
-    let Ok(entries) = fs::read_dir(root) else { return };
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.split('-').nth(1)).and_then(|p| p.parse::<i32>().ok()) else { continue };
-        if unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split('-').nth(1))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
             let _ = fs::remove_dir_all(e.path());
         }
     }

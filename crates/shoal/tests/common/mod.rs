@@ -24,7 +24,11 @@ pub struct Shoal {
 
 /// A config on loopback ports chosen by the kernel, with a database in `dir`.
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
-    Setup { extra, ..Setup::default() }.write(dir)
+    Setup {
+        extra,
+        ..Setup::default()
+    }
+    .write(dir)
 }
 
 /// What a test changes in the config: the mode, the database, the token, and raw TOML that is
@@ -35,6 +39,8 @@ pub struct Setup<'a> {
     pub db_url: Option<String>,
     pub token: &'a str,
     pub database_extra: &'a str,
+    /// 100 ms unless set.
+    pub flush_interval_ms: Option<u64>,
     pub http_extra: &'a str,
     pub extra: &'a str,
 }
@@ -42,13 +48,24 @@ pub struct Setup<'a> {
 impl Setup<'_> {
     pub fn write(&self, dir: &Path) -> PathBuf {
         let path = dir.join("shoal.toml");
-        let url = self.db_url.clone().unwrap_or_else(|| format!("sqlite://{}/shoal.db", dir.display()));
-        let mode = if self.mode.is_empty() { "public" } else { self.mode };
+        let url = self
+            .db_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/shoal.db", dir.display()));
+        let mode = if self.mode.is_empty() {
+            "public"
+        } else {
+            self.mode
+        };
         let text = format!(
-            "mode = \"{mode}\"\n[database]\nurl = \"{url}\"\nflush_interval_ms = 100\n{}\n\
+            "mode = \"{mode}\"\n[database]\nurl = \"{url}\"\nflush_interval_ms = {}\n{}\n\
              [udp]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\nworkers = 2\n\
              [http]\nbind = [\"127.0.0.1:0\", \"[::1]:0\"]\n{}\n[api]\nbind = \"127.0.0.1:0\"\ntoken = \"{}\"\n{}",
-            self.database_extra, self.http_extra, self.token, self.extra
+            self.flush_interval_ms.unwrap_or(100),
+            self.database_extra,
+            self.http_extra,
+            self.token,
+            self.extra
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -79,7 +96,11 @@ impl Shoal {
     }
 
     pub fn spawn(mut cmd: Command) -> Shoal {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start shoal");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shoal");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -93,8 +114,16 @@ impl Shoal {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("shoal did not become ready; exit: {:?}", child.try_wait()));
-            let addr = || line.rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("shoal did not become ready; exit: {:?}", child.try_wait())
+            });
+            let addr = || {
+                line.rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .parse::<SocketAddr>()
+                    .unwrap()
+            };
             if line.contains("udp tracker listening on") {
                 udp.push(addr());
             } else if line.contains("http tracker listening on") {
@@ -105,7 +134,13 @@ impl Shoal {
                 break;
             }
         }
-        Shoal { child, udp, http, api: api.expect("api address logged"), log: rx }
+        Shoal {
+            child,
+            udp,
+            http,
+            api: api.expect("api address logged"),
+            log: rx,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -113,7 +148,10 @@ impl Shoal {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -136,7 +174,10 @@ impl Shoal {
 
     /// The value of one metric line (`name{labels}` as printed), 0 when absent.
     pub fn metric(&self, series: &str) -> u64 {
-        self.metrics().lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -153,7 +194,10 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(Instant::now() < deadline, "shoal did not exit within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "shoal did not exit within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -162,14 +206,20 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
 pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "gave up waiting for {what} after {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "gave up waiting for {what} after {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     started.elapsed()
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("shoal-test-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("shoal-test-")
+        .tempdir()
+        .unwrap()
 }
 
 pub fn hash(n: u8) -> InfoHash {
@@ -191,10 +241,20 @@ pub struct UdpClient {
 
 impl UdpClient {
     pub fn new(server: SocketAddr) -> Self {
-        let local = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
         let socket = UdpSocket::bind(local).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        UdpClient { socket, server, tid: 1 }
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        UdpClient {
+            socket,
+            server,
+            tid: 1,
+        }
     }
 
     pub fn send_raw(&self, packet: &[u8]) {
@@ -205,8 +265,14 @@ impl UdpClient {
     pub fn recv_raw(&self, wait: Duration) -> Option<Vec<u8>> {
         self.socket.set_read_timeout(Some(wait)).unwrap();
         let mut buf = [0u8; 4096];
-        let r = self.socket.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec());
-        self.socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let r = self
+            .socket
+            .recv_from(&mut buf)
+            .ok()
+            .map(|(n, _)| buf[..n].to_vec());
+        self.socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         r
     }
 
@@ -220,8 +286,13 @@ impl UdpClient {
 
     pub fn connect(&mut self) -> u64 {
         self.tid += 1;
-        match self.request(&Request::Connect { transaction_id: self.tid }) {
-            Response::Connect { transaction_id, connection_id } => {
+        match self.request(&Request::Connect {
+            transaction_id: self.tid,
+        }) {
+            Response::Connect {
+                transaction_id,
+                connection_id,
+            } => {
                 assert_eq!(transaction_id, self.tid);
                 connection_id
             }
@@ -229,18 +300,40 @@ impl UdpClient {
         }
     }
 
-    pub fn announce(&mut self, cid: u64, ih: InfoHash, pid: PeerId, port: u16, left: u64, event: AnnounceEvent) -> Response {
+    pub fn announce(
+        &mut self,
+        cid: u64,
+        ih: InfoHash,
+        pid: PeerId,
+        port: u16,
+        left: u64,
+        event: AnnounceEvent,
+    ) -> Response {
         self.tid += 1;
-        self.request(&Request::Announce(announce_req(cid, self.tid, ih, pid, port, left, event)))
+        self.request(&Request::Announce(announce_req(
+            cid, self.tid, ih, pid, port, left, event,
+        )))
     }
 
     pub fn scrape(&mut self, cid: u64, hashes: &[InfoHash]) -> Response {
         self.tid += 1;
-        self.request(&Request::Scrape(ScrapeRequest { connection_id: cid, transaction_id: self.tid, info_hashes: hashes.to_vec() }))
+        self.request(&Request::Scrape(ScrapeRequest {
+            connection_id: cid,
+            transaction_id: self.tid,
+            info_hashes: hashes.to_vec(),
+        }))
     }
 }
 
-pub fn announce_req(cid: u64, tid: u32, ih: InfoHash, pid: PeerId, port: u16, left: u64, event: AnnounceEvent) -> AnnounceRequest {
+pub fn announce_req(
+    cid: u64,
+    tid: u32,
+    ih: InfoHash,
+    pid: PeerId,
+    port: u16,
+    left: u64,
+    event: AnnounceEvent,
+) -> AnnounceRequest {
     AnnounceRequest {
         connection_id: cid,
         transaction_id: tid,
@@ -261,7 +354,11 @@ pub fn announce_req(cid: u64, tid: u32, ih: InfoHash, pid: PeerId, port: u16, le
 /// One HTTP/1.1 exchange on an open connection: (status, body).
 pub fn http_exchange(stream: &mut TcpStream, target: &str, close: bool) -> (u16, Vec<u8>) {
     let conn = if close { "close" } else { "keep-alive" };
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: {conn}\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: tracker\r\nConnection: {conn}\r\n\r\n"
+    )
+    .unwrap();
     read_response(stream)
 }
 
@@ -276,7 +373,11 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .expect("content-length");
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).unwrap();
@@ -295,11 +396,24 @@ pub fn bdecode(body: &[u8]) -> Value {
 
 pub fn failure_reason(body: &[u8]) -> String {
     let v = bdecode(body);
-    String::from_utf8(v.get("failure reason").expect("failure reason").as_bytes().unwrap().to_vec()).unwrap()
+    String::from_utf8(
+        v.get("failure reason")
+            .expect("failure reason")
+            .as_bytes()
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 /// One request to the admin API: (status, JSON body or Null when there is none).
-pub fn api(addr: SocketAddr, method: &str, target: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+pub fn api(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n");
@@ -307,7 +421,10 @@ pub fn api(addr: SocketAddr, method: &str, target: &str, token: Option<&str>, bo
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
@@ -315,9 +432,15 @@ pub fn api(addr: SocketAddr, method: &str, target: &str, token: Option<&str>, bo
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head: {text:?}"));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {text:?}"));
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let json = if body.is_empty() { serde_json::Value::Null } else { serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")) };
+    let json = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
     (status, json)
 }
 
@@ -336,7 +459,14 @@ pub fn database(backend: &str) -> Option<String> {
 /// whole test process, so a pool opened in one call still works in the next.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()).block_on(f)
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+    .block_on(f)
 }
 
 /// The query of a compact HTTP announce by a leecher that has just started.
