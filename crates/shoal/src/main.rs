@@ -14,6 +14,7 @@ mod migrate;
 mod serve;
 mod tracker;
 mod udp;
+mod udp_io;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

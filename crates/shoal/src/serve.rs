@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use store::{
     AnyStore, AuthKeyStore, Connection, SchemaMigrator, TorrentMetricsStore, WhitelistStore,
 };
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
@@ -64,17 +65,12 @@ async fn serve_with(
     );
     tracker.access.load(whitelist, keys);
     let started = Instant::now();
-    let mut batch = Vec::with_capacity(4096);
+    let mut loader = tracker.swarm.loader();
     let loaded = store
-        .load_all_torrents_downloads(|h, n| {
-            batch.push((h, n));
-            if batch.len() == batch.capacity() {
-                tracker.swarm.load_downloads(batch.drain(..));
-            }
-        })
+        .load_all_torrents_downloads(|h, n| loader.add(h, n))
         .await
         .map_err(|e| format!("cannot load download counts: {e}"))?;
-    tracker.swarm.load_downloads(batch);
+    loader.finish();
     tracing::info!(
         "loaded {loaded} download counts from {} in {:?}",
         store.driver(),
@@ -86,15 +82,17 @@ async fn serve_with(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    for socket in udp_sockets {
-        let socket = Arc::new(socket);
+    let udp_stop = Arc::new(AtomicBool::new(false));
+    let mut udp_threads = Vec::new();
+    for socket in &udp_sockets {
         tracing::info!(
             "udp tracker listening on {}",
             socket.local_addr().map_err(|e| e.to_string())?
         );
-        for _ in 0..workers {
-            servers.spawn(udp::serve(socket.clone(), tracker.clone()));
-        }
+        udp_threads.extend(
+            udp::spawn(socket, &tracker, workers, &udp_stop)
+                .map_err(|e| format!("cannot start udp workers: {e}"))?,
+        );
     }
     for listener in http_listeners {
         tracing::info!(
@@ -141,6 +139,10 @@ async fn serve_with(
     let signal = shutdown_signal().await;
     tracing::info!("{signal} received: stopping listeners and flushing");
     servers.shutdown().await;
+    udp_stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || udp_threads.into_iter().for_each(|t| drop(t.join())))
+        .await
+        .map_err(|e| e.to_string())?;
     let result = flusher.finish().await;
     store.close().await;
     result?;
@@ -196,12 +198,14 @@ fn socket_for(addr: SocketAddr, ty: Type, proto: SockProtocol) -> std::io::Resul
     Ok(socket)
 }
 
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket_for(addr, Type::DGRAM, SockProtocol::UDP)?;
+    // The workers block in recvmmsg (with a read timeout) on threads of their own.
+    socket.set_nonblocking(false)?;
     // A larger receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(8 << 20);
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {

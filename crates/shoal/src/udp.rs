@@ -1,33 +1,73 @@
-//! The UDP tracker (BEP 15): one receive loop per worker, answering from the swarm.
+//! The UDP tracker (BEP 15): worker threads that take datagrams in batches and answer from
+//! the swarm, never waiting on anything but the socket.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use protocol::ResponsePeer;
 use protocol::udp::{self, Request, ScrapeStats};
 use swarm::Families;
-use tokio::net::UdpSocket;
 
 use crate::access::Refusal;
 use crate::metrics::{Action, Protocol::Udp};
 use crate::tracker::{PeerAnnounce, Tracker};
+use crate::udp_io::{Io, MsgBatch};
 
-pub async fn serve(socket: Arc<UdpSocket>, tracker: Arc<Tracker>) {
+/// Starts `workers` threads answering on `socket` until `stop` is set. Each blocks in a
+/// batched receive; the socket's read timeout bounds how long a stop takes to be seen.
+pub fn spawn(
+    socket: &UdpSocket,
+    tracker: &Arc<Tracker>,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut threads = Vec::new();
+    for n in 0..workers {
+        let (socket, tracker, stop) = (socket.try_clone()?, tracker.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("shoal-udp-{n}"))
+            .spawn(move || serve(&socket, &tracker, &stop))?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+/// The largest answer: a full announce of IPv6 peers, a full scrape, or an error (never
+/// larger than the request).
+fn max_answer(max_numwant: u32) -> usize {
+    (20 + 18 * max_numwant as usize)
+        .max(8 + 12 * udp::MAX_SCRAPE_HASHES)
+        .max(udp::MAX_REQUEST_LEN)
+}
+
+fn serve(socket: &UdpSocket, tracker: &Tracker, stop: &AtomicBool) {
     // One byte more than the largest request tells an oversized datagram from a full one.
-    let mut buf = vec![0u8; udp::MAX_REQUEST_LEN + 1];
+    let mut inbox = MsgBatch::new(udp::MAX_REQUEST_LEN + 1);
+    let mut outbox = MsgBatch::new(max_answer(tracker.policy.max_numwant));
+    let mut io = Io::new();
     let mut out = Vec::with_capacity(1500);
     let mut peers = Vec::with_capacity(tracker.policy.max_numwant as usize);
-    loop {
-        let (n, src) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            // ICMP errors from earlier sends surface here on Linux; they concern nobody now.
-            Err(_) => continue,
+    while !stop.load(Relaxed) {
+        // Timeouts let the loop see `stop`; ICMP errors from earlier sends surface here on
+        // Linux and concern nobody now.
+        let Ok(n) = io.recv(socket, &mut inbox) else {
+            continue;
         };
-        out.clear();
-        handle(&tracker, &buf[..n], src, &mut out, &mut peers);
-        if !out.is_empty() {
-            let _ = socket.send_to(&out, src).await;
+        for i in 0..n {
+            let (packet, src) = inbox.get(i);
+            let Some(src) = src else { continue };
+            out.clear();
+            handle(tracker, packet, src, &mut out, &mut peers);
+            if !out.is_empty() {
+                outbox.push(&out, src);
+            }
         }
+        io.send(socket, &mut outbox);
     }
 }
 

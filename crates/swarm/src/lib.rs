@@ -2,12 +2,17 @@
 //! which peers an announce gets back, and when silent peers leave. No I/O.
 //!
 //! Time is passed in as whole seconds from any fixed origin, so tests can move it.
+//!
+//! Memory is the design constraint here: a public tracker holds millions of peers and many
+//! millions of counted torrents. A peer is a flat 32-byte record (44 for IPv6) in a vector;
+//! only swarms past `INDEX_FROM` peers get a hash index of 4-byte positions beside it. A
+//! torrent with a count but no peers is 28 bytes in a sorted array.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::hash::{BuildHasher, Hash};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 
-use indexmap::IndexMap;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 
 /// Which address families an answer may carry.
@@ -57,70 +62,221 @@ pub struct Expired {
     pub torrents: u64,
 }
 
-/// A peer is the pair of its id and its address: two clients behind one NAT stay apart,
-/// and nobody can evict a peer by sending its id from elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PeerKey {
-    peer_id: PeerId,
-    addr: SocketAddr,
+/// Below this many peers a list is searched linearly (a few cache lines); from it on, a hash
+/// index of positions keeps announces O(1) in swarms of any size.
+const INDEX_FROM: usize = 24;
+
+/// The bytes of an address of one family.
+trait Ip: Copy + Eq + Hash {
+    fn socket(self, port: u16) -> SocketAddr;
 }
 
-#[derive(Debug, Default)]
-struct PeerSet {
-    seeders: IndexMap<PeerKey, u32>,
-    leechers: IndexMap<PeerKey, u32>,
-}
-
-#[derive(Debug, Default)]
-struct Torrent {
-    v4: PeerSet,
-    v6: PeerSet,
-}
-
-#[derive(Default)]
-struct Shard {
-    torrents: HashMap<InfoHash, Torrent>,
-    /// Download counts, including torrents without peers (loaded from the store at start).
-    downloads: HashMap<InfoHash, u64>,
-    pending: HashMap<InfoHash, u64>,
-    seeders: u64,
-    leechers: u64,
-}
-
-pub struct Swarm {
-    shards: Box<[Mutex<Shard>]>,
-}
-
-impl Default for Swarm {
-    fn default() -> Self {
-        Swarm::new(64)
+impl Ip for [u8; 4] {
+    fn socket(self, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::from(self), port))
     }
 }
 
-impl Torrent {
-    fn set_mut(&mut self, addr: &SocketAddr) -> &mut PeerSet {
-        if addr.is_ipv4() {
-            &mut self.v4
-        } else {
-            &mut self.v6
+impl Ip for [u8; 16] {
+    fn socket(self, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::from(self), port))
+    }
+}
+
+/// A peer is the triple of its id, IP and port: two clients behind one NAT stay apart, and
+/// nobody can evict a peer by sending its id from elsewhere.
+#[derive(Debug, Clone, Copy)]
+struct Peer<A> {
+    id: PeerId,
+    ip: A,
+    port: u16,
+    seen: u32,
+}
+
+impl<A: Ip> Peer<A> {
+    fn is(&self, other: &Peer<A>) -> bool {
+        self.port == other.port && self.ip == other.ip && self.id == other.id
+    }
+
+    fn hash(&self, hasher: &DefaultHashBuilder) -> u64 {
+        hasher.hash_one((&self.id, &self.ip, self.port))
+    }
+}
+
+#[derive(Debug)]
+struct PeerList<A> {
+    peers: Vec<Peer<A>>,
+    /// Positions in `peers`, hashed by identity; only for large lists.
+    index: Option<Box<HashTable<u32>>>,
+}
+
+impl<A> Default for PeerList<A> {
+    fn default() -> Self {
+        PeerList {
+            peers: Vec::new(),
+            index: None,
+        }
+    }
+}
+
+impl<A: Ip> PeerList<A> {
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn find(&self, p: &Peer<A>, hasher: &DefaultHashBuilder) -> Option<usize> {
+        match &self.index {
+            Some(index) => index
+                .find(p.hash(hasher), |&i| self.peers[i as usize].is(p))
+                .map(|&i| i as usize),
+            None => self.peers.iter().position(|q| q.is(p)),
         }
     }
 
-    fn counts(&self) -> (u32, u32) {
-        let s = self.v4.seeders.len() + self.v6.seeders.len();
-        let l = self.v4.leechers.len() + self.v6.leechers.len();
-        (s as u32, l as u32)
+    /// Adds a peer known to be absent.
+    fn push(&mut self, p: Peer<A>, hasher: &DefaultHashBuilder) {
+        let at = self.peers.len() as u32;
+        self.peers.push(p);
+        match &mut self.index {
+            Some(index) => {
+                let peers = &self.peers;
+                index.insert_unique(p.hash(hasher), at, |&i| peers[i as usize].hash(hasher));
+            }
+            None if self.peers.len() >= INDEX_FROM => self.rebuild_index(hasher),
+            None => {}
+        }
     }
 
-    fn is_empty(&self) -> bool {
-        self.counts() == (0, 0)
+    fn remove_at(&mut self, at: usize, hasher: &DefaultHashBuilder) {
+        let last = self.peers.len() - 1;
+        if let Some(index) = &mut self.index {
+            let gone = self.peers[at].hash(hasher);
+            if let Ok(e) = index.find_entry(gone, |&i| i as usize == at) {
+                e.remove();
+            }
+            if at != last {
+                let moved = self.peers[last].hash(hasher);
+                if let Some(slot) = index.find_mut(moved, |&i| i as usize == last) {
+                    *slot = at as u32;
+                }
+            }
+        }
+        self.peers.swap_remove(at);
+        if self.index.is_some() && self.peers.len() < INDEX_FROM / 2 {
+            self.index = None;
+        }
+    }
+
+    fn remove(&mut self, p: &Peer<A>, hasher: &DefaultHashBuilder) -> bool {
+        match self.find(p, hasher) {
+            Some(at) => {
+                self.remove_at(at, hasher);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn rebuild_index(&mut self, hasher: &DefaultHashBuilder) {
+        if self.peers.len() < INDEX_FROM {
+            self.index = None;
+            return;
+        }
+        let mut index = HashTable::with_capacity(self.peers.len());
+        for (i, p) in self.peers.iter().enumerate() {
+            let peers = &self.peers;
+            index.insert_unique(p.hash(hasher), i as u32, |&j| {
+                peers[j as usize].hash(hasher)
+            });
+        }
+        self.index = Some(Box::new(index));
+    }
+
+    /// Drops peers last seen before `cutoff`; returns how many.
+    fn expire(&mut self, cutoff: u32, hasher: &DefaultHashBuilder) -> usize {
+        let before = self.peers.len();
+        self.peers.retain(|p| p.seen >= cutoff);
+        let gone = before - self.peers.len();
+        if gone > 0 {
+            if self.peers.capacity() > 2 * self.peers.len() + 4 {
+                self.peers.shrink_to_fit();
+            }
+            self.rebuild_index(hasher);
+        }
+        gone
     }
 }
 
-impl PeerSet {
+#[derive(Debug, Default)]
+struct Family<A> {
+    seeders: PeerList<A>,
+    leechers: PeerList<A>,
+}
+
+/// What an announce changed in a swarm's counts.
+#[derive(Default)]
+struct Change {
+    seeders: i64,
+    leechers: i64,
+    completed: bool,
+}
+
+impl<A: Ip> Family<A> {
+    fn is_empty(&self) -> bool {
+        self.seeders.len() + self.leechers.len() == 0
+    }
+
+    fn update(
+        &mut self,
+        p: Peer<A>,
+        left: u64,
+        event: AnnounceEvent,
+        hasher: &DefaultHashBuilder,
+    ) -> Change {
+        let mut c = Change::default();
+        if event == AnnounceEvent::Stopped {
+            if self.seeders.remove(&p, hasher) {
+                c.seeders = -1;
+            } else if self.leechers.remove(&p, hasher) {
+                c.leechers = -1;
+            }
+            return c;
+        }
+        if left == 0 {
+            if let Some(at) = self.seeders.find(&p, hasher) {
+                self.seeders.peers[at].seen = p.seen;
+            } else {
+                let was_leecher = self.leechers.remove(&p, hasher);
+                self.seeders.push(p, hasher);
+                c.seeders = 1;
+                if was_leecher {
+                    c.leechers = -1;
+                }
+                // One download per leecher that says it completed; a repeated `completed`
+                // from a peer that is already a seeder counts nothing.
+                c.completed = was_leecher && event == AnnounceEvent::Completed;
+            }
+        } else if let Some(at) = self.leechers.find(&p, hasher) {
+            self.leechers.peers[at].seen = p.seen;
+        } else {
+            if self.seeders.remove(&p, hasher) {
+                c.seeders = -1;
+            }
+            self.leechers.push(p, hasher);
+            c.leechers = 1;
+        }
+        c
+    }
+
     /// Appends up to `n - out.len()` peers from a window that starts at a random place, so
-    /// that repeated announces spread over the whole swarm.
-    fn pick(&self, only_leechers: bool, skip: &PeerKey, n: usize, out: &mut Vec<ResponsePeer>) {
+    /// that repeated announces spread over the whole swarm. `skip` is the asker.
+    fn pick(
+        &self,
+        only_leechers: bool,
+        skip: Option<&Peer<A>>,
+        n: usize,
+        out: &mut Vec<ResponsePeer>,
+    ) {
         let seeders = if only_leechers { 0 } else { self.seeders.len() };
         let total = seeders + self.leechers.len();
         if total == 0 || out.len() >= n {
@@ -132,18 +288,189 @@ impl PeerSet {
                 break;
             }
             let idx = (start + i) % total;
-            let (key, _) = if idx < seeders {
-                self.seeders.get_index(idx)
+            let p = if idx < seeders {
+                &self.seeders.peers[idx]
             } else {
-                self.leechers.get_index(idx - seeders)
-            }
-            .expect("index within bounds");
-            if key != skip {
+                &self.leechers.peers[idx - seeders]
+            };
+            if !skip.is_some_and(|s| s.is(p)) {
                 out.push(ResponsePeer {
-                    peer_id: key.peer_id,
-                    addr: key.addr,
+                    peer_id: p.id,
+                    addr: p.ip.socket(p.port),
                 });
             }
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.seeders.len(), self.leechers.len())
+    }
+
+    fn expire(&mut self, cutoff: u32, hasher: &DefaultHashBuilder) -> (usize, usize) {
+        (
+            self.seeders.expire(cutoff, hasher),
+            self.leechers.expire(cutoff, hasher),
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Torrent {
+    v4: Family<[u8; 4]>,
+    /// Most swarms have no IPv6 peer: eight bytes instead of a second family.
+    v6: Option<Box<Family<[u8; 16]>>>,
+}
+
+impl Torrent {
+    fn counts(&self) -> (u32, u32) {
+        let (s4, l4) = self.v4.counts();
+        let (s6, l6) = self.v6.as_ref().map_or((0, 0), |f| f.counts());
+        ((s4 + s6) as u32, (l4 + l6) as u32)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.as_ref().is_none_or(|f| f.is_empty())
+    }
+}
+
+/// A persisted count of a torrent without (or before) peers. The count is split in two
+/// halves so the record packs into 28 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Cold {
+    hash: InfoHash,
+    count: [u32; 2],
+}
+
+impl Cold {
+    fn new(hash: InfoHash, n: u64) -> Self {
+        Cold {
+            hash,
+            count: [(n >> 32) as u32, n as u32],
+        }
+    }
+
+    fn get(&self) -> u64 {
+        (u64::from(self.count[0]) << 32) | u64::from(self.count[1])
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    torrents: HashMap<InfoHash, Torrent>,
+    /// Counts loaded at start, sorted by hash; their values change in place.
+    cold: Vec<Cold>,
+    /// Counts of torrents not in `cold`.
+    counts: HashMap<InfoHash, u64>,
+    pending: HashMap<InfoHash, u64>,
+    seeders: u64,
+    leechers: u64,
+}
+
+impl Shard {
+    fn cold_at(&self, h: &InfoHash) -> Result<usize, usize> {
+        self.cold.binary_search_by(|c| c.hash.cmp(h))
+    }
+
+    fn downloaded(&self, h: &InfoHash) -> u64 {
+        match self.cold_at(h) {
+            Ok(i) => self.cold[i].get(),
+            Err(_) => self.counts.get(h).copied().unwrap_or(0),
+        }
+    }
+
+    fn count_download(&mut self, h: InfoHash) {
+        match self.cold_at(&h) {
+            Ok(i) => self.cold[i] = Cold::new(h, self.cold[i].get() + 1),
+            Err(_) => *self.counts.entry(h).or_default() += 1,
+        }
+        *self.pending.entry(h).or_default() += 1;
+    }
+
+    fn stats(&self, h: &InfoHash) -> TorrentStats {
+        let (seeders, leechers) = self.torrents.get(h).map_or((0, 0), Torrent::counts);
+        TorrentStats {
+            seeders,
+            leechers,
+            downloaded: self.downloaded(h),
+        }
+    }
+
+    fn apply(&mut self, c: &Change, h: InfoHash) {
+        self.seeders = self.seeders.wrapping_add_signed(c.seeders);
+        self.leechers = self.leechers.wrapping_add_signed(c.leechers);
+        if c.completed {
+            self.count_download(h);
+        }
+    }
+}
+
+pub struct Swarm {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Default for Swarm {
+    fn default() -> Self {
+        Swarm::new(64)
+    }
+}
+
+/// Collects persisted counts at start without locking, then installs them sorted.
+pub struct Loader<'a> {
+    swarm: &'a Swarm,
+    /// Fixed-size chunks, so memory is returned chunk by chunk while they are sorted in.
+    chunks: Vec<Vec<Cold>>,
+}
+
+const LOAD_CHUNK: usize = 1 << 16;
+
+impl Loader<'_> {
+    pub fn add(&mut self, h: InfoHash, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if self.chunks.last().is_none_or(|c| c.len() == LOAD_CHUNK) {
+            self.chunks.push(Vec::with_capacity(LOAD_CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk")
+            .push(Cold::new(h, n));
+    }
+
+    /// Sorts the counts into the shards. A hash loaded twice keeps its last count.
+    pub fn finish(self) {
+        let s = self.swarm;
+        let mut sizes = vec![0usize; s.shards.len()];
+        for c in self.chunks.iter().flatten() {
+            sizes[s.shard_of(&c.hash)] += 1;
+        }
+        let mut parts: Vec<Vec<Cold>> = sizes.iter().map(|n| Vec::with_capacity(*n)).collect();
+        for chunk in self.chunks {
+            for c in chunk {
+                parts[s.shard_of(&c.hash)].push(c);
+            }
+        }
+        for (i, mut part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let mut shard = s.lock(i);
+            part.append(&mut shard.cold);
+            // Stable: of two equal hashes the later one (just loaded) wins after dedup.
+            part.sort_by(|a, b| a.hash.cmp(&b.hash));
+            part.dedup_by(|later, earlier| {
+                let same = later.hash == earlier.hash;
+                if same {
+                    *earlier = *later;
+                }
+                same
+            });
+            part.shrink_to_fit();
+            for c in &part {
+                shard.counts.remove(&c.hash);
+            }
+            shard.cold = part;
         }
     }
 }
@@ -153,92 +480,105 @@ impl Swarm {
         let shards = shards.max(1);
         Swarm {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
+            hasher: DefaultHashBuilder::default(),
         }
     }
 
-    fn shard(&self, h: &InfoHash) -> MutexGuard<'_, Shard> {
-        let i = u64::from_le_bytes(h.0[..8].try_into().unwrap()) as usize % self.shards.len();
+    fn shard_of(&self, h: &InfoHash) -> usize {
+        u64::from_le_bytes(h.0[..8].try_into().unwrap()) as usize % self.shards.len()
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A panic while holding a shard cannot leave it half-written in a way later
         // announces would trip over, so keep serving rather than poisoning every request.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn shard(&self, h: &InfoHash) -> MutexGuard<'_, Shard> {
+        self.lock(self.shard_of(h))
+    }
+
     /// Records an announce and appends the peers to answer with to `out`.
     pub fn announce(&self, a: &Announce, now: u32, out: &mut Vec<ResponsePeer>) -> TorrentStats {
-        let key = PeerKey {
-            peer_id: a.peer_id,
-            addr: a.addr,
-        };
         let mut guard = self.shard(&a.info_hash);
         let shard = &mut *guard;
-
-        if a.event == AnnounceEvent::Stopped {
-            if let Some(t) = shard.torrents.get_mut(&a.info_hash) {
-                let set = t.set_mut(&a.addr);
-                if set.seeders.swap_remove(&key).is_some() {
-                    shard.seeders -= 1;
-                } else if set.leechers.swap_remove(&key).is_some() {
-                    shard.leechers -= 1;
-                }
-                if t.is_empty() {
-                    shard.torrents.remove(&a.info_hash);
-                }
-            }
-            return stats_of(shard, &a.info_hash);
-        }
-
-        let torrent = shard.torrents.entry(a.info_hash).or_default();
-        let set = torrent.set_mut(&a.addr);
+        let hasher = &self.hasher;
+        let h = a.info_hash;
         let seeder = a.left == 0;
-        if seeder {
-            if let Some(seen) = set.seeders.get_mut(&key) {
-                *seen = now;
-            } else {
-                let was_leecher = set.leechers.swap_remove(&key).is_some();
-                set.seeders.insert(key, now);
-                shard.seeders += 1;
-                if was_leecher {
-                    shard.leechers -= 1;
-                }
-                // One download per leecher that says it completed; a repeated `completed`
-                // from a peer that is already a seeder counts nothing.
-                if was_leecher && a.event == AnnounceEvent::Completed {
-                    *shard.downloads.entry(a.info_hash).or_default() += 1;
-                    *shard.pending.entry(a.info_hash).or_default() += 1;
-                }
+
+        let torrent = if a.event == AnnounceEvent::Stopped {
+            match shard.torrents.get_mut(&h) {
+                Some(t) => t,
+                None => return shard.stats(&h),
             }
-        } else if let Some(seen) = set.leechers.get_mut(&key) {
-            *seen = now;
         } else {
-            if set.seeders.swap_remove(&key).is_some() {
-                shard.seeders -= 1;
+            shard.torrents.entry(h).or_default()
+        };
+        let ip = canonical(a.addr);
+        let (change, asker_v4, asker_v6) = match ip {
+            SocketAddr::V4(v4) => {
+                let p = Peer {
+                    id: a.peer_id,
+                    ip: v4.ip().octets(),
+                    port: v4.port(),
+                    seen: now,
+                };
+                (torrent.v4.update(p, a.left, a.event, hasher), Some(p), None)
             }
-            set.leechers.insert(key, now);
-            shard.leechers += 1;
+            SocketAddr::V6(v6) => {
+                let p = Peer {
+                    id: a.peer_id,
+                    ip: v6.ip().octets(),
+                    port: v6.port(),
+                    seen: now,
+                };
+                let family = torrent.v6.get_or_insert_with(Box::default);
+                (family.update(p, a.left, a.event, hasher), None, Some(p))
+            }
+        };
+        if a.event == AnnounceEvent::Stopped {
+            if torrent.v6.as_ref().is_some_and(|f| f.is_empty()) {
+                torrent.v6 = None;
+            }
+            if torrent.is_empty() {
+                shard.torrents.remove(&h);
+            }
+            shard.apply(&change, h);
+            return shard.stats(&h);
         }
 
-        let torrent = &shard.torrents[&a.info_hash];
-        let (own, other) = if a.addr.is_ipv4() {
-            (&torrent.v4, &torrent.v6)
-        } else {
-            (&torrent.v6, &torrent.v4)
-        };
-        own.pick(seeder, &key, a.numwant, out);
-        if a.families == Families::Both {
-            other.pick(seeder, &key, a.numwant, out);
+        let v6 = torrent.v6.as_deref();
+        match (asker_v4, asker_v6) {
+            (Some(p), _) => {
+                torrent.v4.pick(seeder, Some(&p), a.numwant, out);
+                if a.families == Families::Both {
+                    if let Some(f) = v6 {
+                        f.pick(seeder, None, a.numwant, out);
+                    }
+                }
+            }
+            (_, p) => {
+                if let Some(f) = v6 {
+                    f.pick(seeder, p.as_ref(), a.numwant, out);
+                }
+                if a.families == Families::Both {
+                    torrent.v4.pick(seeder, None, a.numwant, out);
+                }
+            }
         }
-        stats_of(shard, &a.info_hash)
+        shard.apply(&change, h);
+        shard.stats(&h)
     }
 
     pub fn scrape(&self, h: &InfoHash) -> TorrentStats {
-        stats_of(&self.shard(h), h)
+        self.shard(h).stats(h)
     }
 
     /// A torrent's counts, or `None` when the tracker knows nothing of it (no peers, no count).
     pub fn torrent(&self, h: &InfoHash) -> Option<TorrentStats> {
         let shard = self.shard(h);
-        (shard.torrents.contains_key(h) || shard.downloads.contains_key(h))
-            .then(|| stats_of(&shard, h))
+        let st = shard.stats(h);
+        (shard.torrents.contains_key(h) || st.downloaded > 0).then_some(st)
     }
 
     /// Every known torrent ordered by info-hash, skipping `offset` and returning at most
@@ -246,14 +586,20 @@ impl Swarm {
     /// API, never the announce path.
     pub fn page(&self, offset: usize, limit: usize) -> (usize, Vec<(InfoHash, TorrentStats)>) {
         let mut hashes = Vec::new();
-        for shard in self.shards.iter() {
-            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..self.shards.len() {
+            let s = self.lock(i);
             hashes.extend(s.torrents.keys().copied());
             hashes.extend(
-                s.downloads
+                s.counts
                     .keys()
-                    .filter(|h| !s.torrents.contains_key(h))
+                    .filter(|h| !s.torrents.contains_key(*h))
                     .copied(),
+            );
+            hashes.extend(
+                s.cold
+                    .iter()
+                    .map(|c| c.hash)
+                    .filter(|h| !s.torrents.contains_key(h)),
             );
         }
         let total = hashes.len();
@@ -277,21 +623,28 @@ impl Swarm {
     /// download counts stay.
     pub fn remove_expired(&self, cutoff: u32) -> Expired {
         let mut expired = Expired::default();
-        for shard in self.shards.iter() {
-            let mut guard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..self.shards.len() {
+            let mut guard = self.lock(i);
             let shard = &mut *guard;
             let (mut gone_s, mut gone_l) = (0, 0);
             let before = shard.torrents.len();
             shard.torrents.retain(|_, t| {
-                for set in [&mut t.v4, &mut t.v6] {
-                    let (s, l) = (set.seeders.len(), set.leechers.len());
-                    set.seeders.retain(|_, seen| *seen >= cutoff);
-                    set.leechers.retain(|_, seen| *seen >= cutoff);
-                    gone_s += s - set.seeders.len();
-                    gone_l += l - set.leechers.len();
+                let (s, l) = t.v4.expire(cutoff, &self.hasher);
+                gone_s += s;
+                gone_l += l;
+                if let Some(f) = &mut t.v6 {
+                    let (s, l) = f.expire(cutoff, &self.hasher);
+                    gone_s += s;
+                    gone_l += l;
+                    if f.is_empty() {
+                        t.v6 = None;
+                    }
                 }
                 !t.is_empty()
             });
+            if shard.torrents.len() < shard.torrents.capacity() / 4 {
+                shard.torrents.shrink_to_fit();
+            }
             shard.seeders -= gone_s as u64;
             shard.leechers -= gone_l as u64;
             expired.peers += (gone_s + gone_l) as u64;
@@ -300,31 +653,38 @@ impl Swarm {
         expired
     }
 
-    /// Sets persisted download counts, as streamed from the store at start.
-    pub fn load_downloads(&self, counts: impl IntoIterator<Item = (InfoHash, u64)>) {
-        for (h, n) in counts {
-            if n > 0 {
-                self.shard(&h).downloads.insert(h, n);
-            }
+    /// Starts loading persisted counts, as streamed from the store at start.
+    pub fn loader(&self) -> Loader<'_> {
+        Loader {
+            swarm: self,
+            chunks: Vec::new(),
         }
+    }
+
+    /// Loads persisted counts in one go (see `loader` for a stream).
+    pub fn load_downloads(&self, counts: impl IntoIterator<Item = (InfoHash, u64)>) {
+        let mut loader = self.loader();
+        for (h, n) in counts {
+            loader.add(h, n);
+        }
+        loader.finish();
     }
 
     /// Hands the flusher every download increment since the last call.
     pub fn take_pending(&self) -> Vec<(InfoHash, u64)> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(s.pending.drain());
+        for i in 0..self.shards.len() {
+            out.extend(self.lock(i).pending.drain());
         }
         out
     }
 
     pub fn stats(&self) -> SwarmStats {
         let mut st = SwarmStats::default();
-        for shard in self.shards.iter() {
-            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..self.shards.len() {
+            let s = self.lock(i);
             st.torrents += s.torrents.len() as u64;
-            st.counted_torrents += s.downloads.len() as u64;
+            st.counted_torrents += (s.cold.len() + s.counts.len()) as u64;
             st.seeders += s.seeders;
             st.leechers += s.leechers;
             st.pending_deltas += s.pending.values().sum::<u64>();
@@ -333,12 +693,14 @@ impl Swarm {
     }
 }
 
-fn stats_of(shard: &Shard, h: &InfoHash) -> TorrentStats {
-    let (seeders, leechers) = shard.torrents.get(h).map_or((0, 0), Torrent::counts);
-    TorrentStats {
-        seeders,
-        leechers,
-        downloaded: shard.downloads.get(h).copied().unwrap_or(0),
+/// IPv4 clients reaching a dual-stack socket appear as ::ffff:a.b.c.d; they are IPv4 peers.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 
@@ -572,10 +934,10 @@ mod tests {
         event: AnnounceEvent,
     }
 
-    fn op() -> impl Strategy<Value = Op> {
+    fn op(torrents: u8, peers: u8) -> impl Strategy<Value = Op> {
         (
-            0u8..3,
-            0u8..4,
+            0u8..torrents,
+            0u8..peers,
             0u8..3,
             0u64..2,
             prop_oneof![
@@ -594,49 +956,125 @@ mod tests {
             })
     }
 
-    proptest! {
-        /// The swarm agrees with a plain map model on counts, downloads and pending deltas.
-        #[test]
-        fn matches_a_simple_model(ops in proptest::collection::vec(op(), 1..200)) {
-            let s = Swarm::new(2);
-            let mut model: HashMap<(u8, u8, u8), bool> = HashMap::new();
-            let mut downloads: HashMap<u8, u64> = HashMap::new();
-            for o in &ops {
-                let a = Announce {
-                    info_hash: InfoHash([o.torrent; 20]),
-                    peer_id: PeerId([o.peer; 20]),
-                    addr: if o.addr == 2 { format!("[::1]:{}", 1000 + o.peer as u16) } else { format!("10.0.0.{}:1000", o.addr) }.parse().unwrap(),
-                    left: o.left, event: o.event, numwant: 100, families: Families::Both,
-                };
-                let key = (o.torrent, o.peer, o.addr);
-                if o.event == AnnounceEvent::Stopped {
-                    model.remove(&key);
+    /// Runs `ops` against the swarm and a plain map model, comparing counts, downloads,
+    /// answer sizes and pending deltas after every step.
+    fn agrees_with_model(ops: &[Op]) -> Result<(), TestCaseError> {
+        let s = Swarm::new(2);
+        let mut model: HashMap<(u8, u8, u8), bool> = HashMap::new();
+        let mut downloads: HashMap<u8, u64> = HashMap::new();
+        for o in ops {
+            let a = Announce {
+                info_hash: InfoHash([o.torrent; 20]),
+                peer_id: PeerId([o.peer; 20]),
+                addr: if o.addr == 2 {
+                    format!("[::1]:{}", 1000 + o.peer as u16)
                 } else {
-                    let was = model.insert(key, o.left == 0);
-                    if was == Some(false) && o.left == 0 && o.event == AnnounceEvent::Completed {
-                        *downloads.entry(o.torrent).or_default() += 1;
-                    }
+                    format!("10.0.0.{}:1000", o.addr)
                 }
-                let mut out = Vec::new();
-                let st = s.announce(&a, 0, &mut out);
-                let seeders = model.iter().filter(|(k, v)| k.0 == o.torrent && **v).count() as u32;
-                let leechers = model.iter().filter(|(k, v)| k.0 == o.torrent && !**v).count() as u32;
-                prop_assert_eq!((st.seeders, st.leechers), (seeders, leechers));
-                prop_assert_eq!(st.downloaded, downloads.get(&o.torrent).copied().unwrap_or(0));
-                if o.event != AnnounceEvent::Stopped {
-                    let expect = if o.left == 0 { leechers } else { seeders + leechers - 1 };
-                    prop_assert_eq!(out.len() as u32, expect);
+                .parse()
+                .unwrap(),
+                left: o.left,
+                event: o.event,
+                numwant: 100,
+                families: Families::Both,
+            };
+            let key = (o.torrent, o.peer, o.addr);
+            if o.event == AnnounceEvent::Stopped {
+                model.remove(&key);
+            } else {
+                let was = model.insert(key, o.left == 0);
+                if was == Some(false) && o.left == 0 && o.event == AnnounceEvent::Completed {
+                    *downloads.entry(o.torrent).or_default() += 1;
                 }
             }
-            let stats = s.stats();
-            prop_assert_eq!(stats.seeders, model.values().filter(|v| **v).count() as u64);
-            prop_assert_eq!(stats.leechers, model.values().filter(|v| !**v).count() as u64);
-            let mut pending = s.take_pending();
-            pending.sort();
-            let mut expect: Vec<_> = downloads.iter().filter(|(_, n)| **n > 0).map(|(t, n)| (InfoHash([*t; 20]), *n)).collect();
-            expect.sort();
-            prop_assert_eq!(pending, expect);
+            let mut out = Vec::new();
+            let st = s.announce(&a, 0, &mut out);
+            let seeders = model
+                .iter()
+                .filter(|(k, v)| k.0 == o.torrent && **v)
+                .count() as u32;
+            let leechers = model
+                .iter()
+                .filter(|(k, v)| k.0 == o.torrent && !**v)
+                .count() as u32;
+            prop_assert_eq!((st.seeders, st.leechers), (seeders, leechers));
+            prop_assert_eq!(
+                st.downloaded,
+                downloads.get(&o.torrent).copied().unwrap_or(0)
+            );
+            if o.event != AnnounceEvent::Stopped {
+                let expect = if o.left == 0 {
+                    leechers
+                } else {
+                    seeders + leechers - 1
+                };
+                prop_assert_eq!(out.len() as u32, expect.min(100));
+                let distinct: HashSet<_> = out.iter().map(|p| (p.peer_id, p.addr)).collect();
+                prop_assert_eq!(distinct.len(), out.len(), "no peer twice");
+                prop_assert!(!distinct.contains(&(a.peer_id, a.addr)), "never the asker");
+            }
         }
+        let stats = s.stats();
+        prop_assert_eq!(stats.seeders, model.values().filter(|v| **v).count() as u64);
+        prop_assert_eq!(
+            stats.leechers,
+            model.values().filter(|v| !**v).count() as u64
+        );
+        let mut pending = s.take_pending();
+        pending.sort();
+        let mut expect: Vec<_> = downloads
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (InfoHash([*t; 20]), *n))
+            .collect();
+        expect.sort();
+        prop_assert_eq!(pending, expect);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_simple_model(ops in proptest::collection::vec(op(3, 4), 1..200)) {
+            agrees_with_model(&ops)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Swarms that grow past INDEX_FROM and shrink below it again exercise the index.
+        #[test]
+        fn large_swarms_match_the_model(ops in proptest::collection::vec(op(1, 90), 1..1500)) {
+            agrees_with_model(&ops)?;
+        }
+    }
+
+    #[test]
+    fn loaded_counts_merge_and_count_on() {
+        let s = Swarm::new(2);
+        let mut loader = s.loader();
+        for n in 0..200u8 {
+            loader.add(InfoHash([n; 20]), u64::from(n) + 1);
+        }
+        loader.add(InfoHash([5; 20]), 1000);
+        loader.finish();
+        assert_eq!(
+            s.scrape(&InfoHash([5; 20])).downloaded,
+            1000,
+            "the later load wins"
+        );
+        assert_eq!(s.scrape(&InfoHash([199; 20])).downloaded, 200);
+        assert_eq!(s.stats().counted_torrents, 200);
+        let mut a = peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started);
+        a.info_hash = InfoHash([7; 20]);
+        s.announce(&a, 0, &mut Vec::new());
+        a.left = 0;
+        a.event = AnnounceEvent::Completed;
+        assert_eq!(s.announce(&a, 0, &mut Vec::new()).downloaded, 9);
+        // A second load (not done by the server, but allowed) keeps what is there.
+        s.load_downloads([(InfoHash([250; 20]), 3)]);
+        assert_eq!(s.scrape(&InfoHash([7; 20])).downloaded, 9);
+        assert_eq!(s.scrape(&InfoHash([250; 20])).downloaded, 3);
+        assert_eq!(s.stats().counted_torrents, 201);
     }
 
     #[test]
