@@ -159,7 +159,13 @@ impl Shoal {
     pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
         self.signal("TERM");
         let status = wait_timeout(&mut self.child, Duration::from_secs(20));
-        (status, self.log.try_iter().collect())
+        // Read to the end of stderr: the reader thread may still be behind the exit.
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self.log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            log.push(line);
+        }
+        (status, log)
     }
 
     pub fn kill(mut self) {
