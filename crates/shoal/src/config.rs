@@ -97,6 +97,9 @@ pub struct AnnounceConfig {
     pub max_numwant: u32,
     /// Peers given when the client does not say.
     pub default_numwant: u32,
+    /// A seeder gets only leechers by default: other seeders are of no use to it. `true`
+    /// answers seeders from the whole swarm, as aquatic does (for like-for-like benchmarks).
+    pub seeders_get_seeders: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -226,6 +229,7 @@ impl Default for AnnounceConfig {
             peer_timeout: 1800,
             max_numwant: 74,
             default_numwant: 50,
+            seeders_get_seeders: false,
         }
     }
 }

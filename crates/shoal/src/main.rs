@@ -14,6 +14,7 @@ mod migrate;
 mod serve;
 mod tracker;
 mod udp;
+mod udp_floor;
 mod udp_io;
 
 use std::path::PathBuf;
@@ -108,6 +109,18 @@ enum BenchWhat {
         #[arg(long, default_value_t = 1_000_000, value_name = "N")]
         rows: usize,
     },
+    /// A UDP responder that answers BEP 15 connect, announce and scrape with correctly sized
+    /// packets and does no tracker work: the throughput floor for scripts/bench-throughput.
+    UdpFloor {
+        #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
+        bind: std::net::SocketAddr,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60, value_name = "S")]
+        seconds: u64,
+        /// Peers in every announce answer (fewer if the request wants fewer).
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        peers: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +195,14 @@ fn main() -> ExitCode {
                 rows,
             }))
         }),
+        Command::Bench {
+            what:
+                BenchWhat::UdpFloor {
+                    bind,
+                    seconds,
+                    peers,
+                },
+        } => udp_floor::run(bind, seconds, peers),
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {
                 match action {

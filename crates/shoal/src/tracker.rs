@@ -75,6 +75,7 @@ impl Tracker {
             event: a.event,
             numwant,
             families: a.families,
+            seeders_get_seeders: self.policy.seeders_get_seeders,
         };
         self.swarm.announce(&req, self.uptime_secs(), out)
     }

@@ -575,6 +575,12 @@ impl AuthKeyStore {
 for_every_backend! {
 impl Connection {
     async fn ping(&self) -> Result<(), StoreError> {
+        // Pooled connections are not tested before use (it halves read latency), so after a
+        // server restart the first query meets a dead connection, which the pool then drops.
+        // Only a second failure says the server is unreachable.
+        if sqlx::query("SELECT 1").execute(&self.pool).await.is_ok() {
+            return Ok(());
+        }
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }

@@ -35,6 +35,8 @@ pub struct Announce {
     /// Already capped by the caller's policy.
     pub numwant: usize,
     pub families: Families,
+    /// Whether a seeder's answer may list other seeders (by default it gets only leechers).
+    pub seeders_get_seeders: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,114 +105,25 @@ impl<A: Ip> Peer<A> {
     }
 }
 
+/// The peers of one address family in one torrent: seeders first (`..seeders`), then
+/// leechers, so a seeder's answer is a window over the leechers alone and a peer changing
+/// role is one swap across the boundary.
 #[derive(Debug)]
-struct PeerList<A> {
+struct Family<A> {
     peers: Vec<Peer<A>>,
-    /// Positions in `peers`, hashed by identity; only for large lists.
+    seeders: usize,
+    /// Positions in `peers`, hashed by identity; only for large swarms.
     index: Option<Box<HashTable<u32>>>,
 }
 
-impl<A> Default for PeerList<A> {
+impl<A> Default for Family<A> {
     fn default() -> Self {
-        PeerList {
+        Family {
             peers: Vec::new(),
+            seeders: 0,
             index: None,
         }
     }
-}
-
-impl<A: Ip> PeerList<A> {
-    fn len(&self) -> usize {
-        self.peers.len()
-    }
-
-    fn find(&self, p: &Peer<A>, hasher: &DefaultHashBuilder) -> Option<usize> {
-        match &self.index {
-            Some(index) => index
-                .find(p.hash(hasher), |&i| self.peers[i as usize].is(p))
-                .map(|&i| i as usize),
-            None => self.peers.iter().position(|q| q.is(p)),
-        }
-    }
-
-    /// Adds a peer known to be absent.
-    fn push(&mut self, p: Peer<A>, hasher: &DefaultHashBuilder) {
-        let at = self.peers.len() as u32;
-        self.peers.push(p);
-        match &mut self.index {
-            Some(index) => {
-                let peers = &self.peers;
-                index.insert_unique(p.hash(hasher), at, |&i| peers[i as usize].hash(hasher));
-            }
-            None if self.peers.len() >= INDEX_FROM => self.rebuild_index(hasher),
-            None => {}
-        }
-    }
-
-    fn remove_at(&mut self, at: usize, hasher: &DefaultHashBuilder) {
-        let last = self.peers.len() - 1;
-        if let Some(index) = &mut self.index {
-            let gone = self.peers[at].hash(hasher);
-            if let Ok(e) = index.find_entry(gone, |&i| i as usize == at) {
-                e.remove();
-            }
-            if at != last {
-                let moved = self.peers[last].hash(hasher);
-                if let Some(slot) = index.find_mut(moved, |&i| i as usize == last) {
-                    *slot = at as u32;
-                }
-            }
-        }
-        self.peers.swap_remove(at);
-        if self.index.is_some() && self.peers.len() < INDEX_FROM / 2 {
-            self.index = None;
-        }
-    }
-
-    fn remove(&mut self, p: &Peer<A>, hasher: &DefaultHashBuilder) -> bool {
-        match self.find(p, hasher) {
-            Some(at) => {
-                self.remove_at(at, hasher);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn rebuild_index(&mut self, hasher: &DefaultHashBuilder) {
-        if self.peers.len() < INDEX_FROM {
-            self.index = None;
-            return;
-        }
-        let mut index = HashTable::with_capacity(self.peers.len());
-        for (i, p) in self.peers.iter().enumerate() {
-            let peers = &self.peers;
-            index.insert_unique(p.hash(hasher), i as u32, |&j| {
-                peers[j as usize].hash(hasher)
-            });
-        }
-        self.index = Some(Box::new(index));
-    }
-
-    /// Drops peers last seen before `cutoff`; returns how many.
-    fn expire(&mut self, cutoff: u32, hasher: &DefaultHashBuilder) -> usize {
-        let before = self.peers.len();
-        self.peers.retain(|p| p.seen >= cutoff);
-        let gone = before - self.peers.len();
-        if gone > 0 {
-            if self.peers.capacity() > 2 * self.peers.len() + 4 {
-                self.peers.shrink_to_fit();
-            }
-            self.rebuild_index(hasher);
-        }
-        gone
-    }
-}
-
-#[derive(Debug, Default)]
-struct Family<A> {
-    seeders: PeerList<A>,
-    leechers: PeerList<A>,
 }
 
 /// What an announce changed in a swarm's counts.
@@ -223,7 +136,97 @@ struct Change {
 
 impl<A: Ip> Family<A> {
     fn is_empty(&self) -> bool {
-        self.seeders.len() + self.leechers.len() == 0
+        self.peers.is_empty()
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.seeders, self.peers.len() - self.seeders)
+    }
+
+    fn find(&self, p: &Peer<A>, hash: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index
+                .find(hash, |&i| self.peers[i as usize].is(p))
+                .map(|&i| i as usize),
+            None => self.peers.iter().position(|q| q.is(p)),
+        }
+    }
+
+    /// Points the index entry of the peer at `from` (hash `h`) to `to`.
+    fn repoint(index: &mut HashTable<u32>, h: u64, from: usize, to: usize) {
+        if let Some(slot) = index.find_mut(h, |&i| i as usize == from) {
+            *slot = to as u32;
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize, hasher: &DefaultHashBuilder) {
+        if a == b {
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            let (ha, hb) = (self.peers[a].hash(hasher), self.peers[b].hash(hasher));
+            // Through a placeholder, so the second lookup cannot find the entry just changed.
+            Self::repoint(index, ha, a, u32::MAX as usize);
+            Self::repoint(index, hb, b, a);
+            Self::repoint(index, ha, u32::MAX as usize, b);
+        }
+        self.peers.swap(a, b);
+    }
+
+    /// Adds a peer known to be absent.
+    fn push(&mut self, p: Peer<A>, hash: u64, seeder: bool, hasher: &DefaultHashBuilder) {
+        let at = self.peers.len();
+        self.peers.push(p);
+        match &mut self.index {
+            Some(index) => {
+                let peers = &self.peers;
+                index.insert_unique(hash, at as u32, |&i| peers[i as usize].hash(hasher));
+            }
+            None if self.peers.len() >= INDEX_FROM => self.rebuild_index(hasher),
+            None => {}
+        }
+        if seeder {
+            self.swap(at, self.seeders, hasher);
+            self.seeders += 1;
+        }
+    }
+
+    fn remove_at(&mut self, mut at: usize, hasher: &DefaultHashBuilder) {
+        if at < self.seeders {
+            // Move it to the last seeder's place, which then becomes the first leecher's.
+            self.swap(at, self.seeders - 1, hasher);
+            self.seeders -= 1;
+            at = self.seeders;
+        }
+        let last = self.peers.len() - 1;
+        if let Some(index) = &mut self.index {
+            let gone = self.peers[at].hash(hasher);
+            if let Ok(e) = index.find_entry(gone, |&i| i as usize == at) {
+                e.remove();
+            }
+            if at != last {
+                Self::repoint(index, self.peers[last].hash(hasher), last, at);
+            }
+        }
+        self.peers.swap_remove(at);
+        if self.index.is_some() && self.peers.len() < INDEX_FROM / 2 {
+            self.index = None;
+        }
+    }
+
+    fn rebuild_index(&mut self, hasher: &DefaultHashBuilder) {
+        if self.peers.len() < INDEX_FROM {
+            self.index = None;
+            return;
+        }
+        let mut index = HashTable::with_capacity(self.peers.len());
+        let peers = &self.peers;
+        for (i, p) in peers.iter().enumerate() {
+            index.insert_unique(p.hash(hasher), i as u32, |&j| {
+                peers[j as usize].hash(hasher)
+            });
+        }
+        self.index = Some(Box::new(index));
     }
 
     fn update(
@@ -234,36 +237,45 @@ impl<A: Ip> Family<A> {
         hasher: &DefaultHashBuilder,
     ) -> Change {
         let mut c = Change::default();
+        let hash = p.hash(hasher);
+        let found = self.find(&p, hash);
         if event == AnnounceEvent::Stopped {
-            if self.seeders.remove(&p, hasher) {
-                c.seeders = -1;
-            } else if self.leechers.remove(&p, hasher) {
-                c.leechers = -1;
+            if let Some(at) = found {
+                if at < self.seeders {
+                    c.seeders = -1;
+                } else {
+                    c.leechers = -1;
+                }
+                self.remove_at(at, hasher);
             }
             return c;
         }
-        if left == 0 {
-            if let Some(at) = self.seeders.find(&p, hasher) {
-                self.seeders.peers[at].seen = p.seen;
-            } else {
-                let was_leecher = self.leechers.remove(&p, hasher);
-                self.seeders.push(p, hasher);
-                c.seeders = 1;
-                if was_leecher {
-                    c.leechers = -1;
+        let seeder = left == 0;
+        match found {
+            Some(at) => {
+                self.peers[at].seen = p.seen;
+                let was_seeder = at < self.seeders;
+                if seeder && !was_seeder {
+                    self.swap(at, self.seeders, hasher);
+                    self.seeders += 1;
+                    (c.seeders, c.leechers) = (1, -1);
+                    // One download per leecher that says it completed; a repeated `completed`
+                    // from a peer that is already a seeder counts nothing.
+                    c.completed = event == AnnounceEvent::Completed;
+                } else if !seeder && was_seeder {
+                    self.swap(at, self.seeders - 1, hasher);
+                    self.seeders -= 1;
+                    (c.seeders, c.leechers) = (-1, 1);
                 }
-                // One download per leecher that says it completed; a repeated `completed`
-                // from a peer that is already a seeder counts nothing.
-                c.completed = was_leecher && event == AnnounceEvent::Completed;
             }
-        } else if let Some(at) = self.leechers.find(&p, hasher) {
-            self.leechers.peers[at].seen = p.seen;
-        } else {
-            if self.seeders.remove(&p, hasher) {
-                c.seeders = -1;
+            None => {
+                self.push(p, hash, seeder, hasher);
+                if seeder {
+                    c.seeders = 1;
+                } else {
+                    c.leechers = 1;
+                }
             }
-            self.leechers.push(p, hasher);
-            c.leechers = 1;
         }
         c
     }
@@ -277,22 +289,17 @@ impl<A: Ip> Family<A> {
         n: usize,
         out: &mut Vec<ResponsePeer>,
     ) {
-        let seeders = if only_leechers { 0 } else { self.seeders.len() };
-        let total = seeders + self.leechers.len();
-        if total == 0 || out.len() >= n {
+        let from = if only_leechers { self.seeders } else { 0 };
+        let range = &self.peers[from..];
+        if range.is_empty() || out.len() >= n {
             return;
         }
-        let start = fastrand::usize(..total);
-        for i in 0..total {
+        let start = fastrand::usize(..range.len());
+        let (tail, head) = range.split_at(start);
+        for p in head.iter().chain(tail) {
             if out.len() >= n {
                 break;
             }
-            let idx = (start + i) % total;
-            let p = if idx < seeders {
-                &self.seeders.peers[idx]
-            } else {
-                &self.leechers.peers[idx - seeders]
-            };
             if !skip.is_some_and(|s| s.is(p)) {
                 out.push(ResponsePeer {
                     peer_id: p.id,
@@ -302,15 +309,29 @@ impl<A: Ip> Family<A> {
         }
     }
 
-    fn counts(&self) -> (usize, usize) {
-        (self.seeders.len(), self.leechers.len())
-    }
-
+    /// Drops peers last seen before `cutoff`; returns how many seeders and leechers went.
     fn expire(&mut self, cutoff: u32, hasher: &DefaultHashBuilder) -> (usize, usize) {
-        (
-            self.seeders.expire(cutoff, hasher),
-            self.leechers.expire(cutoff, hasher),
-        )
+        let (seeders, before) = (self.seeders, self.peers.len());
+        let mut i = 0;
+        let mut kept_seeders = 0;
+        // `retain` keeps order, so seeders stay in front.
+        self.peers.retain(|p| {
+            let keep = p.seen >= cutoff;
+            if keep && i < seeders {
+                kept_seeders += 1;
+            }
+            i += 1;
+            keep
+        });
+        self.seeders = kept_seeders;
+        let gone = before - self.peers.len();
+        if gone > 0 {
+            if self.peers.capacity() > 2 * self.peers.len() + 4 {
+                self.peers.shrink_to_fit();
+            }
+            self.rebuild_index(hasher);
+        }
+        (seeders - kept_seeders, gone - (seeders - kept_seeders))
     }
 }
 
@@ -319,9 +340,20 @@ struct Torrent {
     v4: Family<[u8; 4]>,
     /// Most swarms have no IPv6 peer: eight bytes instead of a second family.
     v6: Option<Box<Family<[u8; 16]>>>,
+    /// The torrent's download count, mirrored from `Counts` so announces need no second lookup.
+    downloaded: u64,
 }
 
 impl Torrent {
+    fn stats(&self) -> TorrentStats {
+        let (seeders, leechers) = self.counts();
+        TorrentStats {
+            seeders,
+            leechers,
+            downloaded: self.downloaded,
+        }
+    }
+
     fn counts(&self) -> (u32, u32) {
         let (s4, l4) = self.v4.counts();
         let (s6, l6) = self.v6.as_ref().map_or((0, 0), |f| f.counts());
@@ -354,52 +386,67 @@ impl Cold {
     }
 }
 
+/// Download counts of one shard's torrents, with or without peers.
 #[derive(Default)]
-struct Shard {
-    torrents: HashMap<InfoHash, Torrent>,
+struct Counts {
     /// Counts loaded at start, sorted by hash; their values change in place.
     cold: Vec<Cold>,
     /// Counts of torrents not in `cold`.
-    counts: HashMap<InfoHash, u64>,
+    hot: HashMap<InfoHash, u64>,
+    /// Increments not yet taken by the flusher.
     pending: HashMap<InfoHash, u64>,
+}
+
+impl Counts {
+    fn cold_at(&self, h: &InfoHash) -> Result<usize, usize> {
+        self.cold.binary_search_by(|c| c.hash.cmp(h))
+    }
+
+    fn get(&self, h: &InfoHash) -> u64 {
+        match self.cold_at(h) {
+            Ok(i) => self.cold[i].get(),
+            Err(_) => self.hot.get(h).copied().unwrap_or(0),
+        }
+    }
+
+    /// Counts one download; returns the new total.
+    fn add_one(&mut self, h: InfoHash) -> u64 {
+        *self.pending.entry(h).or_default() += 1;
+        match self.cold_at(&h) {
+            Ok(i) => {
+                let n = self.cold[i].get() + 1;
+                self.cold[i] = Cold::new(h, n);
+                n
+            }
+            Err(_) => {
+                let n = self.hot.entry(h).or_default();
+                *n += 1;
+                *n
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.cold.len() + self.hot.len()
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    torrents: HashMap<InfoHash, Torrent>,
+    counts: Counts,
     seeders: u64,
     leechers: u64,
 }
 
 impl Shard {
-    fn cold_at(&self, h: &InfoHash) -> Result<usize, usize> {
-        self.cold.binary_search_by(|c| c.hash.cmp(h))
-    }
-
-    fn downloaded(&self, h: &InfoHash) -> u64 {
-        match self.cold_at(h) {
-            Ok(i) => self.cold[i].get(),
-            Err(_) => self.counts.get(h).copied().unwrap_or(0),
-        }
-    }
-
-    fn count_download(&mut self, h: InfoHash) {
-        match self.cold_at(&h) {
-            Ok(i) => self.cold[i] = Cold::new(h, self.cold[i].get() + 1),
-            Err(_) => *self.counts.entry(h).or_default() += 1,
-        }
-        *self.pending.entry(h).or_default() += 1;
-    }
-
     fn stats(&self, h: &InfoHash) -> TorrentStats {
-        let (seeders, leechers) = self.torrents.get(h).map_or((0, 0), Torrent::counts);
-        TorrentStats {
-            seeders,
-            leechers,
-            downloaded: self.downloaded(h),
-        }
-    }
-
-    fn apply(&mut self, c: &Change, h: InfoHash) {
-        self.seeders = self.seeders.wrapping_add_signed(c.seeders);
-        self.leechers = self.leechers.wrapping_add_signed(c.leechers);
-        if c.completed {
-            self.count_download(h);
+        match self.torrents.get(h) {
+            Some(t) => t.stats(),
+            None => TorrentStats {
+                downloaded: self.counts.get(h),
+                ..TorrentStats::default()
+            },
         }
     }
 }
@@ -455,8 +502,9 @@ impl Loader<'_> {
             if part.is_empty() {
                 continue;
             }
-            let mut shard = s.lock(i);
-            part.append(&mut shard.cold);
+            let mut guard = s.lock(i);
+            let shard = &mut *guard;
+            part.append(&mut shard.counts.cold);
             // Stable: of two equal hashes the later one (just loaded) wins after dedup.
             part.sort_by(|a, b| a.hash.cmp(&b.hash));
             part.dedup_by(|later, earlier| {
@@ -468,9 +516,12 @@ impl Loader<'_> {
             });
             part.shrink_to_fit();
             for c in &part {
-                shard.counts.remove(&c.hash);
+                shard.counts.hot.remove(&c.hash);
+                if let Some(t) = shard.torrents.get_mut(&c.hash) {
+                    t.downloaded = c.get();
+                }
             }
-            shard.cold = part;
+            shard.counts.cold = part;
         }
     }
 }
@@ -501,21 +552,32 @@ impl Swarm {
     /// Records an announce and appends the peers to answer with to `out`.
     pub fn announce(&self, a: &Announce, now: u32, out: &mut Vec<ResponsePeer>) -> TorrentStats {
         let mut guard = self.shard(&a.info_hash);
-        let shard = &mut *guard;
+        let Shard {
+            torrents,
+            counts,
+            seeders,
+            leechers,
+        } = &mut *guard;
         let hasher = &self.hasher;
         let h = a.info_hash;
-        let seeder = a.left == 0;
 
         let torrent = if a.event == AnnounceEvent::Stopped {
-            match shard.torrents.get_mut(&h) {
+            match torrents.get_mut(&h) {
                 Some(t) => t,
-                None => return shard.stats(&h),
+                None => {
+                    return TorrentStats {
+                        downloaded: counts.get(&h),
+                        ..TorrentStats::default()
+                    };
+                }
             }
         } else {
-            shard.torrents.entry(h).or_default()
+            torrents.entry(h).or_insert_with(|| Torrent {
+                downloaded: counts.get(&h),
+                ..Torrent::default()
+            })
         };
-        let ip = canonical(a.addr);
-        let (change, asker_v4, asker_v6) = match ip {
+        let (change, asker_v4, asker_v6) = match canonical(a.addr) {
             SocketAddr::V4(v4) => {
                 let p = Peer {
                     id: a.peer_id,
@@ -536,38 +598,43 @@ impl Swarm {
                 (family.update(p, a.left, a.event, hasher), None, Some(p))
             }
         };
+        *seeders = seeders.wrapping_add_signed(change.seeders);
+        *leechers = leechers.wrapping_add_signed(change.leechers);
+        if change.completed {
+            torrent.downloaded = counts.add_one(h);
+        }
+        let stats = torrent.stats();
+
         if a.event == AnnounceEvent::Stopped {
             if torrent.v6.as_ref().is_some_and(|f| f.is_empty()) {
                 torrent.v6 = None;
             }
             if torrent.is_empty() {
-                shard.torrents.remove(&h);
+                torrents.remove(&h);
             }
-            shard.apply(&change, h);
-            return shard.stats(&h);
+            return stats;
         }
-
+        let only_leechers = a.left == 0 && !a.seeders_get_seeders;
         let v6 = torrent.v6.as_deref();
         match (asker_v4, asker_v6) {
             (Some(p), _) => {
-                torrent.v4.pick(seeder, Some(&p), a.numwant, out);
+                torrent.v4.pick(only_leechers, Some(&p), a.numwant, out);
                 if a.families == Families::Both {
                     if let Some(f) = v6 {
-                        f.pick(seeder, None, a.numwant, out);
+                        f.pick(only_leechers, None, a.numwant, out);
                     }
                 }
             }
             (_, p) => {
                 if let Some(f) = v6 {
-                    f.pick(seeder, p.as_ref(), a.numwant, out);
+                    f.pick(only_leechers, p.as_ref(), a.numwant, out);
                 }
                 if a.families == Families::Both {
-                    torrent.v4.pick(seeder, None, a.numwant, out);
+                    torrent.v4.pick(only_leechers, None, a.numwant, out);
                 }
             }
         }
-        shard.apply(&change, h);
-        shard.stats(&h)
+        stats
     }
 
     pub fn scrape(&self, h: &InfoHash) -> TorrentStats {
@@ -591,12 +658,14 @@ impl Swarm {
             hashes.extend(s.torrents.keys().copied());
             hashes.extend(
                 s.counts
+                    .hot
                     .keys()
                     .filter(|h| !s.torrents.contains_key(*h))
                     .copied(),
             );
             hashes.extend(
-                s.cold
+                s.counts
+                    .cold
                     .iter()
                     .map(|c| c.hash)
                     .filter(|h| !s.torrents.contains_key(h)),
@@ -674,7 +743,7 @@ impl Swarm {
     pub fn take_pending(&self) -> Vec<(InfoHash, u64)> {
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
-            out.extend(self.lock(i).pending.drain());
+            out.extend(self.lock(i).counts.pending.drain());
         }
         out
     }
@@ -684,10 +753,10 @@ impl Swarm {
         for i in 0..self.shards.len() {
             let s = self.lock(i);
             st.torrents += s.torrents.len() as u64;
-            st.counted_torrents += (s.cold.len() + s.counts.len()) as u64;
+            st.counted_torrents += s.counts.len() as u64;
             st.seeders += s.seeders;
             st.leechers += s.leechers;
-            st.pending_deltas += s.pending.values().sum::<u64>();
+            st.pending_deltas += s.counts.pending.values().sum::<u64>();
         }
         st
     }
@@ -721,6 +790,7 @@ mod tests {
             event,
             numwant: 50,
             families: Families::Both,
+            seeders_get_seeders: false,
         }
     }
 
@@ -977,6 +1047,7 @@ mod tests {
                 event: o.event,
                 numwant: 100,
                 families: Families::Both,
+                seeders_get_seeders: o.torrent == 1,
             };
             let key = (o.torrent, o.peer, o.addr);
             if o.event == AnnounceEvent::Stopped {
@@ -1003,7 +1074,7 @@ mod tests {
                 downloads.get(&o.torrent).copied().unwrap_or(0)
             );
             if o.event != AnnounceEvent::Stopped {
-                let expect = if o.left == 0 {
+                let expect = if o.left == 0 && o.torrent != 1 {
                     leechers
                 } else {
                     seeders + leechers - 1

@@ -162,7 +162,10 @@ impl Shoal {
         // Read to the end of stderr: the reader thread may still be behind the exit.
         let mut log = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) = self.log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(line) = self
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             log.push(line);
         }
         (status, log)
