@@ -16,6 +16,7 @@ mod tracker;
 mod udp;
 mod udp_floor;
 mod udp_io;
+mod udp_load;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,6 +122,21 @@ enum BenchWhat {
         #[arg(long, default_value_t = 20, value_name = "N")]
         peers: usize,
     },
+    /// Send BEP 15 requests at a fixed rate (aquatic_udp_load_test's default mix) and count
+    /// answers: for measuring a tracker's CPU per response below saturation.
+    UdpLoad {
+        #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
+        server: std::net::SocketAddr,
+        /// Requests per second.
+        #[arg(long, default_value_t = 50_000, value_name = "N")]
+        rate: u64,
+        #[arg(long, default_value_t = 20, value_name = "S")]
+        seconds: u64,
+        #[arg(long, default_value_t = 100_000, value_name = "N")]
+        torrents: usize,
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+        peers: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +219,9 @@ fn main() -> ExitCode {
                     peers,
                 },
         } => udp_floor::run(bind, seconds, peers),
+        Command::Bench {
+            what: BenchWhat::UdpLoad { server, rate, seconds, torrents, peers },
+        } => udp_load::run(udp_load::Args { server, rate, seconds, torrents, peers }),
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {
                 match action {
