@@ -220,8 +220,21 @@ fn main() -> ExitCode {
                 },
         } => udp_floor::run(bind, seconds, peers),
         Command::Bench {
-            what: BenchWhat::UdpLoad { server, rate, seconds, torrents, peers },
-        } => udp_load::run(udp_load::Args { server, rate, seconds, torrents, peers }),
+            what:
+                BenchWhat::UdpLoad {
+                    server,
+                    rate,
+                    seconds,
+                    torrents,
+                    peers,
+                },
+        } => udp_load::run(udp_load::Args {
+            server,
+            rate,
+            seconds,
+            torrents,
+            peers,
+        }),
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {
                 match action {

@@ -48,8 +48,15 @@ pub fn run(a: Args) -> Result<(), String> {
         })
         .collect();
     // A peer is a torrent, a port and a socket; its id is its number.
-    let peers: Vec<(u32, u16, u8)> =
-        (0..a.peers.max(1)).map(|_| (rng.below(hashes.len()) as u32, 1024 + rng.below(60000) as u16, rng.below(SOCKETS) as u8)).collect();
+    let peers: Vec<(u32, u16, u8)> = (0..a.peers.max(1))
+        .map(|_| {
+            (
+                rng.below(hashes.len()) as u32,
+                1024 + rng.below(60000) as u16,
+                rng.below(SOCKETS) as u8,
+            )
+        })
+        .collect();
     let mut sockets = Vec::new();
     for _ in 0..SOCKETS {
         let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -60,11 +67,14 @@ pub fn run(a: Args) -> Result<(), String> {
     let mut buf = [0u8; 2048];
     let mut out = Vec::with_capacity(1500);
     for s in &sockets {
-        s.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
         out.clear();
         Request::Connect { transaction_id: 1 }.write(&mut out);
         s.send(&out).map_err(|e| e.to_string())?;
-        let n = s.recv(&mut buf).map_err(|e| format!("no connect answer from {}: {e}", a.server))?;
+        let n = s
+            .recv(&mut buf)
+            .map_err(|e| format!("no connect answer from {}: {e}", a.server))?;
         if n < 16 {
             return Err("short connect answer".into());
         }
@@ -86,7 +96,10 @@ pub fn run(a: Args) -> Result<(), String> {
             out.clear();
             let tid = sent as u32;
             if kind < 50 {
-                Request::Connect { transaction_id: tid }.write(&mut out);
+                Request::Connect {
+                    transaction_id: tid,
+                }
+                .write(&mut out);
             } else if kind < 100 {
                 next_peer = (next_peer + 1) % peers.len();
                 let completed = rng.below(4) != 0;
@@ -100,7 +113,11 @@ pub fn run(a: Args) -> Result<(), String> {
                     downloaded: 50,
                     left: if completed { 0 } else { 50 },
                     uploaded: 50,
-                    event: if completed { AnnounceEvent::Completed } else { AnnounceEvent::Started },
+                    event: if completed {
+                        AnnounceEvent::Completed
+                    } else {
+                        AnnounceEvent::Started
+                    },
                     ip: 0,
                     key: 0,
                     numwant: 30,
@@ -110,7 +127,12 @@ pub fn run(a: Args) -> Result<(), String> {
                 .write(&mut out);
             } else {
                 let info_hashes = (0..10).map(|_| hashes[rng.below(hashes.len())]).collect();
-                Request::Scrape(ScrapeRequest { connection_id: ids[sock], transaction_id: tid, info_hashes }).write(&mut out);
+                Request::Scrape(ScrapeRequest {
+                    connection_id: ids[sock],
+                    transaction_id: tid,
+                    info_hashes,
+                })
+                .write(&mut out);
             }
             let _ = sockets[sock].send(&out);
             sent += 1;
@@ -133,6 +155,9 @@ pub fn run(a: Args) -> Result<(), String> {
             received += 1;
         }
     }
-    println!("sent {sent} received {received} in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "sent {sent} received {received} in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

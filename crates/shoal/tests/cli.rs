@@ -304,3 +304,75 @@ fn bench_persistence_prints_one_json_report_with_every_operation() {
         );
     }
 }
+
+/// `sent N received M in S s` from `shoal bench udp-load`.
+fn udp_load(server: std::net::SocketAddr, rate: u32) -> (u64, u64) {
+    let out = command(&[
+        "bench",
+        "udp-load",
+        "--server",
+        &server.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--seconds",
+        "1",
+        "--torrents",
+        "50",
+        "--peers",
+        "500",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!((words[0], words[2]), ("sent", "received"), "{text}");
+    (words[1].parse().unwrap(), words[3].parse().unwrap())
+}
+
+#[test]
+fn the_benchmark_floor_and_fixed_rate_load_answer_every_request() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut floor = command(&[
+        "bench",
+        "udp-floor",
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--seconds",
+        "20",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(floor.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("udp floor listening"), "{line}");
+    let (sent, received) = udp_load(format!("127.0.0.1:{port}").parse().unwrap(), 3000);
+    let _ = floor.kill();
+    let _ = floor.wait();
+    assert!(sent >= 2500, "paced at the rate asked: {sent}");
+    assert_eq!(
+        received, sent,
+        "a floor on loopback at a low rate answers everything"
+    );
+
+    // The same load against the tracker: connects, announces and scrapes all answered.
+    let dir = temp_dir();
+    let shoal = Shoal::start(dir.path(), "");
+    let (sent, received) = udp_load(shoal.udp[0], 3000);
+    assert_eq!(received, sent);
+    assert!(shoal.metric("shoal_requests_total{protocol=\"udp\",action=\"announce\"}") > sent / 3);
+}
