@@ -228,7 +228,7 @@ fn an_open_api_is_refused_off_loopback_and_a_dead_database_is_named() {
 fn bench_persistence_prints_one_json_report_with_every_operation() {
     let dir = temp_dir();
     let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let out = command(&[
+    let out = succeeds(&[
         "bench",
         "persistence",
         "--db-url",
@@ -239,16 +239,9 @@ fn bench_persistence_prints_one_json_report_with_every_operation() {
         "2",
         "--rows",
         "300",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]);
     let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+        serde_json::from_str(&out).expect("stdout is one JSON document");
     let meta = &report["meta"];
     assert_eq!(
         (
@@ -305,9 +298,20 @@ fn bench_persistence_prints_one_json_report_with_every_operation() {
     }
 }
 
+/// Runs `shoal ARGS`, which must succeed; returns its stdout.
+fn succeeds(args: &[&str]) -> String {
+    let out = command(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `sent N received M in S s` from `shoal bench udp-load`.
 fn udp_load(server: std::net::SocketAddr, rate: u32) -> (u64, u64) {
-    let out = command(&[
+    let text = succeeds(&[
         "bench",
         "udp-load",
         "--server",
@@ -320,15 +324,7 @@ fn udp_load(server: std::net::SocketAddr, rate: u32) -> (u64, u64) {
         "50",
         "--peers",
         "500",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    ]);
     let words: Vec<&str> = text.split_whitespace().collect();
     assert_eq!((words[0], words[2]), ("sent", "received"), "{text}");
     (words[1].parse().unwrap(), words[3].parse().unwrap())
