@@ -28,7 +28,8 @@ pub enum Families {
 pub struct Announce {
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
-    /// The peer's IP as seen on the socket, with the port it announced.
+    /// The peer's IP as seen on the socket, with the port it announced. IPv4-mapped IPv6
+    /// addresses must already be IPv4 (the caller canonicalises, once per request).
     pub addr: SocketAddr,
     pub left: u64,
     pub event: AnnounceEvent,
@@ -577,7 +578,7 @@ impl Swarm {
                 ..Torrent::default()
             })
         };
-        let (change, asker_v4, asker_v6) = match canonical(a.addr) {
+        let (change, asker_v4, asker_v6) = match a.addr {
             SocketAddr::V4(v4) => {
                 let p = Peer {
                     id: a.peer_id,
@@ -759,17 +760,6 @@ impl Swarm {
             st.pending_deltas += s.counts.pending.values().sum::<u64>();
         }
         st
-    }
-}
-
-/// IPv4 clients reaching a dual-stack socket appear as ::ffff:a.b.c.d; they are IPv4 peers.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => addr,
-        },
-        v4 => v4,
     }
 }
 
