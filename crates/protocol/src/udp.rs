@@ -139,6 +139,29 @@ impl std::error::Error for ParseError {}
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes(b[at..at + 2].try_into().unwrap())
 }
+/// What a batch needs to know of an announce before answering it, read by `peek_announce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub left: u64,
+    pub port: u16,
+}
+
+/// The key fields of what looks like an announce, with nothing else checked: enough to
+/// prefetch swarm state for a batch before parsing it properly.
+pub fn peek_announce(packet: &[u8]) -> Option<Peek> {
+    if packet.len() < ANNOUNCE_LEN || u32_at(packet, 8) != ACTION_ANNOUNCE {
+        return None;
+    }
+    Some(Peek {
+        info_hash: InfoHash(twenty(packet, 16)),
+        peer_id: PeerId(twenty(packet, 36)),
+        left: u64_at(packet, 64),
+        port: u16_at(packet, 96),
+    })
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
 }

@@ -20,6 +20,14 @@ pub struct Tracker {
     started: Instant,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Unix seconds, for connection ids.
+    pub unix: u32,
+    /// Seconds since start, the swarm's clock.
+    pub uptime: u32,
+}
+
 /// An announce after decoding, in the protocol-neutral form.
 pub struct PeerAnnounce {
     pub info_hash: InfoHash,
@@ -60,7 +68,30 @@ impl Tracker {
             .map_or(0, |d| d.as_secs() as i64)
     }
 
+    /// Both clocks, read once for a whole batch of datagrams.
+    pub fn now(&self) -> Now {
+        Now {
+            unix: Self::unix_secs(),
+            uptime: self.uptime_secs(),
+        }
+    }
+
+    /// Whether an announce with `left` bytes to go gets leechers only in its answer.
+    pub fn only_leechers(&self, left: u64) -> bool {
+        left == 0 && !self.policy.seeders_get_seeders
+    }
+
     pub fn announce(&self, a: &PeerAnnounce, out: &mut Vec<ResponsePeer>) -> TorrentStats {
+        self.announce_at(a, self.uptime_secs(), out)
+    }
+
+    /// `announce` with the clock already read (`uptime` as from `uptime_secs`).
+    pub fn announce_at(
+        &self,
+        a: &PeerAnnounce,
+        uptime: u32,
+        out: &mut Vec<ResponsePeer>,
+    ) -> TorrentStats {
         // 0 and negative both mean "whatever the tracker gives", as most clients intend.
         let numwant = match a.numwant {
             None | Some(0) => self.policy.default_numwant,
@@ -77,7 +108,7 @@ impl Tracker {
             families: a.families,
             seeders_get_seeders: self.policy.seeders_get_seeders,
         };
-        self.swarm.announce(&req, self.uptime_secs(), out)
+        self.swarm.announce(&req, uptime, out)
     }
 }
 

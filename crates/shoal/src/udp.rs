@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use protocol::ResponsePeer;
 use protocol::udp::{self, Request, ScrapeStats};
-use swarm::Families;
+use swarm::{Families, Warm};
 
 use crate::access::Refusal;
 use crate::metrics::{Action, Protocol::Udp};
-use crate::tracker::{PeerAnnounce, Tracker};
-use crate::udp_io::{Io, MsgBatch};
+use crate::tracker::{Now, PeerAnnounce, Tracker, canonical};
+use crate::udp_io::{BATCH, Io, MsgBatch};
 
 /// Starts `workers` threads answering on `socket` until `stop` is set. Each blocks in a
 /// batched receive; the socket's read timeout bounds how long a stop takes to be seen.
@@ -52,17 +52,35 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, stop: &AtomicBool) {
     let mut io = Io::new();
     let mut out = Vec::with_capacity(1500);
     let mut peers = Vec::with_capacity(tracker.policy.max_numwant as usize);
+    let mut warm = Vec::with_capacity(BATCH);
     while !stop.load(Relaxed) {
         // Timeouts let the loop see `stop`; ICMP errors from earlier sends surface here on
         // Linux and concern nobody now.
         let Ok(n) = io.recv(socket, &mut inbox) else {
             continue;
         };
+        // Most of an announce is waiting on memory: start every lookup of the batch first.
+        warm.clear();
+        for i in 0..n {
+            let (packet, src) = inbox.get(i);
+            if let Some(src) = src
+                && let Some(a) = udp::peek_announce(packet)
+            {
+                warm.push(Warm {
+                    info_hash: a.info_hash,
+                    peer_id: a.peer_id,
+                    addr: SocketAddr::new(canonical(src.ip()), a.port),
+                    only_leechers: tracker.only_leechers(a.left),
+                });
+            }
+        }
+        tracker.swarm.prefetch(&warm);
+        let now = tracker.now();
         for i in 0..n {
             let (packet, src) = inbox.get(i);
             let Some(src) = src else { continue };
             out.clear();
-            handle(tracker, packet, src, &mut out, &mut peers);
+            handle(tracker, packet, src, now, &mut out, &mut peers);
             if !out.is_empty() {
                 outbox.push(&out, src);
             }
@@ -76,6 +94,7 @@ pub fn handle(
     t: &Tracker,
     packet: &[u8],
     src: SocketAddr,
+    now: Now,
     out: &mut Vec<u8>,
     peers: &mut Vec<ResponsePeer>,
 ) {
@@ -94,24 +113,26 @@ pub fn handle(
             return;
         }
     };
-    let now = Tracker::unix_secs();
     match request {
         Request::Connect { transaction_id } => {
             t.metrics.request(Udp, Action::Connect);
-            udp::write_connect(transaction_id, t.ids.issue(&src, now), out);
+            udp::write_connect(transaction_id, t.ids.issue(&src, now.unix), out);
         }
         Request::Announce(a) => {
-            if !t.ids.is_valid(a.connection_id, &src, now) {
+            if !t.ids.is_valid(a.connection_id, &src, now.unix) {
                 return refuse_connection(t, Action::Announce, a.transaction_id, packet.len(), out);
             }
             // BEP 41: udp://host:port/announce/<key> arrives as URL data.
             let key = Some(a.url_last_segment()).filter(|k| !k.is_empty() && *k != b"announce");
-            if let Err(r) = t.access.check_announce(&a.info_hash, key, i64::from(now)) {
+            if let Err(r) = t
+                .access
+                .check_announce(&a.info_hash, key, i64::from(now.unix))
+            {
                 return refuse(t, Action::Announce, r, a.transaction_id, packet.len(), out);
             }
             t.metrics.request(Udp, Action::Announce);
             peers.clear();
-            let stats = t.announce(
+            let stats = t.announce_at(
                 &PeerAnnounce {
                     info_hash: a.info_hash,
                     peer_id: a.peer_id,
@@ -123,6 +144,7 @@ pub fn handle(
                     // The socket's family sets the peer format of the whole answer.
                     families: Families::Same,
                 },
+                now.uptime,
                 peers,
             );
             udp::write_announce_header(
@@ -137,10 +159,13 @@ pub fn handle(
             }
         }
         Request::Scrape(s) => {
-            if !t.ids.is_valid(s.connection_id, &src, now) {
+            if !t.ids.is_valid(s.connection_id, &src, now.unix) {
                 return refuse_connection(t, Action::Scrape, s.transaction_id, packet.len(), out);
             }
-            if let Err(r) = t.access.check_scrape(&s.info_hashes, None, i64::from(now)) {
+            if let Err(r) = t
+                .access
+                .check_scrape(&s.info_hashes, None, i64::from(now.unix))
+            {
                 return refuse(t, Action::Scrape, r, s.transaction_id, packet.len(), out);
             }
             t.metrics.request(Udp, Action::Scrape);

@@ -12,8 +12,11 @@ use std::hash::{BuildHasher, Hash};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap};
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
+
+mod slots;
+use slots::{Slots, prefetch, prefetch_range};
 
 /// Which address families an answer may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,17 @@ pub struct Announce {
     pub families: Families,
     /// Whether a seeder's answer may list other seeders (by default it gets only leechers).
     pub seeders_get_seeders: bool,
+}
+
+/// What `Swarm::prefetch` needs to know of an announce.
+#[derive(Debug, Clone, Copy)]
+pub struct Warm {
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    /// As in `Announce::addr`: canonical IP, announced port.
+    pub addr: SocketAddr,
+    /// Whether the answer will hold leechers only (a seeder, unless seeders get seeders).
+    pub only_leechers: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,8 +127,11 @@ impl<A: Ip> Peer<A> {
 struct Family<A> {
     peers: Vec<Peer<A>>,
     seeders: usize,
+    /// Where the next answer's window starts: answers walk round the list, so repeated
+    /// announces spread over the whole swarm, and a batch can prefetch the window.
+    cursor: u32,
     /// Positions in `peers`, hashed by identity; only for large swarms.
-    index: Option<Box<HashTable<u32>>>,
+    index: Option<Slots>,
 }
 
 impl<A> Default for Family<A> {
@@ -122,6 +139,7 @@ impl<A> Default for Family<A> {
         Family {
             peers: Vec::new(),
             seeders: 0,
+            cursor: 0,
             index: None,
         }
     }
@@ -146,17 +164,8 @@ impl<A: Ip> Family<A> {
 
     fn find(&self, p: &Peer<A>, hash: u64) -> Option<usize> {
         match &self.index {
-            Some(index) => index
-                .find(hash, |&i| self.peers[i as usize].is(p))
-                .map(|&i| i as usize),
+            Some(index) => index.find(hash, |i| self.peers[i].is(p)),
             None => self.peers.iter().position(|q| q.is(p)),
-        }
-    }
-
-    /// Points the index entry of the peer at `from` (hash `h`) to `to`.
-    fn repoint(index: &mut HashTable<u32>, h: u64, from: usize, to: usize) {
-        if let Some(slot) = index.find_mut(h, |&i| i as usize == from) {
-            *slot = to as u32;
         }
     }
 
@@ -166,10 +175,7 @@ impl<A: Ip> Family<A> {
         }
         if let Some(index) = &mut self.index {
             let (ha, hb) = (self.peers[a].hash(hasher), self.peers[b].hash(hasher));
-            // Through a placeholder, so the second lookup cannot find the entry just changed.
-            Self::repoint(index, ha, a, u32::MAX as usize);
-            Self::repoint(index, hb, b, a);
-            Self::repoint(index, ha, u32::MAX as usize, b);
+            index.swap(ha, a, hb, b);
         }
         self.peers.swap(a, b);
     }
@@ -179,10 +185,7 @@ impl<A: Ip> Family<A> {
         let at = self.peers.len();
         self.peers.push(p);
         match &mut self.index {
-            Some(index) => {
-                let peers = &self.peers;
-                index.insert_unique(hash, at as u32, |&i| peers[i as usize].hash(hasher));
-            }
+            Some(index) => index.insert(hash, at, self.peers.len()),
             None if self.peers.len() >= INDEX_FROM => self.rebuild_index(hasher),
             None => {}
         }
@@ -201,12 +204,9 @@ impl<A: Ip> Family<A> {
         }
         let last = self.peers.len() - 1;
         if let Some(index) = &mut self.index {
-            let gone = self.peers[at].hash(hasher);
-            if let Ok(e) = index.find_entry(gone, |&i| i as usize == at) {
-                e.remove();
-            }
+            index.remove(self.peers[at].hash(hasher), at);
             if at != last {
-                Self::repoint(index, self.peers[last].hash(hasher), last, at);
+                index.repoint(self.peers[last].hash(hasher), last, at);
             }
         }
         self.peers.swap_remove(at);
@@ -220,14 +220,11 @@ impl<A: Ip> Family<A> {
             self.index = None;
             return;
         }
-        let mut index = HashTable::with_capacity(self.peers.len());
-        let peers = &self.peers;
-        for (i, p) in peers.iter().enumerate() {
-            index.insert_unique(p.hash(hasher), i as u32, |&j| {
-                peers[j as usize].hash(hasher)
-            });
+        let mut index = Slots::with_capacity(self.peers.len());
+        for (i, p) in self.peers.iter().enumerate() {
+            index.insert(p.hash(hasher), i, i + 1);
         }
-        self.index = Some(Box::new(index));
+        self.index = Some(index);
     }
 
     fn update(
@@ -281,22 +278,27 @@ impl<A: Ip> Family<A> {
         c
     }
 
-    /// Appends up to `n - out.len()` peers from a window that starts at a random place, so
-    /// that repeated announces spread over the whole swarm. `skip` is the asker.
+    /// The peers an answer draws from: leechers only, or everyone.
+    fn candidates(&self, only_leechers: bool) -> &[Peer<A>] {
+        &self.peers[if only_leechers { self.seeders } else { 0 }..]
+    }
+
+    /// Appends up to `n - out.len()` peers from the window at the cursor, wrapping round,
+    /// and moves the cursor past them. `skip` is the asker.
     fn pick(
-        &self,
+        &mut self,
         only_leechers: bool,
         skip: Option<&Peer<A>>,
         n: usize,
         out: &mut Vec<ResponsePeer>,
     ) {
-        let from = if only_leechers { self.seeders } else { 0 };
-        let range = &self.peers[from..];
+        let range = self.candidates(only_leechers);
         if range.is_empty() || out.len() >= n {
             return;
         }
-        let start = fastrand::usize(..range.len());
+        let start = self.cursor as usize % range.len();
         let (tail, head) = range.split_at(start);
+        let before = out.len();
         for p in head.iter().chain(tail) {
             if out.len() >= n {
                 break;
@@ -307,6 +309,42 @@ impl<A: Ip> Family<A> {
                     addr: p.ip.socket(p.port),
                 });
             }
+        }
+        self.cursor = self.cursor.wrapping_add((out.len() - before) as u32);
+    }
+
+    /// Prefetch, second step: the peer list, or for an indexed family where `p`'s probe
+    /// starts and the next answer's window. Returns `p`'s hash when there is an index to
+    /// follow.
+    fn warm_list(
+        &self,
+        p: &Peer<A>,
+        only_leechers: bool,
+        hasher: &DefaultHashBuilder,
+    ) -> Option<u64> {
+        match &self.index {
+            Some(index) => {
+                let h = p.hash(hasher);
+                prefetch(index.home(h));
+                let range = self.candidates(only_leechers);
+                if !range.is_empty() {
+                    let window = &range[self.cursor as usize % range.len()..];
+                    prefetch_range(window.as_ptr(), size_of_val(window));
+                }
+                Some(h)
+            }
+            // Unindexed lists are short: all of it, for the search and the answer.
+            None => {
+                prefetch_range(self.peers.as_ptr(), size_of_val(&self.peers[..]));
+                None
+            }
+        }
+    }
+
+    /// Prefetch, third step: the asker's record in an indexed family.
+    fn warm_peer(&self, hash: u64) {
+        if let Some(at) = self.index.as_ref().and_then(|i| i.guess(hash)) {
+            prefetch(self.peers.as_ptr().wrapping_add(at));
         }
     }
 
@@ -333,6 +371,31 @@ impl<A: Ip> Family<A> {
             self.rebuild_index(hasher);
         }
         (seeders - kept_seeders, gone - (seeders - kept_seeders))
+    }
+}
+
+/// The announcing peer, as a record of its family.
+enum Asker {
+    V4(Peer<[u8; 4]>),
+    V6(Peer<[u8; 16]>),
+}
+
+impl Asker {
+    fn new(id: PeerId, addr: SocketAddr, seen: u32) -> Self {
+        match addr {
+            SocketAddr::V4(a) => Asker::V4(Peer {
+                id,
+                ip: a.ip().octets(),
+                port: a.port(),
+                seen,
+            }),
+            SocketAddr::V6(a) => Asker::V6(Peer {
+                id,
+                ip: a.ip().octets(),
+                port: a.port(),
+                seen,
+            }),
+        }
     }
 }
 
@@ -432,9 +495,86 @@ impl Counts {
     }
 }
 
+/// The torrents with peers in one shard: dense entries, found through `Slots` by a keyed
+/// hash of the info-hash (keyed, because anyone can choose info-hashes to collide).
+#[derive(Default)]
+struct Torrents {
+    hasher: DefaultHashBuilder,
+    slots: Slots,
+    entries: Vec<(InfoHash, Torrent)>,
+}
+
+impl Torrents {
+    fn hash(&self, h: &InfoHash) -> u64 {
+        self.hasher.hash_one(h)
+    }
+
+    fn position(&self, h: &InfoHash, hash: u64) -> Option<usize> {
+        self.slots.find(hash, |p| self.entries[p].0 == *h)
+    }
+
+    fn get(&self, h: &InfoHash) -> Option<&Torrent> {
+        let at = self.position(h, self.hash(h))?;
+        Some(&self.entries[at].1)
+    }
+
+    fn get_mut(&mut self, h: &InfoHash) -> Option<&mut Torrent> {
+        let at = self.position(h, self.hash(h))?;
+        Some(&mut self.entries[at].1)
+    }
+
+    fn contains_key(&self, h: &InfoHash) -> bool {
+        self.position(h, self.hash(h)).is_some()
+    }
+
+    /// Adds a torrent known to be absent; returns its position.
+    fn insert(&mut self, h: InfoHash, hash: u64, t: Torrent) -> usize {
+        self.entries.push((h, t));
+        let at = self.entries.len() - 1;
+        self.slots.insert(hash, at, self.entries.len());
+        at
+    }
+
+    fn remove_at(&mut self, at: usize) {
+        self.slots.remove(self.hash(&self.entries[at].0), at);
+        let last = self.entries.len() - 1;
+        if at != last {
+            self.slots
+                .repoint(self.hash(&self.entries[last].0), last, at);
+        }
+        self.entries.swap_remove(at);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut Torrent) -> bool) {
+        let mut i = 0;
+        while i < self.entries.len() {
+            if keep(&mut self.entries[i].1) {
+                i += 1;
+            } else {
+                // The last entry moves into `i` and is looked at next.
+                self.remove_at(i);
+            }
+        }
+        if self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to_fit();
+        }
+        if self.slots.capacity() > 8 * self.entries.len().max(8) {
+            self.slots.resize(self.entries.len());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &InfoHash> {
+        self.entries.iter().map(|(h, _)| h)
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    torrents: HashMap<InfoHash, Torrent>,
+    torrents: Torrents,
     counts: Counts,
     seeders: u64,
     leechers: u64,
@@ -561,40 +701,27 @@ impl Swarm {
         } = &mut *guard;
         let hasher = &self.hasher;
         let h = a.info_hash;
-
-        let torrent = if a.event == AnnounceEvent::Stopped {
-            match torrents.get_mut(&h) {
-                Some(t) => t,
-                None => {
-                    return TorrentStats {
-                        downloaded: counts.get(&h),
-                        ..TorrentStats::default()
-                    };
-                }
+        let th = torrents.hash(&h);
+        let at = match torrents.position(&h, th) {
+            Some(at) => at,
+            None if a.event == AnnounceEvent::Stopped => {
+                return TorrentStats {
+                    downloaded: counts.get(&h),
+                    ..TorrentStats::default()
+                };
             }
-        } else {
-            torrents.entry(h).or_insert_with(|| Torrent {
-                downloaded: counts.get(&h),
-                ..Torrent::default()
-            })
+            None => {
+                let t = Torrent {
+                    downloaded: counts.get(&h),
+                    ..Torrent::default()
+                };
+                torrents.insert(h, th, t)
+            }
         };
-        let (change, asker_v4, asker_v6) = match a.addr {
-            SocketAddr::V4(v4) => {
-                let p = Peer {
-                    id: a.peer_id,
-                    ip: v4.ip().octets(),
-                    port: v4.port(),
-                    seen: now,
-                };
-                (torrent.v4.update(p, a.left, a.event, hasher), Some(p), None)
-            }
-            SocketAddr::V6(v6) => {
-                let p = Peer {
-                    id: a.peer_id,
-                    ip: v6.ip().octets(),
-                    port: v6.port(),
-                    seen: now,
-                };
+        let torrent = &mut torrents.entries[at].1;
+        let (change, asker_v4, asker_v6) = match Asker::new(a.peer_id, a.addr, now) {
+            Asker::V4(p) => (torrent.v4.update(p, a.left, a.event, hasher), Some(p), None),
+            Asker::V6(p) => {
                 let family = torrent.v6.get_or_insert_with(Box::default);
                 (family.update(p, a.left, a.event, hasher), None, Some(p))
             }
@@ -611,19 +738,19 @@ impl Swarm {
                 torrent.v6 = None;
             }
             if torrent.is_empty() {
-                torrents.remove(&h);
+                torrents.remove_at(at);
             }
             return stats;
         }
         let only_leechers = a.left == 0 && !a.seeders_get_seeders;
-        let v6 = torrent.v6.as_deref();
+        let v6 = torrent.v6.as_deref_mut();
         match (asker_v4, asker_v6) {
             (Some(p), _) => {
                 torrent.v4.pick(only_leechers, Some(&p), a.numwant, out);
-                if a.families == Families::Both {
-                    if let Some(f) = v6 {
-                        f.pick(only_leechers, None, a.numwant, out);
-                    }
+                if a.families == Families::Both
+                    && let Some(f) = v6
+                {
+                    f.pick(only_leechers, None, a.numwant, out);
                 }
             }
             (_, p) => {
@@ -636,6 +763,67 @@ impl Swarm {
             }
         }
         stats
+    }
+
+    /// Starts loading into the cache what a batch of announces is about to touch, one level
+    /// of the structure per pass over the batch, so that the batch waits on memory about as
+    /// long as one announce would rather than once per announce. Only a hint: it changes
+    /// nothing, and what it loads may be stale by the time the announce runs.
+    pub fn prefetch(&self, batch: &[Warm]) {
+        const CHUNK: usize = 32;
+        for chunk in batch.chunks(CHUNK) {
+            let mut hashes = [0u64; CHUNK];
+            let mut at = [usize::MAX; CHUNK];
+            for (i, w) in chunk.iter().enumerate() {
+                let s = self.shard(&w.info_hash);
+                hashes[i] = s.torrents.hash(&w.info_hash);
+                prefetch(s.torrents.slots.home(hashes[i]));
+            }
+            for (i, w) in chunk.iter().enumerate() {
+                let s = self.shard(&w.info_hash);
+                if let Some(p) = s.torrents.slots.guess(hashes[i]) {
+                    at[i] = p;
+                    prefetch_range(&s.torrents.entries[p], size_of::<(InfoHash, Torrent)>());
+                }
+            }
+            // From here `hashes` holds the asker's peer hash, for indexed families.
+            for (i, w) in chunk.iter().enumerate() {
+                if at[i] == usize::MAX {
+                    continue;
+                }
+                let s = self.shard(&w.info_hash);
+                // Another thread may have removed torrents since the last pass.
+                let Some((key, t)) = s.torrents.entries.get(at[i]) else {
+                    at[i] = usize::MAX;
+                    continue;
+                };
+                let indexed = match Asker::new(w.peer_id, w.addr, 0) {
+                    _ if *key != w.info_hash => None,
+                    Asker::V4(p) => t.v4.warm_list(&p, w.only_leechers, &self.hasher),
+                    Asker::V6(p) => {
+                        t.v6.as_ref()
+                            .and_then(|f| f.warm_list(&p, w.only_leechers, &self.hasher))
+                    }
+                };
+                match indexed {
+                    Some(h) => hashes[i] = h,
+                    None => at[i] = usize::MAX,
+                }
+            }
+            for (i, w) in chunk.iter().enumerate() {
+                if at[i] == usize::MAX {
+                    continue;
+                }
+                let s = self.shard(&w.info_hash);
+                let Some((_, t)) = s.torrents.entries.get(at[i]) else {
+                    continue;
+                };
+                match w.addr {
+                    SocketAddr::V4(_) => t.v4.warm_peer(hashes[i]),
+                    SocketAddr::V6(_) => t.v6.iter().for_each(|f| f.warm_peer(hashes[i])),
+                }
+            }
+        }
     }
 
     pub fn scrape(&self, h: &InfoHash) -> TorrentStats {
@@ -698,7 +886,7 @@ impl Swarm {
             let shard = &mut *guard;
             let (mut gone_s, mut gone_l) = (0, 0);
             let before = shard.torrents.len();
-            shard.torrents.retain(|_, t| {
+            shard.torrents.retain(|t| {
                 let (s, l) = t.v4.expire(cutoff, &self.hasher);
                 gone_s += s;
                 gone_l += l;
@@ -712,9 +900,6 @@ impl Swarm {
                 }
                 !t.is_empty()
             });
-            if shard.torrents.len() < shard.torrents.capacity() / 4 {
-                shard.torrents.shrink_to_fit();
-            }
             shard.seeders -= gone_s as u64;
             shard.leechers -= gone_l as u64;
             expired.peers += (gone_s + gone_l) as u64;
@@ -1107,6 +1292,134 @@ mod tests {
         fn large_swarms_match_the_model(ops in proptest::collection::vec(op(1, 90), 1..1500)) {
             agrees_with_model(&ops)?;
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Many torrents coming and going move entries around the shards' torrent tables.
+        #[test]
+        fn many_torrents_match_the_model(ops in proptest::collection::vec(op(80, 3), 1..800)) {
+            agrees_with_model(&ops)?;
+        }
+    }
+
+    #[test]
+    fn prefetch_changes_nothing_and_survives_concurrent_removals() {
+        let s = Swarm::new(2);
+        let hash = |n: u8| InfoHash([n; 20]);
+        let batch: Vec<Warm> = (0..40u8)
+            .map(|n| Warm {
+                info_hash: hash(n % 20),
+                peer_id: PeerId([n; 20]),
+                addr: if n % 3 == 0 {
+                    format!("[::1]:{}", 1000 + u16::from(n))
+                } else {
+                    format!("10.0.0.{n}:1000")
+                }
+                .parse()
+                .unwrap(),
+                only_leechers: n % 2 == 0,
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for round in 0..300u32 {
+                    for w in &batch {
+                        let event = if round % 2 == 0 {
+                            AnnounceEvent::Started
+                        } else {
+                            AnnounceEvent::Stopped
+                        };
+                        // Big enough swarms on some torrents to have an index.
+                        for k in 0..(u32::from(w.info_hash.0[0]) % 4) * 10 {
+                            let mut a = peer(k as u8, &format!("10.1.0.{k}:7"), 0, event);
+                            a.info_hash = w.info_hash;
+                            s.announce(&a, round, &mut Vec::new());
+                        }
+                    }
+                }
+            });
+            for _ in 0..2000 {
+                s.prefetch(&batch);
+            }
+        });
+        let before = s.stats();
+        s.prefetch(&batch);
+        assert_eq!(s.stats(), before);
+        assert_eq!(
+            before.seeders + before.leechers,
+            0,
+            "the last round stopped everyone"
+        );
+    }
+
+    #[test]
+    fn expiry_leaves_the_survivors_findable() {
+        let s = Swarm::new(3);
+        for n in 0..600u32 {
+            let mut a = peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started);
+            a.info_hash = InfoHash([
+                n as u8,
+                (n >> 8) as u8,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+            ]);
+            s.announce(&a, n % 2, &mut Vec::new());
+        }
+        assert_eq!(
+            s.remove_expired(1),
+            Expired {
+                peers: 300,
+                torrents: 300
+            }
+        );
+        for n in 0..600u32 {
+            let h = InfoHash([
+                n as u8,
+                (n >> 8) as u8,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+                9,
+            ]);
+            let expect = (n % 2 == 1).then_some(TorrentStats {
+                seeders: 0,
+                leechers: 1,
+                downloaded: 0,
+            });
+            assert_eq!(s.torrent(&h), expect, "torrent {n}");
+        }
+        assert_eq!(s.stats().torrents, 300);
     }
 
     #[test]
