@@ -5,8 +5,12 @@
 //!
 //! Memory is the design constraint here: a public tracker holds millions of peers and many
 //! millions of counted torrents. A peer is a flat 32-byte record (44 for IPv6) in a vector;
-//! only swarms past `INDEX_FROM` peers get a hash index of 4-byte positions beside it. A
-//! torrent with a count but no peers is 28 bytes in a sorted array.
+//! only swarms past `INDEX_FROM` peers get a hash index of positions beside it. A torrent
+//! with a count but no peers is 28 bytes in a sorted array.
+//!
+//! Memory latency is the other constraint: at that size nearly every lookup misses the
+//! cache. The torrent tables and indexes are `slots::Slots`, whose probe addresses follow
+//! from a hash, so `Swarm::prefetch` can start the misses of a whole batch at once.
 
 use std::hash::{BuildHasher, Hash};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

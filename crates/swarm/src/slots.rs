@@ -1,10 +1,11 @@
 //! An open-addressing index over a dense vector the caller owns: linear probing over 8-byte
 //! slots, each a 32-bit hash tag and a 32-bit position. Where a key's probe starts follows
-//! from its hash alone, so a batch of announces can prefetch it before taking the lock that
-//! looks it up; a general-purpose map hides that address.
+//! from its hash alone, so a batch of announces can prefetch it before any of them looks it
+//! up; a general-purpose map hides that address.
 //!
 //! The tag is the low 32 bits of the hash and the probe starts at `hash & mask`, so the
 //! table can be rebuilt, and a slot's home found, without the caller hashing anything again.
+//! That holds while a table has at most 2^32 slots, as positions fit in 32 bits anyway.
 
 /// Slot value of an empty slot: positions are stored plus one.
 const EMPTY: u64 = 0;
