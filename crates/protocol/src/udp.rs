@@ -139,6 +139,7 @@ impl std::error::Error for ParseError {}
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes(b[at..at + 2].try_into().unwrap())
 }
+
 /// What a batch needs to know of an announce before answering it, read by `peek_announce`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peek {
@@ -501,6 +502,19 @@ mod tests {
             let mut out = Vec::new();
             req.write(&mut out);
             prop_assert_eq!(Request::parse(&out).unwrap(), req);
+        }
+
+        #[test]
+        fn peek_reads_what_parse_reads(a in announce(), cut in 0usize..98) {
+            let mut out = Vec::new();
+            Request::Announce(a.clone()).write(&mut out);
+            let peek = peek_announce(&out).unwrap();
+            prop_assert_eq!((peek.info_hash, peek.peer_id, peek.left, peek.port), (a.info_hash, a.peer_id, a.left, a.port));
+            prop_assert_eq!(peek_announce(&out[..cut]), None, "too short to be an announce");
+            let mut connect = Vec::new();
+            Request::Connect { transaction_id: a.transaction_id }.write(&mut connect);
+            connect.resize(120, 0);
+            prop_assert_eq!(peek_announce(&connect), None, "not an announce");
         }
 
         #[test]

@@ -78,7 +78,7 @@ impl Tracker {
 
     /// Whether an announce with `left` bytes to go gets leechers only in its answer.
     pub fn only_leechers(&self, left: u64) -> bool {
-        left == 0 && !self.policy.seeders_get_seeders
+        swarm::only_leechers(left, self.policy.seeders_get_seeders)
     }
 
     pub fn announce(&self, a: &PeerAnnounce, out: &mut Vec<ResponsePeer>) -> TorrentStats {

@@ -47,6 +47,12 @@ pub struct Announce {
     pub seeders_get_seeders: bool,
 }
 
+/// Whether the answer to an announce with `left` bytes to go lists leechers only: a seeder's
+/// does, unless seeders get seeders too.
+pub fn only_leechers(left: u64, seeders_get_seeders: bool) -> bool {
+    left == 0 && !seeders_get_seeders
+}
+
 /// What `Swarm::prefetch` needs to know of an announce.
 #[derive(Debug, Clone, Copy)]
 pub struct Warm {
@@ -54,7 +60,7 @@ pub struct Warm {
     pub peer_id: PeerId,
     /// As in `Announce::addr`: canonical IP, announced port.
     pub addr: SocketAddr,
-    /// Whether the answer will hold leechers only (a seeder, unless seeders get seeders).
+    /// As `only_leechers` says for the announce.
     pub only_leechers: bool,
 }
 
@@ -317,7 +323,7 @@ impl<A: Ip> Family<A> {
         self.cursor = self.cursor.wrapping_add((out.len() - before) as u32);
     }
 
-    /// Prefetch, second step: the peer list, or for an indexed family where `p`'s probe
+    /// Prefetch, third pass: the peer list, or for an indexed family where `p`'s probe
     /// starts and the next answer's window. Returns `p`'s hash when there is an index to
     /// follow.
     fn warm_list(
@@ -345,7 +351,7 @@ impl<A: Ip> Family<A> {
         }
     }
 
-    /// Prefetch, third step: the asker's record in an indexed family.
+    /// Prefetch, fourth pass: the asker's record in an indexed family.
     fn warm_peer(&self, hash: u64) {
         if let Some(at) = self.index.as_ref().and_then(|i| i.guess(hash)) {
             prefetch(self.peers.as_ptr().wrapping_add(at));
@@ -746,7 +752,7 @@ impl Swarm {
             }
             return stats;
         }
-        let only_leechers = a.left == 0 && !a.seeders_get_seeders;
+        let only_leechers = only_leechers(a.left, a.seeders_get_seeders);
         let v6 = torrent.v6.as_deref_mut();
         match (asker_v4, asker_v6) {
             (Some(p), _) => {
