@@ -33,6 +33,8 @@ pub struct ApiState {
     pub tracker: Arc<Tracker>,
     pub store: AnyStore,
     pub token: Secret,
+    /// `api.hosts`, lower-cased.
+    pub hosts: Vec<String>,
 }
 
 type St = State<Arc<ApiState>>;
@@ -47,6 +49,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/keys", get(keys).post(add_key))
         .route("/keys/{key}", axum::routing::delete(remove_key))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route under /api/v1") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_browsers,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
@@ -67,6 +73,74 @@ fn unavailable(e: StoreError) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         format!("database unavailable, nothing changed: {e}"),
     )
+}
+
+/// Whether a `Host` (or an origin's host) names this API in a way no web page can borrow:
+/// an IP address (DNS rebinding needs a name), `localhost`, or a name in `api.hosts`.
+fn host_allowed(host: &str, names: &[String]) -> bool {
+    let authority: axum::http::uri::Authority = match host.parse() {
+        Ok(a) => a,
+        Err(_) => return false,
+    };
+    let name = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// A web page must not drive the API (DESIGN section 6): a foreign `Host` is DNS rebinding,
+/// a foreign `Origin` is a cross-site request, and a body that is not `application/json` is
+/// what a cross-site form can send without a CORS preflight (an empty body is no body: the
+/// Origin check covers a bodiless cross-site POST). Runs after the token check, so that 401
+/// keeps meaning "no or wrong token"; with an empty token it is the only guard.
+async fn refuse_browsers(State(s): St, req: Request, next: Next) -> Response {
+    match browser_refusal(req.headers(), &s.hosts) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+fn browser_refusal(headers: &header::HeaderMap, hosts: &[String]) -> Option<Response> {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST).unwrap_or("");
+    if !host_allowed(host, hosts) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {host:?} is not this API's: use its IP address, localhost, or a name listed in api.hosts"
+            ),
+        ));
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+        if !same {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                format!("cross-origin request from {origin:?} refused"),
+            ));
+        }
+    }
+    let json = text(header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    let has_body = headers.contains_key(header::CONTENT_TYPE)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    (has_body && !json).then(|| {
+        error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request bodies must be sent as Content-Type: application/json",
+        )
+    })
 }
 
 /// Compares in time that depends only on the expected token's length.

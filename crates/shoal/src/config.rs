@@ -83,6 +83,9 @@ pub struct HttpConfig {
 pub struct ApiConfig {
     pub bind: SocketAddr,
     pub token: Secret,
+    /// Names (besides IP addresses and `localhost`) that a request's `Host` may carry: a
+    /// browser tricked by DNS rebinding sends the attacker's name, which is refused.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -217,6 +220,7 @@ impl Default for ApiConfig {
         ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1212)),
             token: Secret::default(),
+            hosts: Vec::new(),
         }
     }
 }
@@ -456,6 +460,17 @@ impl Config {
             return bad(
                 "api.token",
                 "must not contain whitespace or control characters".into(),
+            );
+        }
+        if let Some(h) = self.api.hosts.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }) {
+            return bad(
+                "api.hosts",
+                format!("{h:?} is not a host name (letters, digits, '.' and '-'; no port)"),
             );
         }
         let a = &self.announce;

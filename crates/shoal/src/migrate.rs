@@ -35,12 +35,25 @@ pub async fn run(args: Args) -> Result<(), String> {
     };
     let from = DatabaseUrl::parse(from).map_err(|e| format!("--from: {e}"))?;
     let to = DatabaseUrl::parse(&args.to).map_err(|e| format!("--to: {e}"))?;
-    if from.expose() == to.expose() {
-        return Err("--from and --to name the same database".into());
-    }
     let src = AnyStore::open_read_only(&from)
         .await
         .map_err(|e| format!("--from: {e}"))?;
+    // Opening writes nothing (SQLite only creates a missing file); adopting it does, below.
+    let dst = AnyStore::open(&to, 4)
+        .await
+        .map_err(|e| format!("--to: {e}"))?;
+    let same = async {
+        let a = src.identity().await.map_err(|e| format!("--from: {e}"))?;
+        let b = dst.identity().await.map_err(|e| format!("--to: {e}"))?;
+        Ok::<_, String>(!a.is_empty() && a == b)
+    };
+    if same.await? {
+        return Err(format!(
+            "--from {} and --to {} are the same database; nothing was written",
+            from.redacted(),
+            to.redacted()
+        ));
+    }
     if format == Format::Shoal {
         let status = src
             .migration_status()
@@ -56,9 +69,6 @@ pub async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let dst = AnyStore::open(&to, 4)
-        .await
-        .map_err(|e| format!("--to: {e}"))?;
     dst.migrate()
         .await
         .map_err(|e| format!("--to: {}", explain(e, &to)))?;
@@ -97,7 +107,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "verification failed for {}: the destination does not hold what it should",
+            "verification failed for {}: the destination would not hold what it should; nothing was written",
             bad.join(", ")
         ))
     }
@@ -108,7 +118,7 @@ async fn show_progress(p: Arc<Progress>, started: Instant) {
     let every = if terminal {
         Duration::from_millis(250)
     } else {
-        Duration::from_secs(5)
+        Duration::from_secs(1)
     };
     loop {
         tokio::time::sleep(every).await;
@@ -152,8 +162,13 @@ fn print_summary(reports: &[TableReport], elapsed: Duration) {
         }
     }
     let secs = elapsed.as_secs_f64();
+    let verdict = if reports.iter().all(TableReport::ok) {
+        "verified by row count and checksum, then committed"
+    } else {
+        "NOT committed: the destination is as it was"
+    };
     println!(
-        "{total} rows in {secs:.2} s ({:.0} rows/s), verified by row count and checksum",
+        "{total} rows in {secs:.2} s ({:.0} rows/s), {verdict}",
         total as f64 / secs.max(1e-3)
     );
     if let Some(r) = reports

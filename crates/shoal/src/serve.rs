@@ -115,6 +115,12 @@ async fn serve_with(
         tracker: tracker.clone(),
         store: store.clone(),
         token: config.api.token.clone(),
+        hosts: config
+            .api
+            .hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
     }));
     servers.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app).await {

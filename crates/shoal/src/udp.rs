@@ -68,7 +68,6 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, stop: &AtomicBool) {
             {
                 warm.push(Warm {
                     info_hash: a.info_hash,
-                    peer_id: a.peer_id,
                     addr: SocketAddr::new(canonical(src.ip()), a.port),
                     only_leechers: tracker.only_leechers(a.left),
                 });

@@ -224,6 +224,58 @@ fn an_open_api_is_refused_off_loopback_and_a_dead_database_is_named() {
     );
 }
 
+/// A password in a URL parameter, or one holding '/' or '?', is masked by `shoal config`,
+/// `shoal db status` and the "ready" line alike.
+#[test]
+fn database_passwords_never_show_in_config_status_or_the_log() {
+    let dir = temp_dir();
+    let closed = "postgresql://127.0.0.1:9/db?user=u&password=hunter2";
+    let odd = "postgresql://u:hun/ter?2@127.0.0.1:9/db";
+    for url in [closed, odd] {
+        let out = command(&["config"])
+            .current_dir(dir.path())
+            .env("SHOAL_DATABASE__URL", url)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success() && text.contains("[database]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hunter2") && !text.contains("ter?2"),
+            "{text}"
+        );
+        let err = fails_with(
+            &["db", "status"],
+            &[("SHOAL_DATABASE__URL", url)],
+            dir.path(),
+        );
+        assert!(!err.contains("hunter2") && !err.contains("ter?2"), "{err}");
+    }
+    // A live server reached with the password as a parameter: the ready line masks it.
+    let url = database("postgres").unwrap();
+    let (head, tail) = url.split_once("@").unwrap();
+    let (user, password) = head.rsplit_once(':').unwrap();
+    let param = format!("{user}@{tail}?password={password}");
+    let shoal = Setup {
+        db_url: Some(param),
+        ..Setup::default()
+    }
+    .start(dir.path());
+    let ready = shoal
+        .start_log
+        .iter()
+        .find(|l| l.contains("ready:"))
+        .unwrap()
+        .clone();
+    assert!(ready.contains("password=***"), "{ready}");
+    let (_, log) = shoal.stop();
+    for line in log.iter().chain([&ready]) {
+        assert!(!line.contains(password), "{line}");
+    }
+}
+
 #[test]
 fn bench_persistence_prints_one_json_report_with_every_operation() {
     let dir = temp_dir();

@@ -5,62 +5,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::stores::*;
 use common::*;
-use protocol::{InfoHash, Key};
+use protocol::Key;
 use store::{
     AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore,
     WhitelistEntry, WhitelistStore,
 };
-
-/// Everything a database holds, in comparable form.
-#[derive(Debug, PartialEq, Eq)]
-struct Contents {
-    torrents: BTreeMap<InfoHash, u64>,
-    total: Option<u64>,
-    whitelist: BTreeMap<InfoHash, i64>,
-    keys: BTreeMap<Key, (Option<i64>, i64)>,
-}
-
-fn contents(url: &str) -> Contents {
-    block_on(async {
-        let s = AnyStore::open(&DatabaseUrl::parse(url).unwrap(), 2)
-            .await
-            .unwrap();
-        let mut torrents = BTreeMap::new();
-        s.load_all_torrents_downloads(|h, n| {
-            torrents.insert(h, n);
-        })
-        .await
-        .unwrap();
-        let c = Contents {
-            torrents,
-            total: s.load_global_downloads().await.unwrap(),
-            whitelist: s
-                .load_whitelist()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| (e.info_hash, e.added_at))
-                .collect(),
-            keys: s
-                .load_keys()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|k| (k.key, (k.valid_until, k.created_at)))
-                .collect(),
-        };
-        s.close().await;
-        c
-    })
-}
-
-fn big_hash(n: u32) -> InfoHash {
-    let mut b = [0u8; 20];
-    b[..4].copy_from_slice(&n.to_le_bytes());
-    b[10] = 0xab;
-    InfoHash(b)
-}
 
 fn seed(url: &str) {
     block_on(async {
@@ -102,15 +53,6 @@ fn seed(url: &str) {
         }
         s.close().await;
     });
-}
-
-fn migrate(args: &[&str]) -> (bool, String) {
-    let mut all = vec!["migrate", "--batch-rows", "500"];
-    all.extend_from_slice(args);
-    let out = command(&all).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[test]
@@ -304,10 +246,48 @@ fn torrust_database(backend: &str, dir: &std::path::Path, with_history: bool) ->
     url.replace("?mode=rwc", "")
 }
 
+/// What a refused database must still be after Shoal has looked at it: for SQLite every byte
+/// of its folder (the header's journal-mode bytes 18-19 included), for a server its tables.
+fn fingerprint(url: &str) -> Vec<(String, Vec<u8>)> {
+    let parsed = DatabaseUrl::parse(url).unwrap();
+    if let Some(path) = parsed.sqlite_path() {
+        let mut files: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("torrust"))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        return files;
+    }
+    block_on(async {
+        let s = AnyStore::open(&parsed, 1).await.unwrap();
+        let sql = "SELECT table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'mysql', 'performance_schema', 'sys') ORDER BY 1";
+        let names: Vec<String> = match &s {
+            AnyStore::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await.unwrap(),
+            AnyStore::MySql(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await.unwrap(),
+            AnyStore::Sqlite(_) => unreachable!(),
+        };
+        s.close().await;
+        names.into_iter().map(|n| (n, vec![])).collect()
+    })
+}
+
 fn adopts_torrust(backend: &str, with_history: bool) {
     let dir = temp_dir();
     let torrust = torrust_database(backend, dir.path(), with_history);
-    let dst = format!("sqlite://{}/shoal.db", dir.path().display());
+    let dst = match backend {
+        "sqlite" => format!("sqlite://{}/shoal.db", dir.path().display()),
+        other => database(other).unwrap(),
+    };
+    let untouched = fingerprint(&torrust);
+    if backend == "sqlite" {
+        assert_eq!(
+            untouched[0].1[18..20],
+            [1, 1],
+            "a rollback-journal database to begin with"
+        );
+    }
 
     // serve refuses it and names the command.
     let err = command(&["serve"])
@@ -322,16 +302,33 @@ fn adopts_torrust(backend: &str, with_history: bool) {
         !err.status.success() && text.contains("shoal migrate --from torrust+"),
         "{text}"
     );
+    // Neither serve, nor db status or upgrade, nor a copy into it writes a byte to it.
+    let empty = prepared(&format!("sqlite://{}/empty.db", dir.path().display()));
+    for action in ["status", "upgrade"] {
+        command(&["db", action])
+            .env("SHOAL_DATABASE__URL", &torrust)
+            .output()
+            .unwrap();
+    }
+    let (ok, out) = migrate(&["--from", &empty, "--to", &torrust]);
+    assert!(!ok && out.contains("did not create"), "{out}");
+    assert!(
+        fingerprint(&torrust) == untouched,
+        "the refused database was written to"
+    );
 
+    // A bad row mid-stream, one row per batch: the rows before it are not committed either.
     let from = format!("torrust+{torrust}");
-    let (ok, out) = migrate(&["--from", &from, "--to", &dst]);
+    let before = contents(&prepared(&dst));
+    let (ok, out) = migrate_in_batches(1, &["--from", &from, "--to", &dst]);
     assert!(
         !ok && out.contains("torrents row id=3")
             && out.contains("not-hex")
             && out.contains("--skip-invalid"),
         "{out}"
     );
-    let (ok, out) = migrate(&["--from", &from, "--to", &dst, "--skip-invalid"]);
+    assert_eq!(contents(&dst), before, "a failed copy writes nothing");
+    let (ok, out) = migrate_in_batches(1, &["--from", &from, "--to", &dst, "--skip-invalid"]);
     assert!(
         ok,
         "a failed copy left nothing behind, so it runs again without --merge: {out}"

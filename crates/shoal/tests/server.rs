@@ -363,6 +363,70 @@ fn http_announce_compact_dictionary_and_ipv6() {
     assert!(peers[0].get("peer id").is_none(), "no_peer_id honoured");
 }
 
+/// DESIGN section 7: a peer is its endpoint. A client that restarts announces from the same
+/// IP and port with a new peer id: it replaces its old record and is never handed itself.
+#[test]
+fn a_restarted_client_is_one_peer_and_never_its_own_peer() {
+    let dir = temp_dir();
+    let shoal = Shoal::start(dir.path(), "");
+    for (n, server) in shoal.udp.iter().enumerate() {
+        let ih = hash(40 + n as u8);
+        let mut c = UdpClient::new(*server);
+        let cid = c.connect();
+        c.announce(cid, ih, peer_id(3), 7003, 10, AnnounceEvent::Started);
+        c.announce(cid, ih, peer_id(1), 7001, 10, AnnounceEvent::Started);
+        match c.announce(cid, ih, peer_id(2), 7001, 10, AnnounceEvent::Started) {
+            Response::Announce {
+                seeders,
+                leechers,
+                peers,
+                ..
+            } => {
+                assert_eq!((seeders, leechers), (0, 2), "udp {server}: counted once");
+                let ports: Vec<u16> = peers.iter().map(|p| p.port()).collect();
+                assert_eq!(
+                    ports,
+                    vec![7003],
+                    "udp {server}: never the asker's endpoint"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for (n, server) in shoal.http.iter().enumerate() {
+        for compact in [true, false] {
+            let ih = hash(50 + 2 * n as u8 + compact as u8);
+            http_announce(*server, ih, 3, 7003, 10, AnnounceEvent::Started, compact);
+            http_announce(*server, ih, 1, 7001, 10, AnnounceEvent::Started, compact);
+            let answer = http_announce(*server, ih, 2, 7001, 10, AnnounceEvent::Started, compact);
+            let what = format!("http {server}, compact={compact}");
+            assert_eq!(
+                answer.get("incomplete").unwrap().as_int(),
+                Some(2),
+                "{what}: counted once"
+            );
+            let key = if server.is_ipv6() && compact {
+                "peers6"
+            } else {
+                "peers"
+            };
+            let ports: Vec<i64> = match answer.get(key).unwrap() {
+                protocol::bencode::Value::Bytes(b) => b
+                    .chunks(if server.is_ipv6() { 18 } else { 6 })
+                    .map(|c| i64::from(u16::from_be_bytes([c[c.len() - 2], c[c.len() - 1]])))
+                    .collect(),
+                list => list
+                    .as_list()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.get("port").unwrap().as_int().unwrap())
+                    .collect(),
+            };
+            assert_eq!(ports, vec![7003], "{what}: never the asker's endpoint");
+        }
+    }
+}
+
 #[test]
 fn http_scrape_one_and_many_with_keep_alive() {
     let dir = temp_dir();

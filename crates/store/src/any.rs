@@ -134,6 +134,19 @@ impl Connection for AnyStore {
     async fn server_version(&self) -> Result<String, StoreError> {
         each!(self, s => s.server_version().await)
     }
+    async fn identity(&self) -> Result<String, StoreError> {
+        let id = each!(self, s => s.identity().await)?;
+        match self {
+            // Device and inode: one file however its path is spelled, links included.
+            AnyStore::Sqlite(_) if !id.is_empty() => {
+                use std::os::unix::fs::MetadataExt;
+                let m =
+                    std::fs::metadata(&id).map_err(|e| StoreError::Copy(format!("{id}: {e}")))?;
+                Ok(format!("sqlite:{}:{}", m.dev(), m.ino()))
+            }
+            _ => Ok(id),
+        }
+    }
 }
 
 impl Transfer for AnyStore {
@@ -151,10 +164,11 @@ impl Transfer for AnyStore {
     async fn import(
         &self,
         rx: tokio::sync::mpsc::Receiver<Batch>,
+        source_done: tokio::sync::oneshot::Receiver<()>,
         merge: Option<Merge>,
         before: [TableSum; 4],
         progress: &Progress,
-    ) -> Result<[Imported; 4], StoreError> {
-        each!(self, s => s.import(rx, merge, before, progress).await)
+    ) -> Result<Imported, StoreError> {
+        each!(self, s => s.import(rx, source_done, merge, before, progress).await)
     }
 }

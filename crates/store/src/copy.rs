@@ -1,20 +1,24 @@
 //! The copy engine behind `shoal migrate`: every row of every table from one store to another,
-//! streamed in batches, written in one destination transaction, then verified on both sides.
+//! streamed in batches, written in one destination transaction, verified, and only then
+//! committed.
 //!
-//! One transaction makes an interrupted copy leave nothing behind, so it can simply be run
-//! again. Verification re-reads both databases after the commit and compares, per table, the
-//! row count and an order-independent checksum (the wrapping sum of one hash per row).
+//! All or nothing: a bad row, a lost connection on either side, a full disk, an interrupt or a
+//! failed verification drops the transaction, so the destination is left exactly as it was and
+//! the same command can simply be run again. Verification compares, per table, the row count
+//! and an order-independent checksum (the wrapping sum of one hash per row) of the source,
+//! read twice, with the destination as the open transaction sees it.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use protocol::InfoHash;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{AnyStore, AuthKey, StoreError, Transfer, WhitelistEntry};
 
 pub(crate) const WRITER_STOPPED: &str = "the writer stopped";
+pub(crate) const READER_STOPPED: &str = "the source was not read to the end; nothing was written";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -200,15 +204,24 @@ impl TableReport {
     }
 }
 
-/// Where the writer stands after the copy: per table, rows written and the sum the
-/// destination must now have.
+/// One table as the writer left it: rows written, the sum the destination must have, and
+/// the sum it had inside the transaction.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Imported {
+pub struct TableImport {
     pub copied: u64,
     pub expected: TableSum,
+    pub found: TableSum,
 }
 
-/// Copies every table from `src` (read only) to `dst` (already migrated) and verifies.
+/// What the writer did: per table, and whether it committed (only when every table verified).
+#[derive(Debug, Clone, Copy)]
+pub struct Imported {
+    pub tables: [TableImport; 4],
+    pub committed: bool,
+}
+
+/// Copies every table from `src` (read only) to `dst` (already migrated), verifies, and commits
+/// only if every table verified; a report that is not `ok()` means nothing was written.
 pub async fn copy(
     src: &AnyStore,
     format: Format,
@@ -233,6 +246,7 @@ pub async fn copy(
     }
 
     let (tx, rx) = mpsc::channel::<Batch>(4);
+    let (done, source_done) = oneshot::channel();
     let reader = async {
         let mut out = Vec::new();
         for t in Table::ALL {
@@ -249,9 +263,23 @@ pub async fn copy(
             );
         }
         drop(tx);
+        // Before the commit: the source must read the same after the copy as during it.
+        for t in Table::ALL {
+            let again = src
+                .export_table(t, format, true, now, None, opts.batch_rows)
+                .await?
+                .sum;
+            if again != out[t as usize].sum {
+                return Err(StoreError::Copy(format!(
+                    "the source's {} table changed while it was copied; nothing was written; stop what writes to it and run again",
+                    t.name()
+                )));
+            }
+        }
+        let _ = done.send(());
         Ok::<_, StoreError>(out)
     };
-    let writer = dst.import(rx, opts.merge, before, &progress);
+    let writer = dst.import(rx, source_done, opts.merge, before, &progress);
     let (read, written) = tokio::join!(reader, writer);
     let (read, written) = match (read, written) {
         (Ok(r), Ok(w)) => (r, w),
@@ -259,35 +287,20 @@ pub async fn copy(
         (Err(StoreError::Copy(m)), Err(w)) if m == WRITER_STOPPED => return Err(w),
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
-
-    let mut reports = Vec::new();
-    for t in Table::ALL {
-        let source = src
-            .export_table(t, format, true, now, None, opts.batch_rows)
-            .await?
-            .sum;
-        let destination = dst
-            .export_table(t, Format::Shoal, true, now, None, opts.batch_rows)
-            .await?
-            .sum;
-        let i = t as usize;
-        reports.push(TableReport {
-            table: t,
-            source,
-            destination,
-            expected: written[i].expected,
-            copied: written[i].copied,
-            skipped: read[i].skipped.clone(),
-        });
-        // The source must read the same after the copy as during it.
-        if source != read[i].sum {
-            return Err(StoreError::Copy(format!(
-                "the source's {} table changed while it was copied; stop what writes to it and run again",
-                t.name()
-            )));
-        }
-    }
-    Ok(reports)
+    Ok(Table::ALL
+        .iter()
+        .map(|&t| {
+            let w = &written.tables[t as usize];
+            TableReport {
+                table: t,
+                source: read[t as usize].sum,
+                destination: w.found,
+                expected: w.expected,
+                copied: w.copied,
+                skipped: read[t as usize].skipped.clone(),
+            }
+        })
+        .collect())
 }
 
 /// One row in Shoal's shape.

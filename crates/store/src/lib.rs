@@ -186,15 +186,19 @@ pub trait Transfer {
         out: Option<&tokio::sync::mpsc::Sender<copy::Batch>>,
         batch_rows: usize,
     ) -> impl Future<Output = Result<copy::Exported, StoreError>> + Send;
-    /// Writes every batch from `rx` in one transaction. `before` holds the destination's
-    /// sums before the copy; the result says what each table must hold afterwards.
+    /// Writes every batch from `rx` in one transaction, which is committed only when
+    /// `source_done` fires (every row was read and the source did not change) and the
+    /// destination, read inside that transaction, holds exactly what it must. Anything else
+    /// rolls back: the destination is left as it was. `before` holds the destination's sums
+    /// before the copy; the result says what each table must hold and what it held.
     fn import(
         &self,
         rx: tokio::sync::mpsc::Receiver<copy::Batch>,
+        source_done: tokio::sync::oneshot::Receiver<()>,
         merge: Option<copy::Merge>,
         before: [copy::TableSum; 4],
         progress: &copy::Progress,
-    ) -> impl Future<Output = Result<[copy::Imported; 4], StoreError>> + Send;
+    ) -> impl Future<Output = Result<copy::Imported, StoreError>> + Send;
 }
 
 /// The connection itself: health, shutdown, name.
@@ -205,6 +209,9 @@ pub trait Connection {
     fn driver(&self) -> &'static str;
     /// The server's own version string (`sqlite_version()`, `version()`).
     fn server_version(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
+    /// What names the database itself, however its URL is spelled: equal for two stores
+    /// that reach the same data.
+    fn identity(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
 }
 
 /// Everything a running tracker needs from its database.

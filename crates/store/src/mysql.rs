@@ -38,6 +38,10 @@ impl Dialect for MySql {
     fn rows_affected(r: &MySqlQueryResult) -> u64 {
         r.rows_affected()
     }
+
+    // MariaDB has no server UUID; host name, port and data folder name one server.
+    const IDENTITY_QUERY: &'static str =
+        "SELECT CONCAT(@@hostname, ':', @@port, ':', @@datadir, ':', DATABASE())";
 }
 
 impl SqlStore<MySql> {

@@ -29,6 +29,9 @@ impl Dialect for Postgres {
     fn rows_affected(r: &PgQueryResult) -> u64 {
         r.rows_affected()
     }
+
+    // The cluster's identifier is made by initdb and differs between any two clusters.
+    const IDENTITY_QUERY: &'static str = "SELECT CAST(system_identifier AS TEXT) || '/' || current_database() || '/' || current_schema() FROM pg_control_system()";
 }
 
 impl SqlStore<Postgres> {

@@ -15,7 +15,9 @@ use sqlx::{
     QueryBuilder, Row, SqlSafeStr, SqlStr, Type,
 };
 
-use crate::copy::{Batch, Exported, Format, Imported, Item, Merge, Progress, Table, TableSum};
+use crate::copy::{
+    Batch, Exported, Format, Imported, Item, Merge, Progress, Table, TableImport, TableSum,
+};
 use crate::{
     AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, DatabaseUrl, MigrationInfo, MigrationState,
     SchemaMigrator, StoreError, TorrentMetricsStore, Transfer, WhitelistEntry, WhitelistStore,
@@ -51,6 +53,12 @@ pub trait Dialect: Database {
     const TABLE_EXISTS: &'static str;
     /// sqlx has no shared trait for query results; each backend's type has this method.
     fn rows_affected(r: &Self::QueryResult) -> u64;
+    /// Run once a database is known to be Shoal's, before its first migration: settings
+    /// that write to the database itself (SQLite's journal mode lives in its file header).
+    const ADOPT: Option<&'static str> = None;
+    /// One text value naming the database itself, whatever URL reached it: two URLs whose
+    /// answers are equal lead to the same data.
+    const IDENTITY_QUERY: &'static str;
 }
 
 /// Renders `?` as `$1, $2, …` for PostgreSQL.
@@ -383,15 +391,29 @@ where
 for_every_backend! {
 impl SchemaMigrator {
     async fn migrate(&self) -> Result<(), StoreError> {
-        // Someone else's `torrents` table (Torrust's, with or without its own history) is
-        // refused before anything is written.
+        // A database this binary refuses is refused here, before anything is written to it:
+        // not a row, not a lock, not a journal mode.
+        let status = self.migration_status().await?;
         let (torrents,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind("torrents").fetch_one(&self.pool).await?;
         if torrents > 0 {
+            // Someone else's `torrents` table (Torrust's, with or without its own history).
             let first = DB::migrator().iter().next().map(|m| m.version);
-            let ours = self.migration_status().await?.iter().any(|m| Some(m.version) == first && m.state != MigrationState::Pending);
-            if !ours {
+            if !status.iter().any(|m| Some(m.version) == first && m.state != MigrationState::Pending) {
                 return Err(StoreError::Foreign);
             }
+        }
+        use sqlx::migrate::MigrateError;
+        for m in &status {
+            let refused = match m.state {
+                MigrationState::Unknown => MigrateError::VersionMissing(m.version),
+                MigrationState::Changed => MigrateError::VersionMismatch(m.version),
+                MigrationState::Dirty => MigrateError::Dirty(m.version),
+                MigrationState::Applied | MigrationState::Pending => continue,
+            };
+            return Err(explain_migrate_error(refused));
+        }
+        if let Some(sql) = DB::ADOPT {
+            sqlx::query(sql).execute(&self.pool).await?;
         }
         let mut conn = self.pool.acquire().await?;
         // run_direct, not run: the latter trips a higher-ranked `Send` limit of the compiler.
@@ -596,6 +618,10 @@ impl Connection {
     async fn server_version(&self) -> Result<String, StoreError> {
         Ok(sqlx::query_scalar(DB::VERSION_QUERY).fetch_one(&self.pool).await?)
     }
+
+    async fn identity(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar(DB::IDENTITY_QUERY).fetch_one(&self.pool).await?)
+    }
 }
 }
 
@@ -750,11 +776,13 @@ impl Transfer {
     async fn import(
         &self,
         mut rx: tokio::sync::mpsc::Receiver<Batch>,
+        source_done: tokio::sync::oneshot::Receiver<()>,
         merge: Option<Merge>,
         before: [TableSum; 4],
         progress: &Progress,
-    ) -> Result<[Imported; 4], StoreError> {
-        let mut result = before.map(|expected| Imported { copied: 0, expected });
+    ) -> Result<Imported, StoreError> {
+        let mut result = before.map(|expected| TableImport { copied: 0, expected, found: TableSum::default() });
+        // Dropped without a commit on every early return: the destination rolls back.
         let mut tx = self.pool.begin().await?;
         while let Some(batch) = rx.recv().await {
             let t = batch.table();
@@ -813,8 +841,22 @@ impl Transfer {
             r.copied += batch.len() as u64;
             progress.add(t, batch.len() as u64);
         }
-        tx.commit().await?;
-        Ok(result)
+        // The channel also closes when the reader fails; only its word says it read everything.
+        if source_done.await.is_err() {
+            return Err(StoreError::Copy(crate::copy::READER_STOPPED.into()));
+        }
+        for t in Table::ALL {
+            let mut rows = sqlx::query(self.q.export[t as usize][0].clone()).fetch(&mut *tx);
+            let found = &mut result[t as usize].found;
+            while let Some(row) = rows.try_next().await? {
+                found.add(decode_row(t, Format::Shoal, &row, 0).map_err(StoreError::Copy)?.hash());
+            }
+        }
+        let verified = result.iter().all(|r| r.found == r.expected);
+        if verified {
+            tx.commit().await?;
+        }
+        Ok(Imported { tables: result, committed: verified })
     }
 }
 }

@@ -1,12 +1,12 @@
-//! The embedded default: one SQLite file, WAL journal with `synchronous = FULL`, so an
-//! acknowledged flush survives power loss.
+//! The embedded default: one SQLite file, WAL journal (set when the database is adopted) with
+//! `synchronous = FULL`, so an acknowledged flush survives power loss.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteQueryResult, SqliteSynchronous};
 
 use crate::sql::{Dialect, SqlStore};
 use crate::{DatabaseUrl, StoreError};
@@ -29,6 +29,12 @@ impl Dialect for Sqlite {
     fn rows_affected(r: &SqliteQueryResult) -> u64 {
         r.rows_affected()
     }
+
+    // WAL is kept in the file header, so it is set only on a database Shoal has adopted.
+    const ADOPT: Option<&'static str> = Some("PRAGMA journal_mode = WAL");
+    // The file's path; `AnyStore::identity` turns it into the file's device and inode.
+    const IDENTITY_QUERY: &'static str =
+        "SELECT file FROM pragma_database_list WHERE name = 'main'";
 }
 
 impl SqlStore<Sqlite> {
@@ -46,8 +52,9 @@ impl SqlStore<Sqlite> {
             })?;
         }
         let options = SqliteConnectOptions::from_str(url.expose()).map(|o| {
+            // No journal mode here: switching to WAL writes the file header, and a database
+            // Shoal refuses must stay untouched; `migrate` switches it once adopted.
             o.create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
         });

@@ -42,25 +42,36 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with its secrets replaced by `***`: the password of the user info and the
+    /// `password`/`sslpassword` query parameters. Read from a parsed URL, so a password holding
+    /// `/`, `?` or `@` cannot shift what is masked; a URL that does not parse is not shown at all.
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
+        let scheme = self.0.split(':').next().unwrap_or("");
+        if scheme == "sqlite" && !self.0.contains("password") {
+            // A file path carries no secret, and url::Url would rewrite its spelling.
             return self.0.clone();
-        };
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    user.to_string()
-                };
-                format!("{scheme}://{masked}@{host}{tail}")
-            }
-            None => self.0.clone(),
         }
+        let Ok(mut u) = ::url::Url::parse(&self.0) else {
+            return format!("<{scheme} url that does not parse; not shown>");
+        };
+        if u.password().is_some() && u.set_password(Some("***")).is_err() {
+            return format!("<{scheme} url; not shown>");
+        }
+        if u.query().is_some() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret =
+                        ["password", "sslpassword"].contains(&k.to_ascii_lowercase().as_str());
+                    (
+                        k.into_owned(),
+                        if secret { "***".into() } else { v.into_owned() },
+                    )
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        u.to_string()
     }
 
     /// For `sqlite:` URLs, the database file (None for in-memory databases).
@@ -97,6 +108,36 @@ mod tests {
         assert_eq!(
             DatabaseUrl("sqlite://data/shoal.db".into()).redacted(),
             "sqlite://data/shoal.db"
+        );
+    }
+
+    #[test]
+    fn passwords_in_parameters_and_odd_passwords_never_show() {
+        for (url, secret) in [
+            (
+                "postgresql://127.0.0.1:9/db?user=u&password=hunter2",
+                "hunter2",
+            ),
+            (
+                "postgresql://127.0.0.1:9/db?sslpassword=hunter2&sslmode=require",
+                "hunter2",
+            ),
+            ("mysql://u:PassWord@h/db?PASSWORD=hunter2", "hunter2"),
+            ("postgresql://u:hun%2Fter%3F2@h/db", "hun%2Fter%3F2"),
+            // Not a URL once the password holds a raw '/' or '?': nothing of it is shown.
+            ("postgresql://u:hun/ter2@h/db", "ter2"),
+            ("postgresql://u:hun?ter2@h/db", "ter2"),
+            ("postgresql://u:p@ss@h/db", "p@ss"),
+        ] {
+            let u = DatabaseUrl(url.into());
+            for shown in [u.redacted(), format!("{u:?}"), format!("{u}")] {
+                assert!(!shown.contains(secret), "{url} shown as {shown}");
+            }
+        }
+        let u = DatabaseUrl("postgresql://127.0.0.1:9/db?user=u&password=hunter2".into());
+        assert_eq!(
+            u.redacted(),
+            "postgresql://127.0.0.1:9/db?user=u&password=***"
         );
     }
 

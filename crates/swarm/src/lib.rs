@@ -57,7 +57,6 @@ pub fn only_leechers(left: u64, seeders_get_seeders: bool) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct Warm {
     pub info_hash: InfoHash,
-    pub peer_id: PeerId,
     /// As in `Announce::addr`: canonical IP, announced port.
     pub addr: SocketAddr,
     /// As `only_leechers` says for the announce.
@@ -110,8 +109,9 @@ impl Ip for [u8; 16] {
     }
 }
 
-/// A peer is the triple of its id, IP and port: two clients behind one NAT stay apart, and
-/// nobody can evict a peer by sending its id from elsewhere.
+/// A peer is its endpoint, IP and port: two clients behind one NAT stay apart, nobody can
+/// evict a peer by sending its id from elsewhere, and a client that restarts with a new peer
+/// id replaces its old record instead of being counted twice. The id is only carried along.
 #[derive(Debug, Clone, Copy)]
 struct Peer<A> {
     id: PeerId,
@@ -122,11 +122,11 @@ struct Peer<A> {
 
 impl<A: Ip> Peer<A> {
     fn is(&self, other: &Peer<A>) -> bool {
-        self.port == other.port && self.ip == other.ip && self.id == other.id
+        self.port == other.port && self.ip == other.ip
     }
 
     fn hash(&self, hasher: &DefaultHashBuilder) -> u64 {
-        hasher.hash_one((&self.id, &self.ip, self.port))
+        hasher.hash_one((&self.ip, self.port))
     }
 }
 
@@ -261,7 +261,9 @@ impl<A: Ip> Family<A> {
         let seeder = left == 0;
         match found {
             Some(at) => {
+                // The endpoint's latest announce wins, whatever peer id it carries now.
                 self.peers[at].seen = p.seen;
+                self.peers[at].id = p.id;
                 let was_seeder = at < self.seeders;
                 if seeder && !was_seeder {
                     self.swap(at, self.seeders, hasher);
@@ -807,7 +809,7 @@ impl Swarm {
                     at[i] = usize::MAX;
                     continue;
                 };
-                let indexed = match Asker::new(w.peer_id, w.addr, 0) {
+                let indexed = match Asker::new(PeerId([0; 20]), w.addr, 0) {
                     _ if *key != w.info_hash => None,
                     Asker::V4(p) => t.v4.warm_list(&p, w.only_leechers, &self.hasher),
                     Asker::V6(p) => {
@@ -997,6 +999,33 @@ mod tests {
                 peer_id: PeerId([1; 20]),
                 addr: "10.0.0.1:6881".parse().unwrap()
             }]
+        );
+    }
+
+    #[test]
+    fn a_restarted_client_replaces_its_endpoint_and_is_never_its_own_peer() {
+        let s = Swarm::default();
+        announce(&s, peer(1, "10.0.0.1:7001", 10, AnnounceEvent::Started));
+        announce(&s, peer(3, "10.0.0.3:7003", 10, AnnounceEvent::Started));
+        // The same endpoint with a new peer id: a client after a restart.
+        let (st, peers) = announce(&s, peer(2, "10.0.0.1:7001", 10, AnnounceEvent::Started));
+        assert_eq!((st.seeders, st.leechers), (0, 2), "counted once");
+        let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.addr).collect();
+        assert_eq!(addrs, vec!["10.0.0.3:7003".parse().unwrap()]);
+        let (_, peers) = announce(&s, peer(3, "10.0.0.3:7003", 10, AnnounceEvent::None));
+        assert_eq!(
+            peers,
+            vec![ResponsePeer {
+                peer_id: PeerId([2; 20]),
+                addr: "10.0.0.1:7001".parse().unwrap()
+            }],
+            "others see the endpoint's latest peer id"
+        );
+        let (st, _) = announce(&s, peer(1, "10.0.0.1:7001", 10, AnnounceEvent::Stopped));
+        assert_eq!(
+            (st.seeders, st.leechers),
+            (0, 1),
+            "the endpoint's stopped removes it"
         );
     }
 
@@ -1221,10 +1250,12 @@ mod tests {
             let a = Announce {
                 info_hash: InfoHash([o.torrent; 20]),
                 peer_id: PeerId([o.peer; 20]),
-                addr: if o.addr == 2 {
-                    format!("[::1]:{}", 1000 + o.peer as u16)
-                } else {
-                    format!("10.0.0.{}:1000", o.addr)
+                // 10.0.0.0:1000 is one endpoint that every peer id shares (a client that
+                // restarts); the others give each peer id an endpoint of its own.
+                addr: match o.addr {
+                    0 => "10.0.0.0:1000".to_string(),
+                    1 => format!("10.0.0.1:{}", 1000 + o.peer as u16),
+                    _ => format!("[::1]:{}", 1000 + o.peer as u16),
                 }
                 .parse()
                 .unwrap(),
@@ -1234,7 +1265,7 @@ mod tests {
                 families: Families::Both,
                 seeders_get_seeders: o.torrent == 1,
             };
-            let key = (o.torrent, o.peer, o.addr);
+            let key = (o.torrent, o.addr, if o.addr == 0 { 0 } else { o.peer });
             if o.event == AnnounceEvent::Stopped {
                 model.remove(&key);
             } else {
@@ -1265,9 +1296,9 @@ mod tests {
                     seeders + leechers - 1
                 };
                 prop_assert_eq!(out.len() as u32, expect.min(100));
-                let distinct: HashSet<_> = out.iter().map(|p| (p.peer_id, p.addr)).collect();
-                prop_assert_eq!(distinct.len(), out.len(), "no peer twice");
-                prop_assert!(!distinct.contains(&(a.peer_id, a.addr)), "never the asker");
+                let distinct: HashSet<_> = out.iter().map(|p| p.addr).collect();
+                prop_assert_eq!(distinct.len(), out.len(), "no endpoint twice");
+                prop_assert!(!distinct.contains(&a.addr), "never the asker's endpoint");
             }
         }
         let stats = s.stats();
@@ -1320,7 +1351,6 @@ mod tests {
         let batch: Vec<Warm> = (0..40u8)
             .map(|n| Warm {
                 info_hash: hash(n % 20),
-                peer_id: PeerId([n; 20]),
                 addr: if n % 3 == 0 {
                     format!("[::1]:{}", 1000 + u16::from(n))
                 } else {

@@ -1,6 +1,8 @@
 //! Starts the real `shoal` binary on ephemeral loopback ports and speaks to it.
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ pub struct Shoal {
     pub http: Vec<SocketAddr>,
     pub api: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    /// Everything logged up to and including the "ready" line.
+    pub start_log: Vec<String>,
 }
 
 /// A config on loopback ports chosen by the kernel, with a database in `dir`.
@@ -111,6 +115,7 @@ impl Shoal {
             }
         });
         let (mut udp, mut http, mut api) = (vec![], vec![], None);
+        let mut start_log = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -130,7 +135,10 @@ impl Shoal {
                 http.push(addr());
             } else if line.contains("admin api listening on") {
                 api = Some(addr());
-            } else if line.contains("ready:") {
+            }
+            let ready = line.contains("ready:");
+            start_log.push(line);
+            if ready {
                 break;
             }
         }
@@ -140,6 +148,7 @@ impl Shoal {
             http,
             api: api.expect("api address logged"),
             log: rx,
+            start_log,
         }
     }
 
@@ -425,7 +434,7 @@ pub fn api(
 ) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
