@@ -217,6 +217,7 @@ async fn metrics(State(s): St) -> Response {
         seeders: st.seeders,
         leechers: st.leechers,
         pending_deltas: st.pending_deltas,
+        uncounted_downloads: st.uncounted_downloads,
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

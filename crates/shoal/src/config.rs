@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -16,6 +17,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub api: ApiConfig,
     pub announce: AnnounceConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -88,6 +90,9 @@ pub struct ApiConfig {
     pub hosts: Vec<String>,
 }
 
+/// A UDP datagram carries at most 65,507 bytes: a 20-byte answer header, 18 per IPv6 peer.
+const MAX_NUMWANT: u32 = (65_507 - 20) / 18;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceConfig {
@@ -103,6 +108,48 @@ pub struct AnnounceConfig {
     /// A seeder gets only leechers by default: other seeders are of no use to it. `true`
     /// answers seeders from the whole swarm, as aquatic does (for like-for-like benchmarks).
     pub seeders_get_seeders: bool,
+}
+
+/// What a hostile client can make the tracker hold (docs/security.md has the memory each
+/// default allows). Zero is refused: it would refuse every announce.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Torrents with peers; an announce that would add one more is refused.
+    pub max_torrents: NonZeroUsize,
+    /// Peers in all torrents together.
+    pub max_peers: NonZeroUsize,
+    pub max_peers_per_torrent: NonZeroUsize,
+    /// Peers from one IP address in one torrent: one address cannot crowd out a swarm.
+    pub max_peers_per_ip: NonZeroUsize,
+    /// Download counts held in memory (and rows in the database); past it the first
+    /// download of a torrent without a count is not counted.
+    pub max_counted_torrents: NonZeroUsize,
+}
+
+impl LimitsConfig {
+    pub fn swarm(&self) -> swarm::Limits {
+        swarm::Limits {
+            max_torrents: self.max_torrents.get(),
+            max_peers: self.max_peers.get(),
+            max_peers_per_torrent: self.max_peers_per_torrent.get(),
+            max_peers_per_ip: self.max_peers_per_ip.get(),
+            max_counted_torrents: self.max_counted_torrents.get(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let n = |v: usize| NonZeroUsize::new(v).expect("non-zero default");
+        LimitsConfig {
+            max_torrents: n(5_000_000),
+            max_peers: n(20_000_000),
+            max_peers_per_torrent: n(250_000),
+            max_peers_per_ip: n(64),
+            max_counted_torrents: n(20_000_000),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -179,6 +226,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             api: ApiConfig::default(),
             announce: AnnounceConfig::default(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -497,6 +545,15 @@ impl Config {
         }
         if a.max_numwant == 0 {
             return bad("announce.max_numwant", "must be at least 1".into());
+        }
+        if a.max_numwant > MAX_NUMWANT {
+            return bad(
+                "announce.max_numwant",
+                format!(
+                    "{} is more than {MAX_NUMWANT}, the most IPv6 peers one UDP answer can carry",
+                    a.max_numwant
+                ),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(

@@ -133,7 +133,7 @@ fn announce(
     }
     t.metrics.request(Http, Action::Announce);
     let mut peers = Vec::new();
-    let stats = t.announce(
+    let announced = t.announce(
         &PeerAnnounce {
             info_hash: req.info_hash,
             peer_id: req.peer_id,
@@ -147,6 +147,10 @@ fn announce(
         },
         &mut peers,
     );
+    let stats = match announced {
+        Ok(stats) => stats,
+        Err(limit) => return failure(t, Action::Announce, limit.key(), limit.message()),
+    };
     let mut body = Vec::with_capacity(96 + peers.len() * 18);
     AnnounceResponse {
         interval: t.policy.interval,

@@ -1,8 +1,6 @@
 //! Counters for the Prometheus endpoint. Hot-path counters are plain atomics.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,12 +25,65 @@ pub enum Action {
     Scrape,
 }
 
+/// Every error kind the servers report, sorted; anything else is counted as "other". A fixed
+/// table of atomics, so a flood of malformed packets never serialises the UDP workers on a lock.
+const KINDS: &[&str] = &[
+    "bad_connection_id",
+    "bad_escape",
+    "bad_http",
+    "bad_options",
+    "bad_protocol_id",
+    "expired_key",
+    "head_timeout",
+    "head_too_large",
+    "malformed_key",
+    "max_peers",
+    "max_peers_per_ip",
+    "max_peers_per_torrent",
+    "max_torrents",
+    "missing_key",
+    "missing_param",
+    "not_a_number",
+    "not_found",
+    "not_listed",
+    "other",
+    "oversized",
+    "port_zero",
+    "scrape_length",
+    "scrape_needs_key",
+    "too_many_connections",
+    "too_many_hashes",
+    "too_many_info_hashes",
+    "too_short",
+    "truncated",
+    "unknown_action",
+    "unknown_event",
+    "unknown_key",
+    "wrong_length",
+];
+
+struct ErrorCounts([[AtomicU64; KINDS.len()]; 2]);
+
+impl Default for ErrorCounts {
+    fn default() -> Self {
+        ErrorCounts(std::array::from_fn(|_| {
+            std::array::from_fn(|_| AtomicU64::new(0))
+        }))
+    }
+}
+
+fn kind_slot(kind: &str) -> usize {
+    KINDS
+        .binary_search(&kind)
+        .unwrap_or_else(|_| KINDS.binary_search(&"other").expect("other is a kind"))
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// [protocol][action]
     requests: [[AtomicU64; 3]; 2],
-    /// Malformed or refused requests, by protocol and a short kind label.
-    errors: Mutex<BTreeMap<(Protocol, &'static str), u64>>,
+    /// Malformed or refused requests, by protocol and kind (`KINDS`).
+    errors: ErrorCounts,
     /// The same, by protocol and action ([protocol][connect, announce, scrape, unknown]).
     failed: [[AtomicU64; 4]; 2],
     pub flushes: AtomicU64,
@@ -56,6 +107,7 @@ pub struct Gauges {
     pub seeders: u64,
     pub leechers: u64,
     pub pending_deltas: u64,
+    pub uncounted_downloads: u64,
 }
 
 impl Metrics {
@@ -66,12 +118,7 @@ impl Metrics {
     /// `action` is `None` when the request was too broken to tell.
     pub fn error(&self, p: Protocol, action: Option<Action>, kind: &'static str) {
         self.failed[p as usize][action.map_or(3, |a| a as usize)].fetch_add(1, Relaxed);
-        *self
-            .errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((p, kind))
-            .or_default() += 1;
+        self.errors.0[p as usize][kind_slot(kind)].fetch_add(1, Relaxed);
     }
 
     pub fn render(&self, g: &Gauges) -> String {
@@ -95,12 +142,17 @@ impl Metrics {
             }
         }
         out.push_str("# HELP shoal_errors_total Malformed, refused or dropped requests, by protocol and kind.\n# TYPE shoal_errors_total counter\n");
-        for ((p, kind), n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}",
-                p.label()
-            );
+        for p in [Protocol::Udp, Protocol::Http] {
+            for (kind, n) in KINDS.iter().zip(&self.errors.0[p as usize]) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}",
+                        p.label()
+                    );
+                }
+            }
         }
         out.push_str("# HELP shoal_failed_requests_total Requests answered with an error or dropped, by protocol and action.\n# TYPE shoal_failed_requests_total counter\n");
         for p in [Protocol::Udp, Protocol::Http] {
@@ -175,6 +227,12 @@ impl Metrics {
             "Download increments waiting for the database.",
             g.pending_deltas + self.unflushed_deltas.load(Relaxed),
         );
+        counter(
+            &mut out,
+            "shoal_uncounted_downloads_total",
+            "Downloads not counted because limits.max_counted_torrents was reached.",
+            g.uncounted_downloads,
+        );
         gauge(
             &mut out,
             "shoal_torrents",
@@ -206,5 +264,44 @@ impl Metrics {
             g.seeders + g.leechers,
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_counter() {
+        assert!(KINDS.is_sorted(), "kind_slot searches KINDS by bisection");
+        let m = Metrics::default();
+        m.error(Protocol::Udp, None, "too_short");
+        m.error(Protocol::Udp, None, "too_short");
+        m.error(Protocol::Http, Some(Action::Announce), "max_peers_per_ip");
+        m.error(Protocol::Http, None, "no such kind");
+        let g = Gauges {
+            torrents: 0,
+            counted_torrents: 0,
+            seeders: 0,
+            leechers: 0,
+            pending_deltas: 0,
+            uncounted_downloads: 0,
+        };
+        let text = m.render(&g);
+        for line in [
+            "shoal_errors_total{protocol=\"udp\",kind=\"too_short\"} 2",
+            "shoal_errors_total{protocol=\"http\",kind=\"max_peers_per_ip\"} 1",
+            "shoal_errors_total{protocol=\"http\",kind=\"other\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        for refusal in [
+            swarm::Refusal::Torrents,
+            swarm::Refusal::Peers,
+            swarm::Refusal::PeersPerTorrent,
+            swarm::Refusal::PeersPerIp,
+        ] {
+            assert_ne!(KINDS[kind_slot(refusal.key())], "other", "{refusal:?}");
+        }
     }
 }

@@ -49,7 +49,11 @@ async fn serve_with(
     let api_listener = bind_tcp(config.api.bind)
         .map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
 
-    let tracker = Arc::new(Tracker::new(config.announce.clone(), config.mode));
+    let tracker = Arc::new(Tracker::new(
+        config.announce.clone(),
+        config.mode,
+        config.limits.swarm(),
+    ));
     let whitelist = store
         .load_whitelist()
         .await

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
-use swarm::{Announce, Families, Swarm, TorrentStats};
+use swarm::{Announce, Families, Limits, Refusal, Swarm, TorrentStats};
 
 use crate::access::Access;
 use crate::config::{AnnounceConfig, Mode};
@@ -41,9 +41,9 @@ pub struct PeerAnnounce {
 }
 
 impl Tracker {
-    pub fn new(policy: AnnounceConfig, mode: Mode) -> Self {
+    pub fn new(policy: AnnounceConfig, mode: Mode, limits: Limits) -> Self {
         Tracker {
-            swarm: Swarm::default(),
+            swarm: Swarm::with_limits(64, limits),
             access: Access::new(mode),
             metrics: Metrics::default(),
             ids: ConnectionIds::default(),
@@ -81,7 +81,11 @@ impl Tracker {
         swarm::only_leechers(left, self.policy.seeders_get_seeders)
     }
 
-    pub fn announce(&self, a: &PeerAnnounce, out: &mut Vec<ResponsePeer>) -> TorrentStats {
+    pub fn announce(
+        &self,
+        a: &PeerAnnounce,
+        out: &mut Vec<ResponsePeer>,
+    ) -> Result<TorrentStats, Refusal> {
         self.announce_at(a, self.uptime_secs(), out)
     }
 
@@ -91,7 +95,7 @@ impl Tracker {
         a: &PeerAnnounce,
         uptime: u32,
         out: &mut Vec<ResponsePeer>,
-    ) -> TorrentStats {
+    ) -> Result<TorrentStats, Refusal> {
         // 0 and negative both mean "whatever the tracker gives", as most clients intend.
         let numwant = match a.numwant {
             None | Some(0) => self.policy.default_numwant,

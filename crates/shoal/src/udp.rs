@@ -131,7 +131,7 @@ pub fn handle(
             }
             t.metrics.request(Udp, Action::Announce);
             peers.clear();
-            let stats = t.announce_at(
+            let announced = t.announce_at(
                 &PeerAnnounce {
                     info_hash: a.info_hash,
                     peer_id: a.peer_id,
@@ -146,6 +146,14 @@ pub fn handle(
                 now.uptime,
                 peers,
             );
+            let stats = match announced {
+                Ok(stats) => stats,
+                Err(limit) => {
+                    t.metrics.error(Udp, Some(Action::Announce), limit.key());
+                    udp::write_error(a.transaction_id, limit.message(), packet.len(), out);
+                    return;
+                }
+            };
             udp::write_announce_header(
                 a.transaction_id,
                 t.policy.interval,

@@ -14,6 +14,7 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::{DefaultHashBuilder, HashMap};
@@ -80,6 +81,70 @@ pub struct SwarmStats {
     pub leechers: u64,
     /// Download increments not yet taken by the flusher.
     pub pending_deltas: u64,
+    /// Downloads of torrents without a count that `max_counted_torrents` kept from counting.
+    pub uncounted_downloads: u64,
+}
+
+/// What the swarm may hold, so a hostile client cannot make it hold more (DESIGN section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Torrents with peers.
+    pub max_torrents: usize,
+    /// Peers in all torrents together.
+    pub max_peers: usize,
+    /// Peers in one torrent, both families together.
+    pub max_peers_per_torrent: usize,
+    /// Peers from one IP address in one torrent.
+    pub max_peers_per_ip: usize,
+    /// Download counts held (with peers or without); past it a first download of a torrent
+    /// is not counted. Counts loaded at start are always kept.
+    pub max_counted_torrents: usize,
+}
+
+impl Limits {
+    pub const NONE: Limits = Limits {
+        max_torrents: usize::MAX,
+        max_peers: usize::MAX,
+        max_peers_per_torrent: usize::MAX,
+        max_peers_per_ip: usize::MAX,
+        max_counted_torrents: usize::MAX,
+    };
+}
+
+/// Why an announce was not recorded: which limit it met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Torrents,
+    Peers,
+    PeersPerTorrent,
+    PeersPerIp,
+}
+
+impl Refusal {
+    /// The limit's configuration key under `[limits]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Refusal::Torrents => "max_torrents",
+            Refusal::Peers => "max_peers",
+            Refusal::PeersPerTorrent => "max_peers_per_torrent",
+            Refusal::PeersPerIp => "max_peers_per_ip",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Torrents => {
+                "tracker full: it holds limits.max_torrents torrents and takes no new one"
+            }
+            Refusal::Peers => "tracker full: it holds limits.max_peers peers and takes no new one",
+            Refusal::PeersPerTorrent => {
+                "swarm full: this torrent has limits.max_peers_per_torrent peers"
+            }
+            Refusal::PeersPerIp => {
+                "too many peers from your address in this torrent (limits.max_peers_per_ip)"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,6 +207,8 @@ struct Family<A> {
     cursor: u32,
     /// Positions in `peers`, hashed by identity; only for large swarms.
     index: Option<Slots>,
+    /// Peers per IP, beside the index (a short list is counted by a scan).
+    per_ip: Option<Box<HashMap<A, u32>>>,
 }
 
 impl<A> Default for Family<A> {
@@ -151,8 +218,19 @@ impl<A> Default for Family<A> {
             seeders: 0,
             cursor: 0,
             index: None,
+            per_ip: None,
         }
     }
+}
+
+/// Whether a new peer may join a family.
+#[derive(Clone, Copy)]
+struct Room {
+    /// The tracker holds `max_peers` peers.
+    tracker_full: bool,
+    /// The torrent holds `max_peers_per_torrent` peers.
+    torrent_full: bool,
+    per_ip: usize,
 }
 
 /// What an announce changed in a swarm's counts.
@@ -190,10 +268,21 @@ impl<A: Ip> Family<A> {
         self.peers.swap(a, b);
     }
 
+    /// How many peers of this family announce from `ip`.
+    fn peers_at(&self, ip: &A) -> usize {
+        match &self.per_ip {
+            Some(counts) => counts.get(ip).map_or(0, |n| *n as usize),
+            None => self.peers.iter().filter(|q| q.ip == *ip).count(),
+        }
+    }
+
     /// Adds a peer known to be absent.
     fn push(&mut self, p: Peer<A>, hash: u64, seeder: bool, hasher: &DefaultHashBuilder) {
         let at = self.peers.len();
         self.peers.push(p);
+        if let Some(counts) = &mut self.per_ip {
+            *counts.entry(p.ip).or_default() += 1;
+        }
         match &mut self.index {
             Some(index) => index.insert(hash, at, self.peers.len()),
             None if self.peers.len() >= INDEX_FROM => self.rebuild_index(hasher),
@@ -213,6 +302,14 @@ impl<A: Ip> Family<A> {
             at = self.seeders;
         }
         let last = self.peers.len() - 1;
+        if let Some(counts) = &mut self.per_ip
+            && let Some(n) = counts.get_mut(&self.peers[at].ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.peers[at].ip);
+            }
+        }
         if let Some(index) = &mut self.index {
             index.remove(self.peers[at].hash(hasher), at);
             if at != last {
@@ -222,28 +319,35 @@ impl<A: Ip> Family<A> {
         self.peers.swap_remove(at);
         if self.index.is_some() && self.peers.len() < INDEX_FROM / 2 {
             self.index = None;
+            self.per_ip = None;
         }
     }
 
     fn rebuild_index(&mut self, hasher: &DefaultHashBuilder) {
         if self.peers.len() < INDEX_FROM {
             self.index = None;
+            self.per_ip = None;
             return;
         }
         let mut index = Slots::with_capacity(self.peers.len());
+        let mut counts: HashMap<A, u32> = HashMap::new();
         for (i, p) in self.peers.iter().enumerate() {
             index.insert(p.hash(hasher), i, i + 1);
+            *counts.entry(p.ip).or_default() += 1;
         }
         self.index = Some(index);
+        self.per_ip = Some(Box::new(counts));
     }
 
+    /// Records the announce of `p`. A peer not yet in the list joins only within `room`.
     fn update(
         &mut self,
         p: Peer<A>,
         left: u64,
         event: AnnounceEvent,
         hasher: &DefaultHashBuilder,
-    ) -> Change {
+        room: Room,
+    ) -> Result<Change, Refusal> {
         let mut c = Change::default();
         let hash = p.hash(hasher);
         let found = self.find(&p, hash);
@@ -256,7 +360,7 @@ impl<A: Ip> Family<A> {
                 }
                 self.remove_at(at, hasher);
             }
-            return c;
+            return Ok(c);
         }
         let seeder = left == 0;
         match found {
@@ -279,6 +383,15 @@ impl<A: Ip> Family<A> {
                 }
             }
             None => {
+                if room.tracker_full {
+                    return Err(Refusal::Peers);
+                }
+                if room.torrent_full {
+                    return Err(Refusal::PeersPerTorrent);
+                }
+                if self.peers_at(&p.ip) >= room.per_ip {
+                    return Err(Refusal::PeersPerIp);
+                }
                 self.push(p, hash, seeder, hasher);
                 if seeder {
                     c.seeders = 1;
@@ -287,7 +400,7 @@ impl<A: Ip> Family<A> {
                 }
             }
         }
-        c
+        Ok(c)
     }
 
     /// The peers an answer draws from: leechers only, or everyone.
@@ -430,6 +543,10 @@ impl Torrent {
         }
     }
 
+    fn peers(&self) -> usize {
+        self.v4.peers.len() + self.v6.as_ref().map_or(0, |f| f.peers.len())
+    }
+
     fn counts(&self) -> (u32, u32) {
         let (s4, l4) = self.v4.counts();
         let (s6, l6) = self.v6.as_ref().map_or((0, 0), |f| f.counts());
@@ -504,6 +621,10 @@ impl Counts {
 
     fn len(&self) -> usize {
         self.cold.len() + self.hot.len()
+    }
+
+    fn has(&self, h: &InfoHash) -> bool {
+        self.cold_at(h).is_ok() || self.hot.contains_key(h)
     }
 }
 
@@ -607,6 +728,14 @@ impl Shard {
 pub struct Swarm {
     shards: Box<[Mutex<Shard>]>,
     hasher: DefaultHashBuilder,
+    limits: Limits,
+    /// Torrents with peers, in all shards: checked against `max_torrents` without locks.
+    held: AtomicUsize,
+    /// Peers in all shards: checked against `max_peers`.
+    peers: AtomicUsize,
+    /// Download counts, in all shards: checked against `max_counted_torrents`.
+    counted: AtomicUsize,
+    uncounted: AtomicU64,
 }
 
 impl Default for Swarm {
@@ -657,6 +786,7 @@ impl Loader<'_> {
             }
             let mut guard = s.lock(i);
             let shard = &mut *guard;
+            let before = shard.counts.len();
             part.append(&mut shard.counts.cold);
             // Stable: of two equal hashes the later one (just loaded) wins after dedup.
             part.sort_by(|a, b| a.hash.cmp(&b.hash));
@@ -675,16 +805,29 @@ impl Loader<'_> {
                 }
             }
             shard.counts.cold = part;
+            let after = shard.counts.len();
+            s.counted.fetch_add(after, Relaxed);
+            s.counted.fetch_sub(before, Relaxed);
         }
     }
 }
 
 impl Swarm {
+    /// A swarm without limits (see `with_limits`).
     pub fn new(shards: usize) -> Self {
+        Swarm::with_limits(shards, Limits::NONE)
+    }
+
+    pub fn with_limits(shards: usize, limits: Limits) -> Self {
         let shards = shards.max(1);
         Swarm {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             hasher: DefaultHashBuilder::default(),
+            limits,
+            held: AtomicUsize::new(0),
+            peers: AtomicUsize::new(0),
+            counted: AtomicUsize::new(0),
+            uncounted: AtomicU64::new(0),
         }
     }
 
@@ -702,8 +845,14 @@ impl Swarm {
         self.lock(self.shard_of(h))
     }
 
-    /// Records an announce and appends the peers to answer with to `out`.
-    pub fn announce(&self, a: &Announce, now: u32, out: &mut Vec<ResponsePeer>) -> TorrentStats {
+    /// Records an announce and appends the peers to answer with to `out`. An announce that
+    /// would take the swarm past a limit is refused and changes nothing.
+    pub fn announce(
+        &self,
+        a: &Announce,
+        now: u32,
+        out: &mut Vec<ResponsePeer>,
+    ) -> Result<TorrentStats, Refusal> {
         let mut guard = self.shard(&a.info_hash);
         let Shard {
             torrents,
@@ -717,12 +866,18 @@ impl Swarm {
         let at = match torrents.position(&h, th) {
             Some(at) => at,
             None if a.event == AnnounceEvent::Stopped => {
-                return TorrentStats {
+                return Ok(TorrentStats {
                     downloaded: counts.get(&h),
                     ..TorrentStats::default()
-                };
+                });
             }
             None => {
+                // Checked without a lock across shards: racing announces may overshoot by
+                // at most one torrent per thread.
+                if self.held.load(Relaxed) >= self.limits.max_torrents {
+                    return Err(Refusal::Torrents);
+                }
+                self.held.fetch_add(1, Relaxed);
                 let t = Torrent {
                     downloaded: counts.get(&h),
                     ..Torrent::default()
@@ -731,17 +886,56 @@ impl Swarm {
             }
         };
         let torrent = &mut torrents.entries[at].1;
+        let room = Room {
+            tracker_full: self.peers.load(Relaxed) >= self.limits.max_peers,
+            torrent_full: torrent.peers() >= self.limits.max_peers_per_torrent,
+            per_ip: self.limits.max_peers_per_ip,
+        };
         let (change, asker_v4, asker_v6) = match Asker::new(a.peer_id, a.addr, now) {
-            Asker::V4(p) => (torrent.v4.update(p, a.left, a.event, hasher), Some(p), None),
+            Asker::V4(p) => (
+                torrent.v4.update(p, a.left, a.event, hasher, room),
+                Some(p),
+                None,
+            ),
             Asker::V6(p) => {
                 let family = torrent.v6.get_or_insert_with(Box::default);
-                (family.update(p, a.left, a.event, hasher), None, Some(p))
+                (
+                    family.update(p, a.left, a.event, hasher, room),
+                    None,
+                    Some(p),
+                )
+            }
+        };
+        let change = match change {
+            Ok(c) => c,
+            Err(refused) => {
+                // A refusal changed nothing; a limit of one peer can leave an empty torrent.
+                if torrent.v6.as_ref().is_some_and(|f| f.is_empty()) {
+                    torrent.v6 = None;
+                }
+                if torrent.is_empty() {
+                    torrents.remove_at(at);
+                    self.held.fetch_sub(1, Relaxed);
+                }
+                return Err(refused);
             }
         };
         *seeders = seeders.wrapping_add_signed(change.seeders);
         *leechers = leechers.wrapping_add_signed(change.leechers);
+        match change.seeders + change.leechers {
+            1 => self.peers.fetch_add(1, Relaxed),
+            -1 => self.peers.fetch_sub(1, Relaxed),
+            _ => 0,
+        };
         if change.completed {
-            torrent.downloaded = counts.add_one(h);
+            if counts.has(&h)
+                || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents
+            {
+                torrent.downloaded = counts.add_one(h);
+            } else {
+                self.counted.fetch_sub(1, Relaxed);
+                self.uncounted.fetch_add(1, Relaxed);
+            }
         }
         let stats = torrent.stats();
 
@@ -751,8 +945,9 @@ impl Swarm {
             }
             if torrent.is_empty() {
                 torrents.remove_at(at);
+                self.held.fetch_sub(1, Relaxed);
             }
-            return stats;
+            return Ok(stats);
         }
         let only_leechers = only_leechers(a.left, a.seeders_get_seeders);
         let v6 = torrent.v6.as_deref_mut();
@@ -774,7 +969,7 @@ impl Swarm {
                 }
             }
         }
-        stats
+        Ok(stats)
     }
 
     /// Starts loading into the cache what a batch of announces is about to touch, one level
@@ -916,6 +1111,8 @@ impl Swarm {
             shard.leechers -= gone_l as u64;
             expired.peers += (gone_s + gone_l) as u64;
             expired.torrents += (before - shard.torrents.len()) as u64;
+            self.held.fetch_sub(before - shard.torrents.len(), Relaxed);
+            self.peers.fetch_sub(gone_s + gone_l, Relaxed);
         }
         expired
     }
@@ -956,6 +1153,7 @@ impl Swarm {
             st.leechers += s.leechers;
             st.pending_deltas += s.counts.pending.values().sum::<u64>();
         }
+        st.uncounted_downloads = self.uncounted.load(Relaxed);
         st
     }
 }
@@ -983,7 +1181,7 @@ mod tests {
 
     fn announce(s: &Swarm, a: Announce) -> (TorrentStats, Vec<ResponsePeer>) {
         let mut out = Vec::new();
-        let st = s.announce(&a, 0, &mut out);
+        let st = s.announce(&a, 0, &mut out).unwrap();
         (st, out)
     }
 
@@ -1027,6 +1225,187 @@ mod tests {
             (0, 1),
             "the endpoint's stopped removes it"
         );
+    }
+
+    fn limited(limits: Limits) -> Swarm {
+        Swarm::with_limits(4, limits)
+    }
+
+    fn on(n: u8, a: Announce) -> Announce {
+        Announce {
+            info_hash: InfoHash([n; 20]),
+            ..a
+        }
+    }
+
+    #[test]
+    fn past_max_torrents_new_torrents_are_refused_and_known_ones_served() {
+        let s = limited(Limits {
+            max_torrents: 3,
+            ..Limits::NONE
+        });
+        let started = |n: u8, t: u8| {
+            on(
+                t,
+                peer(n, &format!("10.0.0.{n}:1"), 5, AnnounceEvent::Started),
+            )
+        };
+        for t in 0..3 {
+            s.announce(&started(1, t), 0, &mut Vec::new()).unwrap();
+        }
+        assert_eq!(
+            s.announce(&started(1, 3), 0, &mut Vec::new()),
+            Err(Refusal::Torrents)
+        );
+        assert_eq!(s.stats().torrents, 3, "the refused torrent was not made");
+        let st = s.announce(&started(2, 0), 0, &mut Vec::new()).unwrap();
+        assert_eq!(st.leechers, 2, "a known torrent takes new peers");
+        // A torrent that empties frees its place, by stopped or by expiry.
+        let stopped = |t: u8| on(t, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Stopped));
+        s.announce(&stopped(1), 0, &mut Vec::new()).unwrap();
+        s.announce(&started(1, 3), 0, &mut Vec::new()).unwrap();
+        s.remove_expired(1);
+        assert_eq!(s.stats().torrents, 0);
+        for t in 10..13 {
+            s.announce(&started(1, t), 5, &mut Vec::new()).unwrap();
+        }
+        assert!(s.announce(&started(1, 13), 5, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn one_ip_cannot_crowd_out_a_swarm() {
+        let s = limited(Limits {
+            max_peers_per_ip: 3,
+            max_peers_per_torrent: 40,
+            ..Limits::NONE
+        });
+        // Grow past INDEX_FROM so the indexed count is exercised too.
+        for n in 0..30u8 {
+            let honest = peer(n, &format!("10.1.0.{n}:6881"), 5, AnnounceEvent::Started);
+            s.announce(&honest, 0, &mut Vec::new()).unwrap();
+        }
+        for port in 0..10u16 {
+            let hostile = peer(
+                200,
+                &format!("10.9.9.9:{}", 7000 + port),
+                5,
+                AnnounceEvent::None,
+            );
+            let got = s.announce(&hostile, 0, &mut Vec::new());
+            assert_eq!(got.is_ok(), port < 3, "port {port}: {got:?}");
+            if port >= 3 {
+                assert_eq!(got, Err(Refusal::PeersPerIp));
+            }
+        }
+        // A re-announce of an endpoint already in is not a new peer.
+        let again = peer(201, "10.9.9.9:7001", 0, AnnounceEvent::None);
+        assert_eq!(s.announce(&again, 0, &mut Vec::new()).unwrap().seeders, 1);
+        // Another family, another address: IPv6 peers are counted per their own address.
+        for port in 0..3u16 {
+            let v6 = peer(
+                202,
+                &format!("[2001:db8::9]:{}", 7000 + port),
+                5,
+                AnnounceEvent::None,
+            );
+            s.announce(&v6, 0, &mut Vec::new()).unwrap();
+        }
+        let v6 = peer(202, "[2001:db8::9]:7999", 5, AnnounceEvent::None);
+        assert_eq!(
+            s.announce(&v6, 0, &mut Vec::new()),
+            Err(Refusal::PeersPerIp)
+        );
+        // When one of the address's peers leaves, another may join.
+        let leave = peer(200, "10.9.9.9:7000", 5, AnnounceEvent::Stopped);
+        s.announce(&leave, 0, &mut Vec::new()).unwrap();
+        let join = peer(200, "10.9.9.9:7009", 5, AnnounceEvent::None);
+        s.announce(&join, 0, &mut Vec::new()).unwrap();
+        // The whole swarm: 30 honest, 3 + 3 hostile = 36; four more fill it to 40.
+        for n in 0..4u8 {
+            let late = peer(n, &format!("10.2.0.{n}:6881"), 5, AnnounceEvent::Started);
+            s.announce(&late, 0, &mut Vec::new()).unwrap();
+        }
+        let late = peer(9, "10.2.0.9:6881", 5, AnnounceEvent::Started);
+        assert_eq!(
+            s.announce(&late, 0, &mut Vec::new()),
+            Err(Refusal::PeersPerTorrent)
+        );
+        let elsewhere = on(2, late);
+        assert!(
+            s.announce(&elsewhere, 0, &mut Vec::new()).is_ok(),
+            "other torrents take it"
+        );
+        let known = peer(0, "10.1.0.0:6881", 0, AnnounceEvent::None);
+        assert!(
+            s.announce(&known, 0, &mut Vec::new()).is_ok(),
+            "members still announce"
+        );
+        let st = s.scrape(&IH);
+        assert_eq!(st.seeders + st.leechers, 40);
+    }
+
+    #[test]
+    fn past_max_peers_new_peers_are_refused_until_some_leave() {
+        let s = limited(Limits {
+            max_peers: 5,
+            ..Limits::NONE
+        });
+        for n in 0..5u8 {
+            let a = on(
+                n,
+                peer(n, &format!("10.0.0.{n}:1"), 5, AnnounceEvent::Started),
+            );
+            s.announce(&a, 0, &mut Vec::new()).unwrap();
+        }
+        let sixth = on(0, peer(9, "10.0.0.9:1", 5, AnnounceEvent::Started));
+        assert_eq!(s.announce(&sixth, 0, &mut Vec::new()), Err(Refusal::Peers));
+        let again = on(1, peer(1, "10.0.0.1:1", 0, AnnounceEvent::None));
+        assert!(
+            s.announce(&again, 0, &mut Vec::new()).is_ok(),
+            "members still announce"
+        );
+        let stop = on(2, peer(2, "10.0.0.2:1", 5, AnnounceEvent::Stopped));
+        s.announce(&stop, 0, &mut Vec::new()).unwrap();
+        s.announce(&sixth, 0, &mut Vec::new()).unwrap();
+        assert_eq!(
+            s.announce(&on(7, sixth), 0, &mut Vec::new()),
+            Err(Refusal::Peers)
+        );
+        s.remove_expired(1);
+        assert!(
+            s.announce(&on(7, sixth), 2, &mut Vec::new()).is_ok(),
+            "expiry frees room"
+        );
+    }
+
+    #[test]
+    fn counts_past_max_counted_torrents_are_not_made_but_existing_ones_go_on() {
+        let s = limited(Limits {
+            max_counted_torrents: 2,
+            ..Limits::NONE
+        });
+        s.load_downloads([(InfoHash([50; 20]), 4)]);
+        let download = |t: u8| {
+            s.announce(
+                &on(t, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started)),
+                0,
+                &mut Vec::new(),
+            )
+            .unwrap();
+            s.announce(
+                &on(t, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed)),
+                0,
+                &mut Vec::new(),
+            )
+            .unwrap()
+            .downloaded
+        };
+        assert_eq!(download(1), 1);
+        assert_eq!(download(2), 0, "a third count would pass the limit");
+        assert_eq!(download(50), 5, "a loaded count counts on");
+        assert_eq!(download(1), 2, "so does one made before the limit");
+        let st = s.stats();
+        assert_eq!((st.counted_torrents, st.uncounted_downloads), (2, 1));
     }
 
     #[test]
@@ -1161,7 +1540,8 @@ mod tests {
             &peer(2, "10.0.0.2:1", 5, AnnounceEvent::Started),
             100,
             &mut out,
-        );
+        )
+        .unwrap();
         let other = InfoHash([2; 20]);
         s.announce(
             &Announce {
@@ -1170,7 +1550,8 @@ mod tests {
             },
             10,
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(
             s.remove_expired(50),
             Expired {
@@ -1275,7 +1656,7 @@ mod tests {
                 }
             }
             let mut out = Vec::new();
-            let st = s.announce(&a, 0, &mut out);
+            let st = s.announce(&a, 0, &mut out).unwrap();
             let seeders = model
                 .iter()
                 .filter(|(k, v)| k.0 == o.torrent && **v)
@@ -1374,7 +1755,7 @@ mod tests {
                         for k in 0..(u32::from(w.info_hash.0[0]) % 4) * 10 {
                             let mut a = peer(k as u8, &format!("10.1.0.{k}:7"), 0, event);
                             a.info_hash = w.info_hash;
-                            s.announce(&a, round, &mut Vec::new());
+                            s.announce(&a, round, &mut Vec::new()).unwrap();
                         }
                     }
                 }
@@ -1420,7 +1801,7 @@ mod tests {
                 9,
                 9,
             ]);
-            s.announce(&a, n % 2, &mut Vec::new());
+            s.announce(&a, n % 2, &mut Vec::new()).unwrap();
         }
         assert_eq!(
             s.remove_expired(1),
@@ -1480,10 +1861,10 @@ mod tests {
         assert_eq!(s.stats().counted_torrents, 200);
         let mut a = peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started);
         a.info_hash = InfoHash([7; 20]);
-        s.announce(&a, 0, &mut Vec::new());
+        s.announce(&a, 0, &mut Vec::new()).unwrap();
         a.left = 0;
         a.event = AnnounceEvent::Completed;
-        assert_eq!(s.announce(&a, 0, &mut Vec::new()).downloaded, 9);
+        assert_eq!(s.announce(&a, 0, &mut Vec::new()).unwrap().downloaded, 9);
         // A second load (not done by the server, but allowed) keeps what is there.
         s.load_downloads([(InfoHash([250; 20]), 3)]);
         assert_eq!(s.scrape(&InfoHash([7; 20])).downloaded, 9);
@@ -1499,7 +1880,7 @@ mod tests {
         for n in [3u8, 4, 9] {
             let mut a = peer(n, "10.0.0.1:6881", 0, AnnounceEvent::Started);
             a.info_hash = hash(n);
-            swarm.announce(&a, 1, &mut Vec::new());
+            swarm.announce(&a, 1, &mut Vec::new()).unwrap();
         }
         assert_eq!(
             swarm.torrent(&hash(4)),
