@@ -143,11 +143,11 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         let n = |v: usize| NonZeroUsize::new(v).expect("non-zero default");
         LimitsConfig {
-            max_torrents: n(5_000_000),
-            max_peers: n(20_000_000),
-            max_peers_per_torrent: n(250_000),
+            max_torrents: n(2_000_000),
+            max_peers: n(10_000_000),
+            max_peers_per_torrent: n(100_000),
             max_peers_per_ip: n(64),
-            max_counted_torrents: n(20_000_000),
+            max_counted_torrents: n(10_000_000),
         }
     }
 }

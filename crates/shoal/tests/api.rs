@@ -287,3 +287,137 @@ fn every_route_and_status_code() {
     assert_eq!(call("GET", "/api/v1/nothing", None).0, 404);
     assert_eq!(call("PATCH", "/api/v1/keys", None).0, 405);
 }
+
+/// A raw request as a browser would send it: (status, body).
+fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, text)
+}
+
+/// DESIGN section 6: a web page cannot drive the API, even with the default empty token.
+/// A cross-site form posts text/plain with a foreign Origin; DNS rebinding sends the
+/// attacker's name as Host and would read the answer.
+#[test]
+fn a_web_page_cannot_drive_the_api() {
+    let dir = temp_dir();
+    let shoal = Setup::default().start(dir.path());
+    let api_addr = shoal.api;
+    let own = api_addr.to_string();
+    let attack = r#"{"key": "AttackerAttackerAttackerAttacker", "valid_until": null}"#;
+    let cases = [
+        // A cross-site form: text/plain, the attacker's Origin, the API's own Host.
+        (
+            format!(
+                "POST /api/v1/keys HTTP/1.1\r\nHost: {own}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain"
+            ),
+            403,
+        ),
+        // The same without Origin (a privacy extension strips it): the body is not JSON.
+        (
+            format!("POST /api/v1/keys HTTP/1.1\r\nHost: {own}\r\nContent-Type: text/plain"),
+            415,
+        ),
+        (
+            format!(
+                "POST /api/v1/keys HTTP/1.1\r\nHost: {own}\r\nContent-Type: application/x-www-form-urlencoded"
+            ),
+            415,
+        ),
+        // DNS rebinding: evil.example now resolves to 127.0.0.1.
+        (
+            format!(
+                "POST /api/v1/keys HTTP/1.1\r\nHost: evil.example:{}\r\nOrigin: http://evil.example:{}\r\nContent-Type: application/json",
+                api_addr.port(),
+                api_addr.port()
+            ),
+            403,
+        ),
+        (
+            format!(
+                "POST /api/v1/keys HTTP/1.1\r\nHost: evil.example:{}\r\nContent-Type: application/json",
+                api_addr.port()
+            ),
+            403,
+        ),
+        // An IP-literal page may post JSON only after a CORS preflight nobody answers, but
+        // its Origin alone is refused too.
+        (
+            format!(
+                "POST /api/v1/keys HTTP/1.1\r\nHost: {own}\r\nOrigin: http://203.0.113.9\r\nContent-Type: application/json"
+            ),
+            403,
+        ),
+    ];
+    for (head, want) in &cases {
+        let (status, text) = raw(api_addr, head, attack);
+        assert_eq!(status, *want, "{head}: {text}");
+    }
+    for host in ["evil.example", "evil.example:80"] {
+        let (status, text) = raw(
+            api_addr,
+            &format!("GET /api/v1/keys HTTP/1.1\r\nHost: {host}"),
+            "",
+        );
+        assert_eq!(status, 403, "a rebound name reads nothing: {text}");
+        assert!(!text.contains("Attacker"), "{text}");
+    }
+    let (status, keys) = api(api_addr, "GET", "/api/v1/keys", None, None);
+    assert_eq!((status, keys), (200, json!([])), "no key was imported");
+    // The API's own address, localhost and a same-origin JSON request still work.
+    for host in [own.clone(), format!("localhost:{}", api_addr.port())] {
+        let (status, text) = raw(
+            api_addr,
+            &format!(
+                "POST /api/v1/keys HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/json; charset=utf-8"
+            ),
+            "{}",
+        );
+        assert_eq!(status, 201, "{host}: {text}");
+    }
+    // /health and /metrics carry no secret and answer any Host (Prometheus scrapes by name).
+    let (status, _) = raw(
+        api_addr,
+        "GET /metrics HTTP/1.1\r\nHost: monitor.internal",
+        "",
+    );
+    assert_eq!(status, 200);
+}
+
+/// A name listed in api.hosts is accepted as Host; others still are not.
+#[test]
+fn names_in_api_hosts_are_accepted() {
+    let dir = temp_dir();
+    let shoal = Shoal::spawn({
+        let cfg = Setup::default().write(dir.path());
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("[api]\n", "[api]\nhosts = [\"tracker.example.org\"]\n");
+        std::fs::write(&cfg, text).unwrap();
+        command(&["serve", "--config", cfg.to_str().unwrap()])
+    });
+    let port = shoal.api.port();
+    for (host, want) in [
+        (format!("tracker.example.org:{port}"), 200),
+        (format!("TRACKER.example.org:{port}"), 200),
+        (format!("other.example.org:{port}"), 403),
+    ] {
+        let (status, text) = raw(
+            shoal.api,
+            &format!("GET /api/v1/stats HTTP/1.1\r\nHost: {host}"),
+            "",
+        );
+        assert_eq!(status, want, "{host}: {text}");
+    }
+}

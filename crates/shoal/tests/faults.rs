@@ -299,55 +299,10 @@ fn a_read_only_database_keeps_deltas_and_says_so() {
     );
 }
 
-/// A 4 MiB tmpfs: a disk that can really fill up. Unmounted on drop.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(at: std::path::PathBuf) -> SmallDisk {
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4M", "tmpfs"])
-            .arg(&at)
-            .status()
-            .expect("mount");
-        assert!(
-            ok.success(),
-            "mounting a tmpfs at {} failed: this test needs root",
-            at.display()
-        );
-        SmallDisk(at)
-    }
-
-    /// Writes a file until the disk says it is full.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = [0u8; 4096];
-        loop {
-            match f.write_all(&chunk) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_keeps_deltas_until_there_is_room() {
     let dir = temp_dir();
-    let disk = SmallDisk::mount(dir.path().join("disk"));
+    let disk = SmallDisk::mount(dir.path().join("disk"), "4M");
     let url = format!("sqlite://{}/shoal.db", disk.0.display());
     let shoal = Setup {
         db_url: Some(url.clone()),

@@ -81,8 +81,14 @@ impl Setup<'_> {
     }
 }
 
+/// The binary under test: this build's, or `SHOAL_TEST_BIN` (to run the suite against an
+/// older build and see which promises it broke).
+pub fn bin() -> String {
+    std::env::var("SHOAL_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args);
     // The tests' own environment must not reconfigure the server under test.
     for (k, _) in std::env::vars() {
@@ -264,7 +270,11 @@ impl UdpClient {
         } else {
             "127.0.0.1:0"
         };
-        let socket = UdpSocket::bind(local).unwrap();
+        Self::from_socket(UdpSocket::bind(local).unwrap(), server)
+    }
+
+    /// A client on a socket of the caller's, such as one bound to 127.0.0.2.
+    pub fn from_socket(socket: UdpSocket, server: SocketAddr) -> Self {
         socket
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
@@ -502,4 +512,60 @@ pub fn started_query(ih: InfoHash, peer: u8, port: u16) -> String {
         numwant: None,
     }
     .to_query()
+}
+
+/// A small tmpfs (`size` as mount takes it, e.g. "4M"): a disk that can really fill up.
+/// Unmounted on drop.
+pub struct SmallDisk(pub std::path::PathBuf);
+
+impl SmallDisk {
+    pub fn mount(at: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs at {} failed: this test needs root",
+            at.display()
+        );
+        SmallDisk(at)
+    }
+
+    /// Writes a file until the disk says it is full.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = [0u8; 4096];
+        loop {
+            match f.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        path
+    }
+
+    /// Gives the disk room again, keeping what it holds.
+    pub fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "remounting {} failed", self.0.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
