@@ -35,6 +35,9 @@ pub struct ApiState {
     pub token: Secret,
     /// `api.hosts`, lower-cased.
     pub hosts: Vec<String>,
+    /// Held across each store-then-memory change, so two changes of one key or info-hash
+    /// cannot interleave and leave memory holding what the database does not.
+    pub writes: tokio::sync::Mutex<()>,
 }
 
 type St = State<Arc<ApiState>>;
@@ -322,6 +325,7 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
         info_hash: h,
         added_at: Tracker::unix_now(),
     };
+    let _one_change = s.writes.lock().await;
     if let Err(e) = s.store.add_info_hash_to_whitelist(&entry).await {
         return unavailable(e);
     }
@@ -346,6 +350,7 @@ async fn unlist(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(h) => h,
         Err(r) => return r,
     };
+    let _one_change = s.writes.lock().await;
     match s.store.remove_info_hash_from_whitelist(&h).await {
         Ok(removed) => {
             s.tracker.access.unlist(&h);
@@ -417,6 +422,7 @@ async fn add_key(
             }
         }
     };
+    let _one_change = s.writes.lock().await;
     if let Err(e) = s.store.add_key_to_keys(&key).await {
         return unavailable(e);
     }
@@ -441,6 +447,7 @@ async fn remove_key(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(k) => k,
         Err(r) => return r,
     };
+    let _one_change = s.writes.lock().await;
     match s.store.remove_key_from_keys(&key).await {
         Ok(removed) => {
             s.tracker.access.remove_key(&key);

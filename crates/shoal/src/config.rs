@@ -695,6 +695,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("config file") && e.contains("line 1"), "{e}");
+        for (var, key) in [
+            ("SHOAL_LIMITS__MAX_TORRENTS", "'limits.max_torrents'"),
+            (
+                "SHOAL_LIMITS__MAX_PEERS_PER_IP",
+                "'limits.max_peers_per_ip'",
+            ),
+        ] {
+            let e = load(None, env(&[(var, "0")])).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let e = load(None, env(&[("SHOAL_ANNOUNCE__MAX_NUMWANT", "3639")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'announce.max_numwant'") && e.contains("3638"),
+            "{e}"
+        );
+        let ok = load(None, env(&[("SHOAL_ANNOUNCE__MAX_NUMWANT", "3638")]));
+        assert_eq!(ok.unwrap().config.announce.max_numwant, 3638);
+        let e = load(None, env(&[("SHOAL_API__HOSTS", "[\"a.example:80\"]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'api.hosts'"), "{e}");
     }
 
     #[test]

@@ -17,16 +17,29 @@ use protocol::http::{
 };
 use swarm::Families;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::HttpConfig;
 use crate::metrics::{Action, Protocol::Http};
 use crate::tracker::{PeerAnnounce, Tracker};
 
-pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>, limits: HttpConfig) {
+/// Serves until `stop` turns true, then drains: no new connection is accepted, every open
+/// one finishes the request it is reading or answering and closes, and only then does this
+/// return, so the final flush comes after the last answered announce.
+pub async fn serve(
+    listener: TcpListener,
+    tracker: Arc<Tracker>,
+    limits: HttpConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let header_timeout = Duration::from_millis(limits.header_timeout_ms);
     loop {
-        let (stream, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped(&mut stop) => break,
+        };
+        let (stream, remote) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -44,6 +57,7 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>, limits: HttpCon
         let _ = stream.set_nodelay(true);
         let tracker = tracker.clone();
         let max_header_bytes = limits.max_header_bytes;
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let counted = tracker.clone();
@@ -51,14 +65,22 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>, limits: HttpCon
                 let resp = handle(&tracker, &req, remote);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let served = http1::Builder::new()
+            let conn = http1::Builder::new()
                 .keep_alive(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_header_bytes)
                 .max_headers(64)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                _ = stopped(&mut stop) => {
+                    // Finish the request in flight, then close; an idle keep-alive closes now.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
             if let Err(e) = served {
                 let kind = if e.is_parse_too_large() {
                     "head_too_large"
@@ -74,6 +96,14 @@ pub async fn serve(listener: TcpListener, tracker: Arc<Tracker>, limits: HttpCon
             }
         });
     }
+    drop(listener);
+    // Every connection holds a permit until it has closed.
+    let _ = open.acquire_many(limits.max_connections as u32).await;
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {

@@ -82,6 +82,8 @@ async fn serve_with(
     );
 
     let mut servers = JoinSet::new();
+    let mut http_servers = JoinSet::new();
+    let (stop_http, http_stop) = tokio::sync::watch::channel(false);
     let workers = match config.udp.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -103,7 +105,12 @@ async fn serve_with(
             "http tracker listening on {}",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        servers.spawn(http::serve(listener, tracker.clone(), config.http.clone()));
+        http_servers.spawn(http::serve(
+            listener,
+            tracker.clone(),
+            config.http.clone(),
+            http_stop.clone(),
+        ));
     }
     tracing::info!(
         "admin api listening on {}",
@@ -111,7 +118,7 @@ async fn serve_with(
     );
     if config.api.token.expose().is_empty() {
         tracing::warn!(
-            "api.token is empty: the admin API on {} is open to every local user",
+            "api.token is empty: the admin API on {} is open to every local user (web pages are refused: docs/security.md)",
             config.api.bind
         );
     }
@@ -125,6 +132,7 @@ async fn serve_with(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        writes: tokio::sync::Mutex::default(),
     }));
     servers.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app).await {
@@ -148,6 +156,20 @@ async fn serve_with(
 
     let signal = shutdown_signal().await;
     tracing::info!("{signal} received: stopping listeners and flushing");
+    // HTTP first: connections finish what they are answering, so every announce answered is
+    // in the swarm before the final flush. A client that never finishes its request is
+    // cut off after the header timeout at most.
+    let _ = stop_http.send(true);
+    let drain = Duration::from_millis(config.http.header_timeout_ms) + Duration::from_secs(1);
+    if tokio::time::timeout(drain, async {
+        while http_servers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("http connections still open after {drain:?}; closing them");
+    }
+    http_servers.shutdown().await;
     servers.shutdown().await;
     udp_stop.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || udp_threads.into_iter().for_each(|t| drop(t.join())))
@@ -173,7 +195,13 @@ async fn clean_expired(tracker: Arc<Tracker>) {
     loop {
         tokio::time::sleep(every).await;
         let cutoff = tracker.uptime_secs().saturating_sub(timeout);
-        let gone = tracker.swarm.remove_expired(cutoff);
+        // A walk over every torrent: on the blocking pool, never on a runtime worker.
+        let walker = tracker.clone();
+        let Ok(gone) =
+            tokio::task::spawn_blocking(move || walker.swarm.remove_expired(cutoff)).await
+        else {
+            continue;
+        };
         tracker
             .metrics
             .expired_peers

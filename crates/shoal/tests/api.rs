@@ -421,3 +421,50 @@ fn names_in_api_hosts_are_accepted() {
         assert_eq!(status, want, "{host}: {text}");
     }
 }
+
+/// An import and a removal of one key, racing: afterwards the tracker must enforce what the
+/// database holds. Before, a revoked key could stay valid in memory: remove wrote the store
+/// and the cache between import's store write and its cache write.
+#[test]
+fn racing_key_changes_leave_memory_as_the_database_says() {
+    let dir = temp_dir();
+    let shoal = Setup {
+        mode: "private",
+        ..Setup::default()
+    }
+    .start(dir.path());
+    let url = format!("sqlite://{}/shoal.db", dir.path().display());
+    let key = "RaceRaceRaceRaceRaceRaceRaceRace";
+    let body = format!(r#"{{"key": "{key}", "valid_until": null}}"#);
+    let (api_addr, http) = (shoal.api, shoal.http[0]);
+    for round in 0..300 {
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                api(api_addr, "POST", "/api/v1/keys", None, Some(&body));
+            });
+            s.spawn(|| {
+                barrier.wait();
+                api(
+                    api_addr,
+                    "DELETE",
+                    &format!("/api/v1/keys/{key}"),
+                    None,
+                    None,
+                );
+            });
+        });
+        let stored = common::stores::contents(&url)
+            .keys
+            .keys()
+            .any(|k| k.to_string() == key);
+        let query = started_query(hash(1), 1, 7000);
+        let (_, answer) = http_get(http, &format!("/announce/{key}?{query}"));
+        let accepted = bdecode(&answer).get("failure reason").is_none();
+        assert_eq!(
+            accepted, stored,
+            "round {round}: memory and database disagree"
+        );
+    }
+}

@@ -139,6 +139,87 @@ fn sigterm_under_load_loses_no_counted_download() {
     );
 }
 
+/// SIGTERM drains HTTP keep-alive connections before the last flush: each connection either
+/// answers its request and then closes, or closes unanswered (hyper drops a request whose
+/// head has not fully arrived; the client retries), and every answered download is stored.
+/// The bug: detached connections went on answering after the flush, and those were lost.
+#[test]
+fn sigterm_drains_keep_alive_connections_before_the_last_flush() {
+    use std::io::Write;
+    let dir = temp_dir();
+    let shoal = Shoal::start(dir.path(), "[announce]\nmax_numwant = 1\n");
+    let http = shoal.http[0];
+    let completed = |n: u8| {
+        protocol::http::AnnounceRequest {
+            info_hash: hash(n),
+            peer_id: peer_id(n),
+            port: 7000,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: AnnounceEvent::Completed,
+            compact: true,
+            no_peer_id: false,
+            numwant: None,
+        }
+        .to_query()
+    };
+    let mut conns: Vec<std::net::TcpStream> = (0..24u8)
+        .map(|n| {
+            let mut c = std::net::TcpStream::connect(http).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let (status, _) = http_exchange(
+                &mut c,
+                &format!("/announce?{}", started_query(hash(n), n, 7000)),
+                false,
+            );
+            assert_eq!(status, 200);
+            c
+        })
+        .collect();
+    // Half the clients are halfway through sending their `completed` when SIGTERM comes.
+    let requests: Vec<String> = (0..24u8)
+        .map(|n| format!("GET /announce?{} HTTP/1.1\r\nHost: t\r\n\r\n", completed(n)))
+        .collect();
+    for (n, c) in conns.iter_mut().enumerate().filter(|(n, _)| n % 2 == 0) {
+        c.write_all(&requests[n].as_bytes()[..20]).unwrap();
+    }
+    thread::sleep(Duration::from_millis(100));
+    shoal.signal("TERM");
+    let mut answered = 0;
+    for (n, c) in conns.iter_mut().enumerate() {
+        let rest = if n % 2 == 0 {
+            &requests[n].as_bytes()[20..]
+        } else {
+            requests[n].as_bytes()
+        };
+        let _ = c.write_all(rest);
+        match try_read_response(c) {
+            Some((200, body)) if bdecode(&body).get("interval").is_some() => {
+                answered += 1;
+                assert!(
+                    try_read_response(c).is_none(),
+                    "the connection closes after it"
+                );
+            }
+            Some(other) => panic!("{other:?}"),
+            None => {}
+        }
+    }
+    let started = Instant::now();
+    let (status, log) = shoal.exited();
+    assert!(status.success(), "{log:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "open connections do not hold the exit"
+    );
+    assert_eq!(
+        stored_total(&sqlite_url(dir.path())),
+        answered,
+        "every answered download is stored, and only those"
+    );
+}
+
 /// What the tracker had answered by `t`, over several loads' logs.
 fn answered_by(logs: &[Vec<(Instant, u64)>], t: Instant) -> u64 {
     logs.iter()

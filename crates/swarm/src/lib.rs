@@ -678,9 +678,20 @@ impl Torrents {
         self.entries.swap_remove(at);
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&mut Torrent) -> bool) {
-        let mut i = 0;
-        while i < self.entries.len() {
+    /// Looks at up to `budget` entries from `from` on, dropping those `keep` refuses; returns
+    /// where the next call should go on, or None once the end was reached (then the table
+    /// is shrunk if it has become much too large).
+    fn retain_some(
+        &mut self,
+        from: usize,
+        budget: usize,
+        mut keep: impl FnMut(&mut Torrent) -> bool,
+    ) -> Option<usize> {
+        let mut i = from;
+        for _ in 0..budget {
+            if i >= self.entries.len() {
+                break;
+            }
             if keep(&mut self.entries[i].1) {
                 i += 1;
             } else {
@@ -688,12 +699,16 @@ impl Torrents {
                 self.remove_at(i);
             }
         }
+        if i < self.entries.len() {
+            return Some(i);
+        }
         if self.entries.len() < self.entries.capacity() / 4 {
             self.entries.shrink_to_fit();
         }
         if self.slots.capacity() > 8 * self.entries.len().max(8) {
             self.slots.resize(self.entries.len());
         }
+        None
     }
 
     fn len(&self) -> usize {
@@ -752,6 +767,9 @@ pub struct Loader<'a> {
 }
 
 const LOAD_CHUNK: usize = 1 << 16;
+
+/// Torrents looked at per shard lock while expiring.
+const EXPIRE_CHUNK: usize = 1024;
 
 impl Loader<'_> {
     pub fn add(&mut self, h: InfoHash, n: u64) {
@@ -1085,34 +1103,40 @@ impl Swarm {
     }
 
     /// Removes peers last seen before `cutoff` and drops torrents left without peers; their
-    /// download counts stay.
+    /// download counts stay. A shard is locked for `EXPIRE_CHUNK` torrents at a time, so
+    /// announces wait at most that long however many torrents there are; entries moved by
+    /// announces in between may be looked at twice or wait for the next pass.
     pub fn remove_expired(&self, cutoff: u32) -> Expired {
         let mut expired = Expired::default();
         for i in 0..self.shards.len() {
-            let mut guard = self.lock(i);
-            let shard = &mut *guard;
-            let (mut gone_s, mut gone_l) = (0, 0);
-            let before = shard.torrents.len();
-            shard.torrents.retain(|t| {
-                let (s, l) = t.v4.expire(cutoff, &self.hasher);
-                gone_s += s;
-                gone_l += l;
-                if let Some(f) = &mut t.v6 {
-                    let (s, l) = f.expire(cutoff, &self.hasher);
+            let mut from = Some(0);
+            while let Some(at) = from {
+                let mut guard = self.lock(i);
+                let shard = &mut *guard;
+                let (mut gone_s, mut gone_l) = (0, 0);
+                let before = shard.torrents.len();
+                from = shard.torrents.retain_some(at, EXPIRE_CHUNK, |t| {
+                    let (s, l) = t.v4.expire(cutoff, &self.hasher);
                     gone_s += s;
                     gone_l += l;
-                    if f.is_empty() {
-                        t.v6 = None;
+                    if let Some(f) = &mut t.v6 {
+                        let (s, l) = f.expire(cutoff, &self.hasher);
+                        gone_s += s;
+                        gone_l += l;
+                        if f.is_empty() {
+                            t.v6 = None;
+                        }
                     }
-                }
-                !t.is_empty()
-            });
-            shard.seeders -= gone_s as u64;
-            shard.leechers -= gone_l as u64;
-            expired.peers += (gone_s + gone_l) as u64;
-            expired.torrents += (before - shard.torrents.len()) as u64;
-            self.held.fetch_sub(before - shard.torrents.len(), Relaxed);
-            self.peers.fetch_sub(gone_s + gone_l, Relaxed);
+                    !t.is_empty()
+                });
+                shard.seeders -= gone_s as u64;
+                shard.leechers -= gone_l as u64;
+                let dropped = before - shard.torrents.len();
+                expired.peers += (gone_s + gone_l) as u64;
+                expired.torrents += dropped as u64;
+                self.held.fetch_sub(dropped, Relaxed);
+                self.peers.fetch_sub(gone_s + gone_l, Relaxed);
+            }
         }
         expired
     }
@@ -1406,6 +1430,44 @@ mod tests {
         assert_eq!(download(1), 2, "so does one made before the limit");
         let st = s.stats();
         assert_eq!((st.counted_torrents, st.uncounted_downloads), (2, 1));
+    }
+
+    #[test]
+    fn expiry_walks_a_shard_in_chunks_and_misses_nobody() {
+        let s = Swarm::new(1);
+        let n = 3 * EXPIRE_CHUNK as u32 + 17;
+        let ih = |i: u32| {
+            let mut h = [9u8; 20];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            InfoHash(h)
+        };
+        for i in 0..n {
+            let a = Announce {
+                info_hash: ih(i),
+                ..peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started)
+            };
+            // Every third torrent's peer is fresh; the others have gone silent.
+            s.announce(&a, if i % 3 == 0 { 100 } else { 1 }, &mut Vec::new())
+                .unwrap();
+        }
+        let gone = s.remove_expired(50);
+        let kept = n.div_ceil(3);
+        assert_eq!(gone.torrents, u64::from(n - kept));
+        let st = s.stats();
+        assert_eq!(
+            (st.torrents, st.leechers),
+            (u64::from(kept), u64::from(kept))
+        );
+        for i in 0..n {
+            assert_eq!(
+                s.scrape(&ih(i)).leechers,
+                u32::from(i % 3 == 0),
+                "torrent {i}"
+            );
+        }
+        // The freed room is back: max_peers and max_torrents count only the survivors.
+        assert_eq!(s.held.load(Relaxed), kept as usize);
+        assert_eq!(s.peers.load(Relaxed), kept as usize);
     }
 
     #[test]

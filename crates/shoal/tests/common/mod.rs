@@ -171,8 +171,13 @@ impl Shoal {
     }
 
     /// SIGTERM, then the exit status and everything logged meanwhile.
-    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
+    pub fn stop(self) -> (ExitStatus, Vec<String>) {
         self.signal("TERM");
+        self.exited()
+    }
+
+    /// Waits for the process to exit by itself: its status and everything logged meanwhile.
+    pub fn exited(mut self) -> (ExitStatus, Vec<String>) {
         let status = wait_timeout(&mut self.child, Duration::from_secs(20));
         // Read to the end of stderr: the reader thread may still be behind the exit.
         let mut log = Vec::new();
@@ -391,10 +396,15 @@ pub fn http_exchange(stream: &mut TcpStream, target: &str, close: bool) -> (u16,
 }
 
 pub fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    try_read_response(stream).expect("a response")
+}
+
+/// The next response, or None when the connection closes (or times out) first.
+pub fn try_read_response(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("response head");
+        stream.read_exact(&mut byte).ok()?;
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).unwrap();
@@ -408,8 +418,8 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
         })
         .expect("content-length");
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).unwrap();
-    (status, body)
+    stream.read_exact(&mut body).ok()?;
+    Some((status, body))
 }
 
 pub fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
