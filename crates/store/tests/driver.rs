@@ -377,6 +377,28 @@ async fn wrong_password_is_a_clear_error_without_the_password(b: Backend) {
     );
 }
 
+/// `identity` names the data, not the URL: two stores on one database agree, two databases
+/// differ. `shoal migrate` relies on it to refuse copying a database into itself.
+async fn identity_names_the_database_not_the_url(b: Backend) {
+    let url = fresh_url(b).await;
+    let a = open(&url, 1).await;
+    a.migrate().await.unwrap();
+    let respelled = match b {
+        Backend::Sqlite => url.replace("/nested/", "/nested/./"),
+        _ => url.replace("127.0.0.1", "localhost"),
+    };
+    assert_ne!(respelled, url);
+    let same = open(&respelled, 1).await;
+    let other = open(&fresh_url(b).await, 1).await;
+    let id = a.identity().await.unwrap();
+    assert!(!id.is_empty());
+    assert_eq!(same.identity().await.unwrap(), id, "{url} and {respelled}");
+    assert_ne!(other.identity().await.unwrap(), id);
+    for s in [a, same, other] {
+        s.close().await;
+    }
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::Backend::Sqlite).await } )* }
@@ -388,7 +410,8 @@ macro_rules! on_every_backend {
 on_every_backend!(
     run_suite,
     refuses_unknown_and_changed_migrations,
-    reports_the_server_version
+    reports_the_server_version,
+    identity_names_the_database_not_the_url
 );
 
 #[tokio::test]
