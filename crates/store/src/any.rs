@@ -3,7 +3,7 @@
 
 use protocol::{InfoHash, Key};
 
-use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, Table, TableSum};
+use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, TableSum};
 use crate::{
     AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore,
     SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, Transfer, WhitelistEntry,
@@ -150,16 +150,15 @@ impl Connection for AnyStore {
 }
 
 impl Transfer for AnyStore {
-    async fn export_table(
+    async fn export(
         &self,
-        t: Table,
         format: Format,
         skip_invalid: bool,
         now: i64,
         out: Option<&tokio::sync::mpsc::Sender<Batch>>,
         batch_rows: usize,
-    ) -> Result<Exported, StoreError> {
-        each!(self, s => s.export_table(t, format, skip_invalid, now, out, batch_rows).await)
+    ) -> Result<[Exported; 4], StoreError> {
+        each!(self, s => s.export(format, skip_invalid, now, out, batch_rows).await)
     }
     async fn import(
         &self,

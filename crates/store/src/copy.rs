@@ -230,12 +230,11 @@ pub async fn copy(
     progress: Arc<Progress>,
 ) -> Result<Vec<TableReport>, StoreError> {
     let now = crate::unix_now();
-    let mut before = [TableSum::default(); 4];
+    let before = dst
+        .export(Format::Shoal, true, now, None, opts.batch_rows)
+        .await?
+        .map(|e| e.sum);
     for t in Table::ALL {
-        before[t as usize] = dst
-            .export_table(t, Format::Shoal, true, now, None, opts.batch_rows)
-            .await?
-            .sum;
         if opts.merge.is_none() && before[t as usize].rows > 0 {
             return Err(StoreError::Copy(format!(
                 "the destination already has {} rows in {}; copy into an empty database, or say how to combine them with --merge add|max",
@@ -248,33 +247,21 @@ pub async fn copy(
     let (tx, rx) = mpsc::channel::<Batch>(4);
     let (done, source_done) = oneshot::channel();
     let reader = async {
-        let mut out = Vec::new();
-        for t in Table::ALL {
-            out.push(
-                src.export_table(
-                    t,
-                    format,
-                    opts.skip_invalid,
-                    now,
-                    Some(&tx),
-                    opts.batch_rows,
-                )
-                .await?,
-            );
-        }
+        let out = src
+            .export(format, opts.skip_invalid, now, Some(&tx), opts.batch_rows)
+            .await?;
         drop(tx);
-        // Before the commit: the source must read the same after the copy as during it.
-        for t in Table::ALL {
-            let again = src
-                .export_table(t, format, true, now, None, opts.batch_rows)
-                .await?
-                .sum;
-            if again != out[t as usize].sum {
-                return Err(StoreError::Copy(format!(
-                    "the source's {} table changed while it was copied; nothing was written; stop what writes to it and run again",
-                    t.name()
-                )));
-            }
+        // Before the commit: the source must read the same now as in the snapshot copied, or
+        // something still writes to it and the copy would miss that.
+        let again = src.export(format, true, now, None, opts.batch_rows).await?;
+        if let Some(t) = Table::ALL
+            .into_iter()
+            .find(|&t| again[t as usize].sum != out[t as usize].sum)
+        {
+            return Err(StoreError::Copy(format!(
+                "the source's {} table changed while it was copied; nothing was written; stop what writes to it and run again",
+                t.name()
+            )));
         }
         let _ = done.send(());
         Ok::<_, StoreError>(out)

@@ -174,18 +174,18 @@ pub trait AuthKeyStore {
 
 /// Whole-table streams for `shoal migrate` (see `copy.rs`).
 pub trait Transfer {
-    /// Reads table `t` in `format`, sending batches of `batch_rows` to `out` (or only
-    /// summing when `out` is None). A row that cannot be read stops the read, unless
-    /// `skip_invalid`, which lists it instead. `now` stands in for times the format lacks.
-    fn export_table(
+    /// Reads every table in `format` (in `Table::ALL` order) in one read transaction, so all
+    /// of them as of one moment, sending batches of `batch_rows` to `out` (or only summing
+    /// when `out` is None). A row that cannot be read stops the read, unless `skip_invalid`,
+    /// which lists it instead. `now` stands in for times the format lacks.
+    fn export(
         &self,
-        t: copy::Table,
         format: copy::Format,
         skip_invalid: bool,
         now: i64,
         out: Option<&tokio::sync::mpsc::Sender<copy::Batch>>,
         batch_rows: usize,
-    ) -> impl Future<Output = Result<copy::Exported, StoreError>> + Send;
+    ) -> impl Future<Output = Result<[copy::Exported; 4], StoreError>> + Send;
     /// Writes every batch from `rx` in one transaction, which is committed only when
     /// `source_done` fires (every row was read and the source did not change) and the
     /// destination, read inside that transaction, holds exactly what it must. Anything else

@@ -30,6 +30,9 @@ impl Dialect for Postgres {
         r.rows_affected()
     }
 
+    // READ COMMITTED would give each table its own snapshot.
+    const SNAPSHOT: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     // The cluster's identifier is made by initdb and differs between any two clusters.
     const IDENTITY_QUERY: &'static str = "SELECT CAST(system_identifier AS TEXT) || '/' || current_database() || '/' || current_schema() FROM pg_control_system()";
 }

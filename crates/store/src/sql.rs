@@ -56,6 +56,9 @@ pub trait Dialect: Database {
     /// Run once a database is known to be Shoal's, before its first migration: settings
     /// that write to the database itself (SQLite's journal mode lives in its file header).
     const ADOPT: Option<&'static str> = None;
+    /// Run first in a transaction that must read every table as of one moment, where
+    /// `BEGIN` alone does not (SQLite's and InnoDB's default transactions already do).
+    const SNAPSHOT: Option<&'static str> = None;
     /// One text value naming the database itself, whatever URL reached it: two URLs whose
     /// answers are equal lead to the same data.
     const IDENTITY_QUERY: &'static str;
@@ -731,27 +734,33 @@ fn merge_index(merge: Option<Merge>) -> usize {
 
 for_every_backend! {
 impl Transfer {
-    async fn export_table(
+    async fn export(
         &self,
-        t: Table,
         format: Format,
         skip_invalid: bool,
         now: i64,
         out: Option<&tokio::sync::mpsc::Sender<Batch>>,
         batch_rows: usize,
-    ) -> Result<Exported, StoreError> {
-        let mut exported = Exported::default();
-        if format == Format::Torrust {
-            // Older Torrust databases lack torrent_aggregate_metrics; nothing to read then.
-            let (n,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind(torrust_table(t)).fetch_one(&self.pool).await?;
-            if n == 0 {
-                return Ok(exported);
-            }
+    ) -> Result<[Exported; 4], StoreError> {
+        let mut all: [Exported; 4] = Default::default();
+        // One transaction: every table as of one moment, however long the read takes.
+        let mut tx = self.pool.begin().await?;
+        if let Some(sql) = DB::SNAPSHOT {
+            sqlx::query(sql).execute(&mut *tx).await?;
         }
-        let sql = self.q.export[t as usize][(format == Format::Torrust) as usize].clone();
-        let mut rows = sqlx::query(sql).fetch(&self.pool);
-        let mut batch = Batch::empty(t, batch_rows);
-        while let Some(row) = rows.try_next().await? {
+        for t in Table::ALL {
+            let exported = &mut all[t as usize];
+            if format == Format::Torrust {
+                // Older Torrust databases lack torrent_aggregate_metrics; nothing to read then.
+                let (n,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind(torrust_table(t)).fetch_one(&mut *tx).await?;
+                if n == 0 {
+                    continue;
+                }
+            }
+            let sql = self.q.export[t as usize][(format == Format::Torrust) as usize].clone();
+            let mut rows = sqlx::query(sql).fetch(&mut *tx);
+            let mut batch = Batch::empty(t, batch_rows);
+            while let Some(row) = rows.try_next().await? {
             match decode_row(t, format, &row, now) {
                 Ok(item) => {
                     exported.sum.add(item.hash());
@@ -766,11 +775,13 @@ impl Transfer {
                 Err(why) if skip_invalid => exported.skipped.push(why),
                 Err(why) => return Err(StoreError::Copy(format!("{why}; nothing was written (--skip-invalid leaves such rows behind and lists them)"))),
             }
+            }
+            drop(rows);
+            if let Some(out) = out.filter(|_| !batch.is_empty()) {
+                out.send(batch).await.map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
+            }
         }
-        if let Some(out) = out.filter(|_| !batch.is_empty()) {
-            out.send(batch).await.map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
-        }
-        Ok(exported)
+        Ok(all)
     }
 
     async fn import(
