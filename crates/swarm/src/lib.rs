@@ -927,14 +927,8 @@ impl Swarm {
         let change = match change {
             Ok(c) => c,
             Err(refused) => {
-                // A refusal changed nothing; a limit of one peer can leave an empty torrent.
-                if torrent.v6.as_ref().is_some_and(|f| f.is_empty()) {
-                    torrent.v6 = None;
-                }
-                if torrent.is_empty() {
-                    torrents.remove_at(at);
-                    self.held.fetch_sub(1, Relaxed);
-                }
+                // A refusal changed nothing, but may leave a torrent made for it empty.
+                self.drop_if_empty(torrents, at);
                 return Err(refused);
             }
         };
@@ -958,13 +952,7 @@ impl Swarm {
         let stats = torrent.stats();
 
         if a.event == AnnounceEvent::Stopped {
-            if torrent.v6.as_ref().is_some_and(|f| f.is_empty()) {
-                torrent.v6 = None;
-            }
-            if torrent.is_empty() {
-                torrents.remove_at(at);
-                self.held.fetch_sub(1, Relaxed);
-            }
+            self.drop_if_empty(torrents, at);
             return Ok(stats);
         }
         let only_leechers = only_leechers(a.left, a.seeders_get_seeders);
@@ -988,6 +976,19 @@ impl Swarm {
             }
         }
         Ok(stats)
+    }
+
+    /// Drops the torrent at `at` if no peer is left (its count stays), or else its IPv6
+    /// family if that is empty.
+    fn drop_if_empty(&self, torrents: &mut Torrents, at: usize) {
+        let t = &mut torrents.entries[at].1;
+        if t.v6.as_ref().is_some_and(|f| f.is_empty()) {
+            t.v6 = None;
+        }
+        if t.is_empty() {
+            torrents.remove_at(at);
+            self.held.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Starts loading into the cache what a batch of announces is about to touch, one level
