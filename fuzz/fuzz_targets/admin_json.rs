@@ -3,11 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The admin API's own parser, compiled here from the same file.
-#[path = "../../crates/shoal/src/admin_body.rs"]
-#[allow(dead_code)]
-mod admin_body;
-use admin_body::{NewKey, parse_new_key};
+use shoal::server::admin::body::{NewKey, parse_new_key};
 
 fuzz_target!(|body: &[u8]| {
     match parse_new_key(body) {

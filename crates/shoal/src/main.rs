@@ -1,22 +1,8 @@
 //! `shoal`: a BitTorrent tracker on an embedded SQLite database.
 
-mod access;
-mod admin_body;
-mod api;
-mod bench;
-mod config;
-mod connection_id;
-mod db;
-mod flusher;
-mod http;
-mod metrics;
-mod migrate;
-mod serve;
-mod tracker;
-mod udp;
-mod udp_floor;
-mod udp_io;
-mod udp_load;
+use shoal::bench::{persistence as bench, udp_floor, udp_load};
+use shoal::cmd::{db, migrate, serve};
+use shoal::config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

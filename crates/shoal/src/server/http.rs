@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::HttpConfig;
-use crate::metrics::{Action, Protocol::Http};
+use crate::tracker::metrics::{Action, Protocol::Http};
 use crate::tracker::{PeerAnnounce, Tracker};
 
 /// Serves until `stop` turns true, then drains: no new connection is accepted, every open

@@ -2,6 +2,8 @@
 //! `/api/v1` behind a bearer token. Every change is written to the store first and reaches
 //! the in-memory caches only once the store has accepted it.
 
+pub mod body;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +22,10 @@ use store::{
     AnyStore, AuthKey, AuthKeyStore, Connection, StoreError, WhitelistEntry, WhitelistStore,
 };
 
-use crate::admin_body::{NewKey, parse_new_key};
+use self::body::{NewKey, parse_new_key};
 use crate::config::Secret;
-use crate::metrics::Gauges;
 use crate::tracker::Tracker;
+use crate::tracker::metrics::Gauges;
 
 /// JSON bodies are a few dozen bytes; anything near this is not a real client.
 const MAX_BODY: usize = 16 * 1024;

@@ -1,21 +1,22 @@
 //! What both tracker protocols share: the swarm, the announce policy, metrics, the clock.
 
+pub mod access;
+pub mod metrics;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 use swarm::{Announce, Families, Limits, Refusal, Swarm, TorrentStats};
 
-use crate::access::Access;
+use self::access::Access;
+use self::metrics::Metrics;
 use crate::config::{AnnounceConfig, Mode};
-use crate::connection_id::ConnectionIds;
-use crate::metrics::Metrics;
 
 pub struct Tracker {
     pub swarm: Swarm,
     pub access: Access,
     pub metrics: Metrics,
-    pub ids: ConnectionIds,
     pub policy: AnnounceConfig,
     started: Instant,
 }
@@ -46,7 +47,6 @@ impl Tracker {
             swarm: Swarm::with_limits(64, limits),
             access: Access::new(mode),
             metrics: Metrics::default(),
-            ids: ConnectionIds::default(),
             policy,
             started: Instant::now(),
         }

@@ -14,9 +14,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::flusher::FlusherThread;
+use crate::persist::flusher::FlusherThread;
+use crate::server::{admin as api, http, udp};
 use crate::tracker::Tracker;
-use crate::{api, http, udp};
 
 pub async fn run(config: Config) -> Result<(), String> {
     let url = store::DatabaseUrl::parse(&config.database.url)
@@ -27,7 +27,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     store
         .migrate()
         .await
-        .map_err(|e| crate::migrate::explain(e, &url))?;
+        .map_err(|e| crate::persist::explain(e, &url))?;
     serve_with(config, url, store).await
 }
 
@@ -89,6 +89,7 @@ async fn serve_with(
         n => n,
     };
     let udp_stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(udp::connection_id::ConnectionIds::default());
     let mut udp_threads = Vec::new();
     for socket in &udp_sockets {
         tracing::info!(
@@ -96,7 +97,7 @@ async fn serve_with(
             socket.local_addr().map_err(|e| e.to_string())?
         );
         udp_threads.extend(
-            udp::spawn(socket, &tracker, workers, &udp_stop)
+            udp::spawn(socket, &tracker, &ids, workers, &udp_stop)
                 .map_err(|e| format!("cannot start udp workers: {e}"))?,
         );
     }

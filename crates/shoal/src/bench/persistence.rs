@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     s.migrate()
         .await
-        .map_err(|e| crate::migrate::explain(e, &url))?;
+        .map_err(|e| crate::persist::explain(e, &url))?;
     let run = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);

@@ -1,7 +1,10 @@
 //! The UDP tracker (BEP 15): worker threads that take datagrams in batches and answer from
 //! the swarm, never waiting on anything but the socket.
 
-use std::io;
+pub mod connection_id;
+pub mod io;
+
+use std::io as stdio;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -12,26 +15,29 @@ use protocol::ResponsePeer;
 use protocol::udp::{self, Request, ScrapeStats};
 use swarm::{Families, Warm};
 
-use crate::access::Refusal;
-use crate::metrics::{Action, Protocol::Udp};
+use self::connection_id::ConnectionIds;
+use self::io::{BATCH, Io, MsgBatch};
+use crate::tracker::access::Refusal;
+use crate::tracker::metrics::{Action, Protocol::Udp};
 use crate::tracker::{Now, PeerAnnounce, Tracker, canonical};
-use crate::udp_io::{BATCH, Io, MsgBatch};
 
 /// Starts `workers` threads answering on `socket` until `stop` is set. Each blocks in a
 /// batched receive; the socket's read timeout bounds how long a stop takes to be seen.
 pub fn spawn(
     socket: &UdpSocket,
     tracker: &Arc<Tracker>,
+    ids: &Arc<ConnectionIds>,
     workers: usize,
     stop: &Arc<AtomicBool>,
-) -> io::Result<Vec<JoinHandle<()>>> {
+) -> stdio::Result<Vec<JoinHandle<()>>> {
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut threads = Vec::new();
     for n in 0..workers {
         let (socket, tracker, stop) = (socket.try_clone()?, tracker.clone(), stop.clone());
+        let ids = ids.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shoal-udp-{n}"))
-            .spawn(move || serve(&socket, &tracker, &stop))?;
+            .spawn(move || serve(&socket, &tracker, &ids, &stop))?;
         threads.push(thread);
     }
     Ok(threads)
@@ -45,7 +51,7 @@ fn max_answer(max_numwant: u32) -> usize {
         .max(udp::MAX_REQUEST_LEN)
 }
 
-fn serve(socket: &UdpSocket, tracker: &Tracker, stop: &AtomicBool) {
+fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &AtomicBool) {
     // One byte more than the largest request tells an oversized datagram from a full one.
     let mut inbox = MsgBatch::new(udp::MAX_REQUEST_LEN + 1);
     let mut outbox = MsgBatch::new(max_answer(tracker.policy.max_numwant));
@@ -79,7 +85,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, stop: &AtomicBool) {
             let (packet, src) = inbox.get(i);
             let Some(src) = src else { continue };
             out.clear();
-            handle(tracker, packet, src, now, &mut out, &mut peers);
+            handle(tracker, ids, packet, src, now, &mut out, &mut peers);
             if !out.is_empty() {
                 outbox.push(&out, src);
             }
@@ -91,6 +97,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, stop: &AtomicBool) {
 /// Answers one datagram into `out`; leaves `out` empty when the datagram gets no answer.
 pub fn handle(
     t: &Tracker,
+    ids: &ConnectionIds,
     packet: &[u8],
     src: SocketAddr,
     now: Now,
@@ -115,10 +122,10 @@ pub fn handle(
     match request {
         Request::Connect { transaction_id } => {
             t.metrics.request(Udp, Action::Connect);
-            udp::write_connect(transaction_id, t.ids.issue(&src, now.unix), out);
+            udp::write_connect(transaction_id, ids.issue(&src, now.unix), out);
         }
         Request::Announce(a) => {
-            if !t.ids.is_valid(a.connection_id, &src, now.unix) {
+            if !ids.is_valid(a.connection_id, &src, now.unix) {
                 return refuse_connection(t, Action::Announce, a.transaction_id, packet.len(), out);
             }
             // BEP 41: udp://host:port/announce/<key> arrives as URL data.
@@ -166,7 +173,7 @@ pub fn handle(
             }
         }
         Request::Scrape(s) => {
-            if !t.ids.is_valid(s.connection_id, &src, now.unix) {
+            if !ids.is_valid(s.connection_id, &src, now.unix) {
                 return refuse_connection(t, Action::Scrape, s.transaction_id, packet.len(), out);
             }
             if let Err(r) = t

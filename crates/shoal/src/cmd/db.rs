@@ -58,7 +58,7 @@ pub async fn upgrade(config: &Config) -> Result<(), String> {
     let result = store
         .migrate()
         .await
-        .map_err(|e| crate::migrate::explain(e, &url));
+        .map_err(|e| crate::persist::explain(e, &url));
     store.close().await;
     result?;
     let applied: Vec<_> = before

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::udp_io::{Io, MsgBatch};
+use crate::server::udp::io::{Io, MsgBatch};
 
 pub fn run(bind: SocketAddr, seconds: u64, peers: usize) -> Result<(), String> {
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;

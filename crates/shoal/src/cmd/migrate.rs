@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use store::copy::{self, CopyOptions, Format, Merge, Progress, Table, TableReport};
-use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator, StoreError};
+use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
+
+use crate::persist::explain;
 
 pub struct Args {
     pub from: String,
@@ -14,18 +16,6 @@ pub struct Args {
     pub merge: Option<Merge>,
     pub skip_invalid: bool,
     pub batch_rows: usize,
-}
-
-/// The message for a store error, with the command to run when the database is Torrust's.
-pub fn explain(e: StoreError, url: &DatabaseUrl) -> String {
-    match e {
-        StoreError::Foreign => format!(
-            "{}: {e}. Copy its data into a new database with: shoal migrate --from torrust+{} --to <new database url>",
-            url.redacted(),
-            url.redacted()
-        ),
-        other => other.to_string(),
-    }
 }
 
 pub async fn run(args: Args) -> Result<(), String> {

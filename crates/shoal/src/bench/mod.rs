@@ -1,0 +1,5 @@
+//! `shoal bench …`: measuring tools. Benchmarks print numbers; none of this serves traffic.
+
+pub mod persistence;
+pub mod udp_floor;
+pub mod udp_load;

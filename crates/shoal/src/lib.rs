@@ -1,0 +1,12 @@
+//! Shoal, the program: a BitTorrent tracker on SQLite, PostgreSQL or MySQL/MariaDB. One
+//! folder per part (DESIGN section 1); `main.rs` only reads the command line.
+//!
+//! Dependencies between the parts point one way: `cmd` → `server`, `persist` → `tracker`
+//! → `config`; `bench` stands beside them.
+
+pub mod bench;
+pub mod cmd;
+pub mod config;
+pub mod persist;
+pub mod server;
+pub mod tracker;
