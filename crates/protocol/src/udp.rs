@@ -11,6 +11,7 @@ pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;
 /// Largest datagram accepted; bigger ones are dropped. 74 scrape hashes (BEP 15's limit) fit.
 pub const MAX_REQUEST_LEN: usize = 1500;
 pub const MAX_SCRAPE_HASHES: usize = 74;
+const _: () = assert!(16 + 20 * MAX_SCRAPE_HASHES <= MAX_REQUEST_LEN);
 const ANNOUNCE_LEN: usize = 98;
 
 const ACTION_CONNECT: u32 = 0;
@@ -54,9 +55,29 @@ pub struct ScrapeRequest {
 
 /// A datagram that is not a valid request. All but `TooShort` carry the transaction id, so
 /// the sender can be told what went wrong.
+/// What a request asks for: BEP 15's three actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Connect,
+    Announce,
+    Scrape,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Connect => "connect",
+            Action::Announce => "announce",
+            Action::Scrape => "scrape",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     TooShort(usize),
+    /// Longer than any request (`MAX_REQUEST_LEN`): dropped unanswered.
+    TooLong(usize),
     BadProtocolId {
         transaction_id: u32,
     },
@@ -66,12 +87,9 @@ pub enum ParseError {
     },
     Truncated {
         transaction_id: u32,
-        action: &'static str,
+        action: Action,
     },
     ScrapeLength {
-        transaction_id: u32,
-    },
-    TooManyHashes {
         transaction_id: u32,
     },
     UnknownEvent {
@@ -88,15 +106,29 @@ pub enum ParseError {
 impl ParseError {
     pub fn transaction_id(&self) -> Option<u32> {
         match *self {
-            ParseError::TooShort(_) => None,
+            ParseError::TooShort(_) | ParseError::TooLong(_) => None,
             ParseError::BadProtocolId { transaction_id }
             | ParseError::UnknownAction { transaction_id, .. }
             | ParseError::Truncated { transaction_id, .. }
             | ParseError::ScrapeLength { transaction_id }
-            | ParseError::TooManyHashes { transaction_id }
             | ParseError::UnknownEvent { transaction_id }
             | ParseError::BadOptions { transaction_id }
             | ParseError::PortZero { transaction_id } => Some(transaction_id),
+        }
+    }
+
+    /// What the datagram tried to be, when that much could be read.
+    pub fn action(&self) -> Option<Action> {
+        match *self {
+            ParseError::TooShort(_) | ParseError::TooLong(_) | ParseError::UnknownAction { .. } => {
+                None
+            }
+            ParseError::BadProtocolId { .. } => Some(Action::Connect),
+            ParseError::Truncated { action, .. } => Some(action),
+            ParseError::ScrapeLength { .. } => Some(Action::Scrape),
+            ParseError::UnknownEvent { .. }
+            | ParseError::BadOptions { .. }
+            | ParseError::PortZero { .. } => Some(Action::Announce),
         }
     }
 
@@ -104,11 +136,11 @@ impl ParseError {
     pub fn kind(&self) -> &'static str {
         match self {
             ParseError::TooShort(_) => "too_short",
+            ParseError::TooLong(_) => "oversized",
             ParseError::BadProtocolId { .. } => "bad_protocol_id",
             ParseError::UnknownAction { .. } => "unknown_action",
             ParseError::Truncated { .. } => "truncated",
             ParseError::ScrapeLength { .. } => "scrape_length",
-            ParseError::TooManyHashes { .. } => "too_many_hashes",
             ParseError::UnknownEvent { .. } => "unknown_event",
             ParseError::BadOptions { .. } => "bad_options",
             ParseError::PortZero { .. } => "port_zero",
@@ -120,13 +152,11 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::TooShort(n) => write!(f, "packet of {n} bytes is too short"),
+            ParseError::TooLong(n) => write!(f, "packet of {n} bytes is too long"),
             ParseError::BadProtocolId { .. } => write!(f, "bad protocol id"),
             ParseError::UnknownAction { action, .. } => write!(f, "unknown action {action}"),
             ParseError::Truncated { action, .. } => write!(f, "truncated {action}"),
             ParseError::ScrapeLength { .. } => write!(f, "scrape needs whole 20-byte hashes"),
-            ParseError::TooManyHashes { .. } => {
-                write!(f, "at most {MAX_SCRAPE_HASHES} hashes per scrape")
-            }
             ParseError::UnknownEvent { .. } => write!(f, "unknown event"),
             ParseError::BadOptions { .. } => write!(f, "malformed BEP 41 options"),
             ParseError::PortZero { .. } => write!(f, "port must not be 0"),
@@ -140,29 +170,6 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes(b[at..at + 2].try_into().unwrap())
 }
 
-/// What a batch needs to know of an announce before answering it, read by `peek_announce`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peek {
-    pub info_hash: InfoHash,
-    pub peer_id: PeerId,
-    pub left: u64,
-    pub port: u16,
-}
-
-/// The key fields of what looks like an announce, with nothing else checked: enough to
-/// prefetch swarm state for a batch before parsing it properly.
-pub fn peek_announce(packet: &[u8]) -> Option<Peek> {
-    if packet.len() < ANNOUNCE_LEN || u32_at(packet, 8) != ACTION_ANNOUNCE {
-        return None;
-    }
-    Some(Peek {
-        info_hash: InfoHash(twenty(packet, 16)),
-        peer_id: PeerId(twenty(packet, 36)),
-        left: u64_at(packet, 64),
-        port: u16_at(packet, 96),
-    })
-}
-
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
 }
@@ -174,9 +181,21 @@ fn twenty(b: &[u8], at: usize) -> [u8; 20] {
 }
 
 impl Request {
+    pub fn action(&self) -> Action {
+        match self {
+            Request::Connect { .. } => Action::Connect,
+            Request::Announce(_) => Action::Announce,
+            Request::Scrape(_) => Action::Scrape,
+        }
+    }
+
+    /// Reads one datagram: every field checked, nothing read twice later.
     pub fn parse(packet: &[u8]) -> Result<Request, ParseError> {
         if packet.len() < 16 {
             return Err(ParseError::TooShort(packet.len()));
+        }
+        if packet.len() > MAX_REQUEST_LEN {
+            return Err(ParseError::TooLong(packet.len()));
         }
         let connection_id = u64_at(packet, 0);
         let action = u32_at(packet, 8);
@@ -192,7 +211,7 @@ impl Request {
                 if packet.len() < ANNOUNCE_LEN {
                     return Err(ParseError::Truncated {
                         transaction_id,
-                        action: "announce",
+                        action: Action::Announce,
                     });
                 }
                 let event = match u32_at(packet, 80) {
@@ -228,9 +247,6 @@ impl Request {
                 let hashes = &packet[16..];
                 if hashes.is_empty() || hashes.len() % 20 != 0 {
                     return Err(ParseError::ScrapeLength { transaction_id });
-                }
-                if hashes.len() / 20 > MAX_SCRAPE_HASHES {
-                    return Err(ParseError::TooManyHashes { transaction_id });
                 }
                 let info_hashes = hashes
                     .chunks_exact(20)
@@ -505,19 +521,6 @@ mod tests {
         }
 
         #[test]
-        fn peek_reads_what_parse_reads(a in announce(), cut in 0usize..98) {
-            let mut out = Vec::new();
-            Request::Announce(a.clone()).write(&mut out);
-            let peek = peek_announce(&out).unwrap();
-            prop_assert_eq!((peek.info_hash, peek.peer_id, peek.left, peek.port), (a.info_hash, a.peer_id, a.left, a.port));
-            prop_assert_eq!(peek_announce(&out[..cut]), None, "too short to be an announce");
-            let mut connect = Vec::new();
-            Request::Connect { transaction_id: a.transaction_id }.write(&mut connect);
-            connect.resize(120, 0);
-            prop_assert_eq!(peek_announce(&connect), None, "not an announce");
-        }
-
-        #[test]
         fn scrape_round_trip(cid in any::<u64>(), tid in any::<u32>(), hashes in proptest::collection::vec(any::<[u8; 20]>(), 1..=MAX_SCRAPE_HASHES)) {
             let req = Request::Scrape(ScrapeRequest { connection_id: cid, transaction_id: tid, info_hashes: hashes.into_iter().map(InfoHash).collect() });
             let mut out = Vec::new();
@@ -561,7 +564,7 @@ mod tests {
             let mut out = Vec::new();
             Request::Announce(a.clone()).write(&mut out);
             let err = Request::parse(&out[..cut]).unwrap_err();
-            prop_assert_eq!(err, ParseError::Truncated { transaction_id: a.transaction_id, action: "announce" });
+            prop_assert_eq!(err, ParseError::Truncated { transaction_id: a.transaction_id, action: Action::Announce });
         }
 
         #[test]
@@ -603,12 +606,13 @@ mod tests {
             Request::parse(&s),
             Err(ParseError::ScrapeLength { transaction_id: 9 })
         );
+        // One hash more than fits is a datagram over the largest request: dropped unanswered.
         let mut s = header(1, 2, 9);
-        s.extend_from_slice(&[0; 20 * (MAX_SCRAPE_HASHES + 1)]);
-        assert_eq!(
-            Request::parse(&s),
-            Err(ParseError::TooManyHashes { transaction_id: 9 })
-        );
+        s.extend_from_slice(&[0; 20 * MAX_SCRAPE_HASHES]);
+        assert!(Request::parse(&s).is_ok());
+        s.extend_from_slice(&[0; 20]);
+        assert_eq!(Request::parse(&s), Err(ParseError::TooLong(16 + 20 * 75)));
+        assert_eq!(Request::parse(&s).unwrap_err().transaction_id(), None);
 
         let mut a = header(1, 1, 9);
         a.resize(98, 0);

@@ -25,6 +25,16 @@ pub enum Action {
     Scrape,
 }
 
+impl From<protocol::udp::Action> for Action {
+    fn from(a: protocol::udp::Action) -> Self {
+        match a {
+            protocol::udp::Action::Connect => Action::Connect,
+            protocol::udp::Action::Announce => Action::Announce,
+            protocol::udp::Action::Scrape => Action::Scrape,
+        }
+    }
+}
+
 /// Every error kind the servers report, sorted; anything else is counted as "other". A fixed
 /// table of atomics, so a flood of malformed packets never serialises the UDP workers on a lock.
 const KINDS: &[&str] = &[
@@ -52,7 +62,6 @@ const KINDS: &[&str] = &[
     "scrape_length",
     "scrape_needs_key",
     "too_many_connections",
-    "too_many_hashes",
     "too_many_info_hashes",
     "too_short",
     "truncated",

@@ -59,33 +59,45 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
     let mut out = Vec::with_capacity(1500);
     let mut peers = Vec::with_capacity(tracker.policy.max_numwant as usize);
     let mut warm = Vec::with_capacity(BATCH);
+    let mut parsed = Vec::with_capacity(BATCH);
     while !stop.load(Relaxed) {
         // Timeouts let the loop see `stop`; ICMP errors from earlier sends surface here on
         // Linux and concern nobody now.
         let Ok(n) = io.recv(socket, &mut inbox) else {
             continue;
         };
-        // Most of an announce is waiting on memory: start every lookup of the batch first.
+        // Each datagram is parsed once. Most of an announce is waiting on memory: start every
+        // lookup of the batch before answering any of it.
         warm.clear();
+        parsed.clear();
         for i in 0..n {
             let (packet, src) = inbox.get(i);
-            if let Some(src) = src
-                && let Some(a) = udp::peek_announce(packet)
-            {
+            let request = Request::parse(packet);
+            if let (Ok(Request::Announce(a)), Some(src)) = (&request, src) {
                 warm.push(Warm {
                     info_hash: a.info_hash,
                     addr: SocketAddr::new(canonical(src.ip()), a.port),
                     only_leechers: tracker.only_leechers(a.left),
                 });
             }
+            parsed.push(request);
         }
         tracker.swarm.prefetch(&warm);
         let now = tracker.now();
-        for i in 0..n {
+        for (i, request) in parsed.drain(..).enumerate() {
             let (packet, src) = inbox.get(i);
             let Some(src) = src else { continue };
             out.clear();
-            handle(tracker, ids, packet, src, now, &mut out, &mut peers);
+            handle(
+                tracker,
+                ids,
+                request,
+                packet.len(),
+                src,
+                now,
+                &mut out,
+                &mut peers,
+            );
             if !out.is_empty() {
                 outbox.push(&out, src);
             }
@@ -94,27 +106,26 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
     }
 }
 
-/// Answers one datagram into `out`; leaves `out` empty when the datagram gets no answer.
+/// Answers one parsed datagram of `request_len` bytes into `out`; leaves `out` empty when
+/// the datagram gets no answer.
+#[allow(clippy::too_many_arguments)]
 pub fn handle(
     t: &Tracker,
     ids: &ConnectionIds,
-    packet: &[u8],
+    request: Result<Request, udp::ParseError>,
+    request_len: usize,
     src: SocketAddr,
     now: Now,
     out: &mut Vec<u8>,
     peers: &mut Vec<ResponsePeer>,
 ) {
-    if packet.len() > udp::MAX_REQUEST_LEN {
-        t.metrics.error(Udp, None, "oversized");
-        return;
-    }
-    let request = match Request::parse(packet) {
+    let request = match request {
         Ok(r) => r,
         Err(e) => {
-            // Too short to hold a transaction id: nothing to answer to, only to count.
-            t.metrics.error(Udp, action_of(packet), e.kind());
+            // Too short to hold a transaction id, or too long: nothing to answer, only to count.
+            t.metrics.error(Udp, e.action().map(Action::from), e.kind());
             if let Some(tid) = e.transaction_id() {
-                udp::write_error(tid, &e.to_string(), packet.len(), out);
+                udp::write_error(tid, &e.to_string(), request_len, out);
             }
             return;
         }
@@ -126,7 +137,7 @@ pub fn handle(
         }
         Request::Announce(a) => {
             if !ids.is_valid(a.connection_id, &src, now.unix) {
-                return refuse_connection(t, Action::Announce, a.transaction_id, packet.len(), out);
+                return refuse_connection(t, Action::Announce, a.transaction_id, request_len, out);
             }
             // BEP 41: udp://host:port/announce/<key> arrives as URL data.
             let key = Some(a.url_last_segment()).filter(|k| !k.is_empty() && *k != b"announce");
@@ -134,7 +145,7 @@ pub fn handle(
                 .access
                 .check_announce(&a.info_hash, key, i64::from(now.unix))
             {
-                return refuse(t, Action::Announce, r, a.transaction_id, packet.len(), out);
+                return refuse(t, Action::Announce, r, a.transaction_id, request_len, out);
             }
             t.metrics.request(Udp, Action::Announce);
             peers.clear();
@@ -157,7 +168,7 @@ pub fn handle(
                 Ok(stats) => stats,
                 Err(limit) => {
                     t.metrics.error(Udp, Some(Action::Announce), limit.key());
-                    udp::write_error(a.transaction_id, limit.message(), packet.len(), out);
+                    udp::write_error(a.transaction_id, limit.message(), request_len, out);
                     return;
                 }
             };
@@ -174,13 +185,13 @@ pub fn handle(
         }
         Request::Scrape(s) => {
             if !ids.is_valid(s.connection_id, &src, now.unix) {
-                return refuse_connection(t, Action::Scrape, s.transaction_id, packet.len(), out);
+                return refuse_connection(t, Action::Scrape, s.transaction_id, request_len, out);
             }
             if let Err(r) = t
                 .access
                 .check_scrape(&s.info_hashes, None, i64::from(now.unix))
             {
-                return refuse(t, Action::Scrape, r, s.transaction_id, packet.len(), out);
+                return refuse(t, Action::Scrape, r, s.transaction_id, request_len, out);
             }
             t.metrics.request(Udp, Action::Scrape);
             udp::write_scrape_header(s.transaction_id, out);
@@ -226,14 +237,4 @@ fn refuse(
 ) {
     t.metrics.error(Udp, Some(action), r.kind());
     udp::write_error(transaction_id, &r.to_string(), request_len, out);
-}
-
-/// The action field of a request too broken to parse, for metrics.
-fn action_of(packet: &[u8]) -> Option<Action> {
-    match packet.get(8..12)? {
-        [0, 0, 0, 0] => Some(Action::Connect),
-        [0, 0, 0, 1] => Some(Action::Announce),
-        [0, 0, 0, 2] => Some(Action::Scrape),
-        _ => None,
-    }
 }
