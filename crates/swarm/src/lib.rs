@@ -44,14 +44,23 @@ pub struct Announce {
     /// Already capped by the caller's policy.
     pub numwant: usize,
     pub families: Families,
+}
+
+/// How a swarm behaves, fixed when it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub limits: Limits,
     /// Whether a seeder's answer may list other seeders (by default it gets only leechers).
     pub seeders_get_seeders: bool,
 }
 
-/// Whether the answer to an announce with `left` bytes to go lists leechers only: a seeder's
-/// does, unless seeders get seeders too.
-pub fn only_leechers(left: u64, seeders_get_seeders: bool) -> bool {
-    left == 0 && !seeders_get_seeders
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            limits: Limits::NONE,
+            seeders_get_seeders: false,
+        }
+    }
 }
 
 /// What `Swarm::prefetch` needs to know of an announce.
@@ -752,6 +761,7 @@ pub struct Swarm {
     shards: Box<[Mutex<Shard>]>,
     hasher: DefaultHashBuilder,
     limits: Limits,
+    seeders_get_seeders: bool,
     /// Torrents with peers, in all shards: checked against `max_torrents` without locks.
     held: AtomicUsize,
     /// Peers in all shards: checked against `max_peers`.
@@ -839,17 +849,18 @@ impl Loader<'_> {
 }
 
 impl Swarm {
-    /// A swarm without limits (see `with_limits`).
+    /// A swarm without limits, whose seeders get only leechers (see `with_policy`).
     pub fn new(shards: usize) -> Self {
-        Swarm::with_limits(shards, Limits::NONE)
+        Swarm::with_policy(shards, Policy::default())
     }
 
-    pub fn with_limits(shards: usize, limits: Limits) -> Self {
+    pub fn with_policy(shards: usize, policy: Policy) -> Self {
         let shards = shards.max(1);
         Swarm {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             hasher: DefaultHashBuilder::default(),
-            limits,
+            limits: policy.limits,
+            seeders_get_seeders: policy.seeders_get_seeders,
             held: AtomicUsize::new(0),
             peers: AtomicUsize::new(0),
             counted: AtomicUsize::new(0),
@@ -869,6 +880,12 @@ impl Swarm {
 
     fn shard(&self, h: &InfoHash) -> MutexGuard<'_, Shard> {
         self.lock(self.shard_of(h))
+    }
+
+    /// Whether the answer to an announce with `left` bytes to go lists leechers only: a
+    /// seeder's does, unless seeders get seeders too.
+    pub fn only_leechers(&self, left: u64) -> bool {
+        left == 0 && !self.seeders_get_seeders
     }
 
     /// Records an announce and appends the peers to answer with to `out`. An announce that
@@ -963,7 +980,7 @@ impl Swarm {
             self.drop_if_empty(torrents, at);
             return Ok(stats);
         }
-        let only_leechers = only_leechers(a.left, a.seeders_get_seeders);
+        let only_leechers = self.only_leechers(a.left);
         let v6 = torrent.v6.as_deref_mut();
         match (asker_v4, asker_v6) {
             (Some(p), _) => {
@@ -1208,7 +1225,6 @@ mod tests {
             event,
             numwant: 50,
             families: Families::Both,
-            seeders_get_seeders: false,
         }
     }
 
@@ -1261,7 +1277,13 @@ mod tests {
     }
 
     fn limited(limits: Limits) -> Swarm {
-        Swarm::with_limits(4, limits)
+        Swarm::with_policy(
+            4,
+            Policy {
+                limits,
+                ..Policy::default()
+            },
+        )
     }
 
     fn on(n: u8, a: Announce) -> Announce {
@@ -1703,7 +1725,15 @@ mod tests {
     /// Runs `ops` against the swarm and a plain map model, comparing counts, downloads,
     /// answer sizes and pending deltas after every step.
     fn agrees_with_model(ops: &[Op]) -> Result<(), TestCaseError> {
-        let s = Swarm::new(2);
+        // Half the cases answer seeders from the whole swarm.
+        let seeders_get_seeders = ops.len() % 2 == 0;
+        let s = Swarm::with_policy(
+            2,
+            Policy {
+                seeders_get_seeders,
+                ..Policy::default()
+            },
+        );
         let mut model: HashMap<(u8, u8, u8), bool> = HashMap::new();
         let mut downloads: HashMap<u8, u64> = HashMap::new();
         for o in ops {
@@ -1723,7 +1753,6 @@ mod tests {
                 event: o.event,
                 numwant: 100,
                 families: Families::Both,
-                seeders_get_seeders: o.torrent == 1,
             };
             let key = (o.torrent, o.addr, if o.addr == 0 { 0 } else { o.peer });
             if o.event == AnnounceEvent::Stopped {
@@ -1750,7 +1779,7 @@ mod tests {
                 downloads.get(&o.torrent).copied().unwrap_or(0)
             );
             if o.event != AnnounceEvent::Stopped {
-                let expect = if o.left == 0 && o.torrent != 1 {
+                let expect = if o.left == 0 && !seeders_get_seeders {
                     leechers
                 } else {
                     seeders + leechers - 1

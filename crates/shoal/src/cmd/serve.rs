@@ -67,9 +67,9 @@ async fn serve_with(
         whitelist.len(),
         keys.len()
     );
-    tracker.access.load(whitelist, keys);
+    tracker.access().load(whitelist, keys);
     let started = Instant::now();
-    let mut loader = tracker.swarm.loader();
+    let mut loader = tracker.loader();
     let loaded = store
         .load_all_torrents_downloads(|h, n| loader.add(h, n))
         .await
@@ -191,22 +191,14 @@ fn url_for_log(config: &Config) -> String {
 
 /// Removes silent peers about ten times per peer timeout.
 async fn clean_expired(tracker: Arc<Tracker>) {
-    let timeout = tracker.policy.peer_timeout;
-    let every = Duration::from_secs(u64::from(timeout / 10).clamp(1, 60));
+    let every = Duration::from_secs(u64::from(tracker.policy().peer_timeout / 10).clamp(1, 60));
     loop {
         tokio::time::sleep(every).await;
-        let cutoff = tracker.uptime_secs().saturating_sub(timeout);
         // A walk over every torrent: on the blocking pool, never on a runtime worker.
         let walker = tracker.clone();
-        let Ok(gone) =
-            tokio::task::spawn_blocking(move || walker.swarm.remove_expired(cutoff)).await
-        else {
+        let Ok(gone) = tokio::task::spawn_blocking(move || walker.expire()).await else {
             continue;
         };
-        tracker
-            .metrics
-            .expired_peers
-            .fetch_add(gone.peers, std::sync::atomic::Ordering::Relaxed);
         if gone.peers > 0 {
             tracing::debug!(
                 "expired {} peers, dropped {} empty torrents",

@@ -36,9 +36,9 @@ impl<S: TorrentMetricsStore> Flusher<S> {
 
     /// One flush: takes new deltas, writes everything outstanding.
     pub async fn flush(&mut self) -> Result<usize, store::StoreError> {
-        let m = &self.tracker.metrics;
+        let m = self.tracker.metrics();
         let mut dropped = 0;
-        for (h, d) in self.tracker.swarm.take_pending() {
+        for (h, d) in self.tracker.take_pending() {
             if let Some(slot) = self.unflushed.get_mut(&h) {
                 *slot += d;
             } else if self.unflushed.len() < self.max_pending {

@@ -50,7 +50,7 @@ pub async fn serve(
         };
         // Over the limit: close at once, before hyper spends anything on the connection.
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracker.metrics.error(Http, None, "too_many_connections");
+            tracker.metrics().error(Http, None, "too_many_connections");
             drop(stream);
             continue;
         };
@@ -92,7 +92,7 @@ pub async fn serve(
                     // Resets and the like: the client went away; nothing to count.
                     return;
                 };
-                counted.metrics.error(Http, None, kind);
+                counted.metrics().error(Http, None, kind);
             }
         });
     }
@@ -115,7 +115,7 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 }
 
 fn failure(t: &Tracker, action: Action, kind: &'static str, reason: &str) -> Response<Full<Bytes>> {
-    t.metrics.error(Http, Some(action), kind);
+    t.metrics().error(Http, Some(action), kind);
     let mut body = Vec::with_capacity(32 + reason.len());
     write_failure(reason, &mut body);
     // BEP 3 failures travel in a 200 response: clients read the body, not the status.
@@ -134,7 +134,7 @@ pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<
         "announce" => announce(t, query, key, remote),
         "scrape" => scrape(t, query, key),
         _ => {
-            t.metrics.error(Http, None, "not_found");
+            t.metrics().error(Http, None, "not_found");
             let mut body = Vec::new();
             write_failure(
                 "not found: this tracker answers /announce and /scrape",
@@ -156,12 +156,12 @@ fn announce(
         Err(e) => return failure(t, Action::Announce, e.kind(), &e.to_string()),
     };
     if let Err(refusal) = t
-        .access
+        .access()
         .check_announce(&req.info_hash, key, Tracker::unix_now())
     {
         return failure(t, Action::Announce, refusal.kind(), &refusal.to_string());
     }
-    t.metrics.request(Http, Action::Announce);
+    t.metrics().request(Http, Action::Announce);
     let mut peers = Vec::new();
     let announced = t.announce(
         &PeerAnnounce {
@@ -183,8 +183,8 @@ fn announce(
     };
     let mut body = Vec::with_capacity(96 + peers.len() * 18);
     AnnounceResponse {
-        interval: t.policy.interval,
-        min_interval: t.policy.min_interval,
+        interval: t.policy().interval,
+        min_interval: t.policy().min_interval,
         complete: stats.seeders,
         incomplete: stats.leechers,
         peers: &peers,
@@ -199,17 +199,17 @@ fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>
         Err(e) => return failure(t, Action::Scrape, e.kind(), &e.to_string()),
     };
     if let Err(refusal) = t
-        .access
+        .access()
         .check_scrape(&req.info_hashes, Some(key), Tracker::unix_now())
     {
         return failure(t, Action::Scrape, refusal.kind(), &refusal.to_string());
     }
-    t.metrics.request(Http, Action::Scrape);
+    t.metrics().request(Http, Action::Scrape);
     let mut files: Vec<_> = req
         .info_hashes
         .iter()
         .map(|h| {
-            let s = t.swarm.scrape(h);
+            let s = t.scrape(h);
             (
                 *h,
                 SwarmCounts {

@@ -1,4 +1,6 @@
 //! What both tracker protocols share: the swarm, the announce policy, metrics, the clock.
+//! `Tracker` is the one interface every server and task calls; its parts stay private, so
+//! where peers go (today the local swarm) changes in this file only.
 
 pub mod access;
 pub mod metrics;
@@ -7,17 +9,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
-use swarm::{Announce, Families, Limits, Refusal, Swarm, TorrentStats};
+use swarm::{
+    Announce, Expired, Families, Limits, Loader, Refusal, Swarm, SwarmStats, TorrentStats, Warm,
+};
 
 use self::access::Access;
 use self::metrics::Metrics;
 use crate::config::{AnnounceConfig, Mode};
 
 pub struct Tracker {
-    pub swarm: Swarm,
-    pub access: Access,
-    pub metrics: Metrics,
-    pub policy: AnnounceConfig,
+    swarm: Swarm,
+    access: Access,
+    metrics: Metrics,
+    policy: AnnounceConfig,
     started: Instant,
 }
 
@@ -44,12 +48,77 @@ pub struct PeerAnnounce {
 impl Tracker {
     pub fn new(policy: AnnounceConfig, mode: Mode, limits: Limits) -> Self {
         Tracker {
-            swarm: Swarm::with_limits(64, limits),
+            swarm: Swarm::with_policy(
+                64,
+                swarm::Policy {
+                    limits,
+                    seeders_get_seeders: policy.seeders_get_seeders,
+                },
+            ),
             access: Access::new(mode),
             metrics: Metrics::default(),
             policy,
             started: Instant::now(),
         }
+    }
+
+    /// The announce settings, as configured.
+    pub fn policy(&self) -> &AnnounceConfig {
+        &self.policy
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Who may announce: the mode, the whitelist and the keys.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// A torrent's counts, zero when the tracker knows nothing of it.
+    pub fn scrape(&self, h: &InfoHash) -> TorrentStats {
+        self.swarm.scrape(h)
+    }
+
+    /// A torrent's counts, or None when it has neither peers nor a download count.
+    pub fn torrent(&self, h: &InfoHash) -> Option<TorrentStats> {
+        self.swarm.torrent(h)
+    }
+
+    /// Known torrents by info-hash, for the admin API: (total, the page).
+    pub fn torrents(&self, offset: usize, limit: usize) -> (usize, Vec<(InfoHash, TorrentStats)>) {
+        self.swarm.page(offset, limit)
+    }
+
+    pub fn stats(&self) -> SwarmStats {
+        self.swarm.stats()
+    }
+
+    /// Starts the cache misses of a batch of announces about to be answered.
+    pub fn prefetch(&self, batch: &[Warm]) {
+        self.swarm.prefetch(batch);
+    }
+
+    /// Download increments since the last call, for the flusher.
+    pub fn take_pending(&self) -> Vec<(InfoHash, u64)> {
+        self.swarm.take_pending()
+    }
+
+    /// Persisted download counts, streamed in at start.
+    pub fn loader(&self) -> Loader<'_> {
+        self.swarm.loader()
+    }
+
+    /// Removes peers silent for longer than the peer timeout. Walks every torrent: call it
+    /// off the request path.
+    pub fn expire(&self) -> Expired {
+        let cutoff = self.uptime_secs().saturating_sub(self.policy.peer_timeout);
+        let gone = self.swarm.remove_expired(cutoff);
+        self.metrics
+            .expired_peers
+            .fetch_add(gone.peers, std::sync::atomic::Ordering::Relaxed);
+        gone
     }
 
     /// Seconds since start: the swarm's clock for last-seen times.
@@ -78,7 +147,7 @@ impl Tracker {
 
     /// Whether an announce with `left` bytes to go gets leechers only in its answer.
     pub fn only_leechers(&self, left: u64) -> bool {
-        swarm::only_leechers(left, self.policy.seeders_get_seeders)
+        self.swarm.only_leechers(left)
     }
 
     pub fn announce(
@@ -110,7 +179,6 @@ impl Tracker {
             event: a.event,
             numwant,
             families: a.families,
-            seeders_get_seeders: self.policy.seeders_get_seeders,
         };
         self.swarm.announce(&req, uptime, out)
     }

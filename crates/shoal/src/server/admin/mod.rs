@@ -192,7 +192,7 @@ async fn require_token(State(s): St, req: Request, next: Next) -> Response {
 async fn health(State(s): St) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let reachable = matches!(db, Ok(Ok(())));
-    let m = &s.tracker.metrics;
+    let m = s.tracker.metrics();
     // Reachable is not enough: a read-only file or a full disk answers SELECT 1 but refuses writes.
     let flushing = !m.flush_failing.load(std::sync::atomic::Ordering::Relaxed);
     let healthy = reachable && flushing;
@@ -215,7 +215,7 @@ async fn health(State(s): St) -> Response {
 }
 
 async fn metrics(State(s): St) -> Response {
-    let st = s.tracker.swarm.stats();
+    let st = s.tracker.stats();
     let g = Gauges {
         torrents: st.torrents,
         counted_torrents: st.counted_torrents,
@@ -226,16 +226,16 @@ async fn metrics(State(s): St) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.tracker.metrics.render(&g),
+        s.tracker.metrics().render(&g),
     )
         .into_response()
 }
 
 async fn stats(State(s): St) -> Response {
-    let st = s.tracker.swarm.stats();
-    let (whitelisted, keys) = s.tracker.access.counts();
+    let st = s.tracker.stats();
+    let (whitelisted, keys) = s.tracker.access().counts();
     Json(json!({
-        "mode": s.tracker.access.mode(),
+        "mode": s.tracker.access().mode(),
         "torrents": st.torrents,
         "counted_torrents": st.counted_torrents,
         "seeders": st.seeders,
@@ -243,7 +243,7 @@ async fn stats(State(s): St) -> Response {
         "peers": st.seeders + st.leechers,
         "whitelisted": whitelisted,
         "keys": keys,
-        "pending_deltas": st.pending_deltas + s.tracker.metrics.unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
+        "pending_deltas": st.pending_deltas + s.tracker.metrics().unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
         "uptime_secs": s.tracker.uptime_secs(),
     }))
     .into_response()
@@ -282,7 +282,7 @@ async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Res
             format!("limit must be between 1 and {MAX_PAGE}"),
         );
     }
-    let (total, page) = s.tracker.swarm.page(offset, limit);
+    let (total, page) = s.tracker.torrents(offset, limit);
     let list: Vec<Value> = page.iter().map(|(h, t)| torrent_json(h, t)).collect();
     Json(json!({ "total": total, "offset": offset, "limit": limit, "torrents": list }))
         .into_response()
@@ -293,7 +293,7 @@ async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(h) => h,
         Err(r) => return r,
     };
-    match s.tracker.swarm.torrent(&h) {
+    match s.tracker.torrent(&h) {
         Some(t) => Json(torrent_json(&h, &t)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -309,7 +309,7 @@ fn entry_json(e: &WhitelistEntry) -> Value {
 async fn whitelist(State(s): St) -> Response {
     Json(
         s.tracker
-            .access
+            .access()
             .whitelist()
             .iter()
             .map(entry_json)
@@ -337,8 +337,8 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(None) => entry,
         Err(e) => return unavailable(e),
     };
-    let created = s.tracker.access.listed_entry(&h).is_none();
-    s.tracker.access.set_listed(stored);
+    let created = s.tracker.access().listed_entry(&h).is_none();
+    s.tracker.access().set_listed(stored);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -355,7 +355,7 @@ async fn unlist(State(s): St, Path(raw): Path<String>) -> Response {
     let _one_change = s.writes.lock().await;
     match s.store.remove_info_hash_from_whitelist(&h).await {
         Ok(removed) => {
-            s.tracker.access.unlist(&h);
+            s.tracker.access().unlist(&h);
             if removed {
                 StatusCode::NO_CONTENT.into_response()
             } else {
@@ -376,7 +376,7 @@ fn key_json(k: &AuthKey) -> Value {
 async fn keys(State(s): St) -> Response {
     Json(
         s.tracker
-            .access
+            .access()
             .keys()
             .iter()
             .map(key_json)
@@ -428,7 +428,7 @@ async fn add_key(
     if let Err(e) = s.store.add_key_to_keys(&key).await {
         return unavailable(e);
     }
-    s.tracker.access.set_key(key);
+    s.tracker.access().set_key(key);
     (StatusCode::CREATED, Json(key_json(&key))).into_response()
 }
 
@@ -452,7 +452,7 @@ async fn remove_key(State(s): St, Path(raw): Path<String>) -> Response {
     let _one_change = s.writes.lock().await;
     match s.store.remove_key_from_keys(&key).await {
         Ok(removed) => {
-            s.tracker.access.remove_key(&key);
+            s.tracker.access().remove_key(&key);
             if removed {
                 StatusCode::NO_CONTENT.into_response()
             } else {

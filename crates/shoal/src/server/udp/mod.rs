@@ -54,10 +54,10 @@ fn max_answer(max_numwant: u32) -> usize {
 fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &AtomicBool) {
     // One byte more than the largest request tells an oversized datagram from a full one.
     let mut inbox = MsgBatch::new(udp::MAX_REQUEST_LEN + 1);
-    let mut outbox = MsgBatch::new(max_answer(tracker.policy.max_numwant));
+    let mut outbox = MsgBatch::new(max_answer(tracker.policy().max_numwant));
     let mut io = Io::new();
     let mut out = Vec::with_capacity(1500);
-    let mut peers = Vec::with_capacity(tracker.policy.max_numwant as usize);
+    let mut peers = Vec::with_capacity(tracker.policy().max_numwant as usize);
     let mut warm = Vec::with_capacity(BATCH);
     let mut parsed = Vec::with_capacity(BATCH);
     while !stop.load(Relaxed) {
@@ -82,7 +82,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
             }
             parsed.push(request);
         }
-        tracker.swarm.prefetch(&warm);
+        tracker.prefetch(&warm);
         let now = tracker.now();
         for (i, request) in parsed.drain(..).enumerate() {
             let (packet, src) = inbox.get(i);
@@ -123,7 +123,8 @@ pub fn handle(
         Ok(r) => r,
         Err(e) => {
             // Too short to hold a transaction id, or too long: nothing to answer, only to count.
-            t.metrics.error(Udp, e.action().map(Action::from), e.kind());
+            t.metrics()
+                .error(Udp, e.action().map(Action::from), e.kind());
             if let Some(tid) = e.transaction_id() {
                 udp::write_error(tid, &e.to_string(), request_len, out);
             }
@@ -132,7 +133,7 @@ pub fn handle(
     };
     match request {
         Request::Connect { transaction_id } => {
-            t.metrics.request(Udp, Action::Connect);
+            t.metrics().request(Udp, Action::Connect);
             udp::write_connect(transaction_id, ids.issue(&src, now.unix), out);
         }
         Request::Announce(a) => {
@@ -142,12 +143,12 @@ pub fn handle(
             // BEP 41: udp://host:port/announce/<key> arrives as URL data.
             let key = Some(a.url_last_segment()).filter(|k| !k.is_empty() && *k != b"announce");
             if let Err(r) = t
-                .access
+                .access()
                 .check_announce(&a.info_hash, key, i64::from(now.unix))
             {
                 return refuse(t, Action::Announce, r, a.transaction_id, request_len, out);
             }
-            t.metrics.request(Udp, Action::Announce);
+            t.metrics().request(Udp, Action::Announce);
             peers.clear();
             let announced = t.announce_at(
                 &PeerAnnounce {
@@ -167,14 +168,14 @@ pub fn handle(
             let stats = match announced {
                 Ok(stats) => stats,
                 Err(limit) => {
-                    t.metrics.error(Udp, Some(Action::Announce), limit.key());
+                    t.metrics().error(Udp, Some(Action::Announce), limit.key());
                     udp::write_error(a.transaction_id, limit.message(), request_len, out);
                     return;
                 }
             };
             udp::write_announce_header(
                 a.transaction_id,
-                t.policy.interval,
+                t.policy().interval,
                 stats.leechers,
                 stats.seeders,
                 out,
@@ -188,15 +189,15 @@ pub fn handle(
                 return refuse_connection(t, Action::Scrape, s.transaction_id, request_len, out);
             }
             if let Err(r) = t
-                .access
+                .access()
                 .check_scrape(&s.info_hashes, None, i64::from(now.unix))
             {
                 return refuse(t, Action::Scrape, r, s.transaction_id, request_len, out);
             }
-            t.metrics.request(Udp, Action::Scrape);
+            t.metrics().request(Udp, Action::Scrape);
             udp::write_scrape_header(s.transaction_id, out);
             for h in &s.info_hashes {
-                let st = t.swarm.scrape(h);
+                let st = t.scrape(h);
                 let completed = u32::try_from(st.downloaded).unwrap_or(u32::MAX);
                 udp::write_scrape_stats(
                     ScrapeStats {
@@ -218,7 +219,7 @@ fn refuse_connection(
     request_len: usize,
     out: &mut Vec<u8>,
 ) {
-    t.metrics.error(Udp, Some(action), "bad_connection_id");
+    t.metrics().error(Udp, Some(action), "bad_connection_id");
     udp::write_error(
         transaction_id,
         "connection id expired or invalid",
@@ -235,6 +236,6 @@ fn refuse(
     request_len: usize,
     out: &mut Vec<u8>,
 ) {
-    t.metrics.error(Udp, Some(action), r.kind());
+    t.metrics().error(Udp, Some(action), r.kind());
     udp::write_error(transaction_id, &r.to_string(), request_len, out);
 }
