@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-use store::{
-    AnyStore, AuthKeyStore, Connection, SchemaMigrator, TorrentMetricsStore, WhitelistStore,
-};
+use store::{AnyStore, Connection, SchemaMigrator, TorrentMetricsStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -54,20 +52,12 @@ async fn serve_with(
         config.mode,
         config.limits.swarm(),
     ));
-    let whitelist = store
-        .load_whitelist()
+    let (whitelisted, keys) = tracker
+        .access()
+        .reload(&store)
         .await
-        .map_err(|e| format!("cannot load the whitelist: {e}"))?;
-    let keys = store
-        .load_keys()
-        .await
-        .map_err(|e| format!("cannot load keys: {e}"))?;
-    tracing::info!(
-        "loaded {} whitelisted info-hashes and {} keys",
-        whitelist.len(),
-        keys.len()
-    );
-    tracker.access().load(whitelist, keys);
+        .map_err(|e| format!("cannot load the whitelist and keys: {e}"))?;
+    tracing::info!("loaded {whitelisted} whitelisted info-hashes and {keys} keys");
     let started = Instant::now();
     let mut loader = tracker.loader();
     let loaded = store
@@ -133,7 +123,6 @@ async fn serve_with(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
-        writes: tokio::sync::Mutex::default(),
     }));
     servers.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app).await {

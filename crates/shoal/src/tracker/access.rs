@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use protocol::{InfoHash, Key};
-use store::{AuthKey, WhitelistEntry};
+use store::{AuthKey, Store, StoreError, WhitelistEntry};
 
 use crate::config::Mode;
 
@@ -54,18 +56,30 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// The whitelist and keys as of one moment. Replaced whole, never changed in place.
+#[derive(Default, Clone)]
+struct Lists {
+    whitelist: HashMap<InfoHash, WhitelistEntry>,
+    keys: HashMap<Key, AuthKey>,
+}
+
+/// Who may announce, as a service: announces read an immutable snapshot without locking;
+/// changes go to the store first and then publish a new snapshot; `reload` rebuilds it from
+/// the store (at start, and whenever another writer may have changed the store).
 pub struct Access {
     mode: Mode,
-    whitelist: RwLock<HashMap<InfoHash, WhitelistEntry>>,
-    keys: RwLock<HashMap<Key, AuthKey>>,
+    lists: ArcSwap<Lists>,
+    /// Held from a change's store write to its snapshot, so two changes cannot interleave
+    /// and leave memory holding what the store does not (a revoked key valid, say).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Access {
     pub fn new(mode: Mode) -> Self {
         Access {
             mode,
-            whitelist: RwLock::default(),
-            keys: RwLock::default(),
+            lists: ArcSwap::default(),
+            writes: tokio::sync::Mutex::default(),
         }
     }
 
@@ -114,8 +128,8 @@ impl Access {
         if !self.listed() {
             return Ok(());
         }
-        let list = self.whitelist.read().unwrap_or_else(|e| e.into_inner());
-        match hashes.iter().find(|h| !list.contains_key(h)) {
+        let lists = self.lists.load();
+        match hashes.iter().find(|h| !lists.whitelist.contains_key(h)) {
             Some(h) => Err(Refusal::NotListed(*h)),
             None => Ok(()),
         }
@@ -124,89 +138,108 @@ impl Access {
     fn check_key(&self, key: Option<&[u8]>, now: i64) -> Result<(), Refusal> {
         let raw = key.filter(|k| !k.is_empty()).ok_or(Refusal::MissingKey)?;
         let key = Key::parse(raw).map_err(|_| Refusal::MalformedKey)?;
-        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        match keys.get(&key) {
+        match self.lists.load().keys.get(&key) {
             None => Err(Refusal::UnknownKey),
             Some(k) if !k.is_valid_at(now) => Err(Refusal::ExpiredKey),
             Some(_) => Ok(()),
         }
     }
 
+    /// Installs a whole new snapshot.
     pub fn load(&self, whitelist: Vec<WhitelistEntry>, keys: Vec<AuthKey>) {
-        *self.whitelist.write().unwrap_or_else(|e| e.into_inner()) =
-            whitelist.into_iter().map(|e| (e.info_hash, e)).collect();
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
-            keys.into_iter().map(|k| (k.key, k)).collect();
+        self.lists.store(Arc::new(Lists {
+            whitelist: whitelist.into_iter().map(|e| (e.info_hash, e)).collect(),
+            keys: keys.into_iter().map(|k| (k.key, k)).collect(),
+        }));
+    }
+
+    /// Rebuilds the snapshot from what the store holds.
+    pub async fn reload<S: Store>(&self, store: &S) -> Result<(usize, usize), StoreError> {
+        let _one_change = self.writes.lock().await;
+        let whitelist = store.load_whitelist().await?;
+        let keys = store.load_keys().await?;
+        let counts = (whitelist.len(), keys.len());
+        self.load(whitelist, keys);
+        Ok(counts)
+    }
+
+    /// Publishes a copy of the snapshot with `change` applied. Copying is O(n) per admin
+    /// change, which keeps every announce free of locks.
+    fn publish(&self, change: impl FnOnce(&mut Lists)) {
+        let mut next = Lists::clone(&self.lists.load());
+        change(&mut next);
+        self.lists.store(Arc::new(next));
+    }
+
+    /// Lists an info-hash in the store, then here. Returns what the store holds (an entry
+    /// listed before keeps its first `added_at`) and whether it is new.
+    pub async fn list<S: Store>(
+        &self,
+        store: &S,
+        entry: WhitelistEntry,
+    ) -> Result<(WhitelistEntry, bool), StoreError> {
+        let _one_change = self.writes.lock().await;
+        store.add_info_hash_to_whitelist(&entry).await?;
+        let stored = store
+            .get_info_hash_from_whitelist(&entry.info_hash)
+            .await?
+            .unwrap_or(entry);
+        let created = !self.lists.load().whitelist.contains_key(&entry.info_hash);
+        self.publish(|l| {
+            l.whitelist.insert(stored.info_hash, stored);
+        });
+        Ok((stored, created))
+    }
+
+    /// Unlists an info-hash in the store, then here; whether the store had it.
+    pub async fn unlist<S: Store>(&self, store: &S, h: &InfoHash) -> Result<bool, StoreError> {
+        let _one_change = self.writes.lock().await;
+        let removed = store.remove_info_hash_from_whitelist(h).await?;
+        self.publish(|l| {
+            l.whitelist.remove(h);
+        });
+        Ok(removed)
+    }
+
+    /// Adds (or replaces) a key in the store, then here.
+    pub async fn add_key<S: Store>(&self, store: &S, k: AuthKey) -> Result<(), StoreError> {
+        let _one_change = self.writes.lock().await;
+        store.add_key_to_keys(&k).await?;
+        self.publish(|l| {
+            l.keys.insert(k.key, k);
+        });
+        Ok(())
+    }
+
+    /// Removes a key from the store, then here; whether the store had it.
+    pub async fn remove_key<S: Store>(&self, store: &S, k: &Key) -> Result<bool, StoreError> {
+        let _one_change = self.writes.lock().await;
+        let removed = store.remove_key_from_keys(k).await?;
+        self.publish(|l| {
+            l.keys.remove(k);
+        });
+        Ok(removed)
     }
 
     pub fn listed_entry(&self, h: &InfoHash) -> Option<WhitelistEntry> {
-        self.whitelist
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(h)
-            .copied()
+        self.lists.load().whitelist.get(h).copied()
     }
 
     pub fn whitelist(&self) -> Vec<WhitelistEntry> {
-        let mut v: Vec<_> = self
-            .whitelist
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .copied()
-            .collect();
+        let mut v: Vec<_> = self.lists.load().whitelist.values().copied().collect();
         v.sort_by_key(|e| e.info_hash);
         v
     }
 
-    pub fn set_listed(&self, e: WhitelistEntry) {
-        self.whitelist
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(e.info_hash, e);
-    }
-
-    pub fn unlist(&self, h: &InfoHash) {
-        self.whitelist
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(h);
-    }
-
     pub fn keys(&self) -> Vec<AuthKey> {
-        let mut v: Vec<_> = self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .copied()
-            .collect();
+        let mut v: Vec<_> = self.lists.load().keys.values().copied().collect();
         v.sort_by_key(|k| k.key);
         v
     }
 
-    pub fn set_key(&self, k: AuthKey) {
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(k.key, k);
-    }
-
-    pub fn remove_key(&self, k: &Key) {
-        self.keys
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(k);
-    }
-
     pub fn counts(&self) -> (usize, usize) {
-        (
-            self.whitelist
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .len(),
-            self.keys.read().unwrap_or_else(|e| e.into_inner()).len(),
-        )
+        let lists = self.lists.load();
+        (lists.whitelist.len(), lists.keys.len())
     }
 }
 
@@ -298,5 +331,61 @@ mod tests {
             Err(Refusal::NotListed(other))
         );
         assert_eq!(both.check_announce(&H, None, 0), Err(Refusal::MissingKey));
+    }
+
+    /// Changes go to the store first: a write the store refuses leaves the snapshot as it
+    /// was, and `reload` shows exactly what the store holds.
+    #[tokio::test]
+    async fn changes_reach_announces_only_through_the_store() {
+        use store::{AnyStore, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator};
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::parse(&format!("sqlite://{}/a.db", dir.path().display())).unwrap();
+        let store = AnyStore::open(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let a = Access::new(Mode::Private);
+        let k = |s: &[u8]| AuthKey {
+            key: Key::parse(s).unwrap(),
+            valid_until: None,
+            created_at: 0,
+        };
+        a.add_key(&store, k(KEY)).await.unwrap();
+        assert_eq!(a.check_announce(&H, Some(KEY), 0), Ok(()));
+        let entry = WhitelistEntry {
+            info_hash: H,
+            added_at: 5,
+        };
+        assert_eq!(a.list(&store, entry).await.unwrap(), (entry, true));
+        let later = WhitelistEntry {
+            info_hash: H,
+            added_at: 9,
+        };
+        assert_eq!(
+            a.list(&store, later).await.unwrap(),
+            (entry, false),
+            "first added_at kept"
+        );
+
+        // Another writer (another node, a restored backup) changed the store: reload sees it.
+        store
+            .remove_key_from_keys(&Key::parse(KEY).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(a.check_announce(&H, Some(KEY), 0), Ok(()), "until reloaded");
+        assert_eq!(a.reload(&store).await.unwrap(), (1, 0));
+        assert_eq!(a.check_announce(&H, Some(KEY), 0), Err(Refusal::UnknownKey));
+
+        store.close().await;
+        let other = b"OTHEROTHEROTHEROTHEROTHEROTHER01";
+        assert!(a.add_key(&store, k(other)).await.is_err());
+        assert!(a.unlist(&store, &H).await.is_err());
+        assert_eq!(
+            a.check_announce(&H, Some(other), 0),
+            Err(Refusal::UnknownKey)
+        );
+        assert_eq!(
+            a.counts(),
+            (1, 0),
+            "a refused write changes nothing in memory"
+        );
     }
 }

@@ -18,9 +18,7 @@ use protocol::{InfoHash, Key};
 use serde::Deserialize;
 
 use serde_json::{Value, json};
-use store::{
-    AnyStore, AuthKey, AuthKeyStore, Connection, StoreError, WhitelistEntry, WhitelistStore,
-};
+use store::{AnyStore, AuthKey, Connection, StoreError, WhitelistEntry};
 
 use self::body::{NewKey, parse_new_key};
 use crate::config::Secret;
@@ -37,9 +35,6 @@ pub struct ApiState {
     pub token: Secret,
     /// `api.hosts`, lower-cased.
     pub hosts: Vec<String>,
-    /// Held across each store-then-memory change, so two changes of one key or info-hash
-    /// cannot interleave and leave memory holding what the database does not.
-    pub writes: tokio::sync::Mutex<()>,
 }
 
 type St = State<Arc<ApiState>>;
@@ -327,18 +322,11 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
         info_hash: h,
         added_at: Tracker::unix_now(),
     };
-    let _one_change = s.writes.lock().await;
-    if let Err(e) = s.store.add_info_hash_to_whitelist(&entry).await {
-        return unavailable(e);
-    }
     // The store keeps the first added_at of an info-hash listed twice; show what it holds.
-    let stored = match s.store.get_info_hash_from_whitelist(&h).await {
-        Ok(Some(e)) => e,
-        Ok(None) => entry,
+    let (stored, created) = match s.tracker.access().list(&s.store, entry).await {
+        Ok(r) => r,
         Err(e) => return unavailable(e),
     };
-    let created = s.tracker.access().listed_entry(&h).is_none();
-    s.tracker.access().set_listed(stored);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -352,10 +340,8 @@ async fn unlist(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let _one_change = s.writes.lock().await;
-    match s.store.remove_info_hash_from_whitelist(&h).await {
+    match s.tracker.access().unlist(&s.store, &h).await {
         Ok(removed) => {
-            s.tracker.access().unlist(&h);
             if removed {
                 StatusCode::NO_CONTENT.into_response()
             } else {
@@ -424,11 +410,9 @@ async fn add_key(
             }
         }
     };
-    let _one_change = s.writes.lock().await;
-    if let Err(e) = s.store.add_key_to_keys(&key).await {
+    if let Err(e) = s.tracker.access().add_key(&s.store, key).await {
         return unavailable(e);
     }
-    s.tracker.access().set_key(key);
     (StatusCode::CREATED, Json(key_json(&key))).into_response()
 }
 
@@ -449,10 +433,8 @@ async fn remove_key(State(s): St, Path(raw): Path<String>) -> Response {
         Ok(k) => k,
         Err(r) => return r,
     };
-    let _one_change = s.writes.lock().await;
-    match s.store.remove_key_from_keys(&key).await {
+    match s.tracker.access().remove_key(&s.store, &key).await {
         Ok(removed) => {
-            s.tracker.access().remove_key(&key);
             if removed {
                 StatusCode::NO_CONTENT.into_response()
             } else {
