@@ -8,4 +8,4 @@ pub mod types;
 pub mod udp;
 
 pub use http::ResponsePeer;
-pub use types::{AnnounceEvent, InfoHash, Key, KeyError, PeerId};
+pub use types::{AnnounceEvent, CanonicalIp, InfoHash, Key, KeyError, PeerId};

@@ -250,3 +250,47 @@ mod tests {
         );
     }
 }
+
+/// A peer's IP as the tracker keys it. A dual-stack socket reports an IPv4 client as
+/// `::ffff:a.b.c.d`; that client is an IPv4 peer. `From` is the only way to make one, so no
+/// path can forget the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CanonicalIp(std::net::IpAddr);
+
+impl From<std::net::IpAddr> for CanonicalIp {
+    fn from(ip: std::net::IpAddr) -> Self {
+        CanonicalIp(match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        })
+    }
+}
+
+impl CanonicalIp {
+    pub fn ip(self) -> std::net::IpAddr {
+        self.0
+    }
+
+    /// The peer's endpoint: this address with the port it announced.
+    pub fn with_port(self, port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.0, port)
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::CanonicalIp;
+    use std::net::IpAddr;
+
+    #[test]
+    fn mapped_ipv4_is_ipv4_and_nothing_else_changes() {
+        let c = |s: &str| CanonicalIp::from(s.parse::<IpAddr>().unwrap()).ip();
+        assert_eq!(c("::ffff:10.0.0.1"), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c("10.0.0.1"), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c("2001:db8::1"), "2001:db8::1".parse::<IpAddr>().unwrap());
+        // IPv4-compatible (deprecated ::a.b.c.d) is not mapped: it stays IPv6.
+        assert_eq!(c("::10.0.0.1"), "::10.0.0.1".parse::<IpAddr>().unwrap());
+        let at = CanonicalIp::from("::ffff:10.0.0.1".parse::<IpAddr>().unwrap()).with_port(7);
+        assert_eq!(at, "10.0.0.1:7".parse().unwrap());
+    }
+}

@@ -5,10 +5,10 @@
 pub mod access;
 pub mod metrics;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
+use protocol::{AnnounceEvent, CanonicalIp, InfoHash, PeerId, ResponsePeer};
 use swarm::{
     Announce, Expired, Families, Limits, Loader, Refusal, Swarm, SwarmStats, TorrentStats, Warm,
 };
@@ -174,20 +174,12 @@ impl Tracker {
         let req = Announce {
             info_hash: a.info_hash,
             peer_id: a.peer_id,
-            addr: SocketAddr::new(canonical(a.ip), a.port),
+            addr: CanonicalIp::from(a.ip).with_port(a.port),
             left: a.left,
             event: a.event,
             numwant,
             families: a.families,
         };
         self.swarm.announce(&req, uptime, out)
-    }
-}
-
-/// IPv4 clients reaching a dual-stack socket appear as ::ffff:a.b.c.d; they are IPv4 peers.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }

@@ -9,7 +9,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 
-use crate::tracker::canonical;
+use protocol::CanonicalIp;
 
 /// How long an id is accepted after it is issued, in seconds (BEP 15 says two minutes).
 pub const VALID_FOR: u32 = 120;
@@ -29,7 +29,7 @@ impl Default for ConnectionIds {
 
 impl ConnectionIds {
     fn mac(&self, addr: &SocketAddr, issued: u32) -> u32 {
-        (self.key.hash_one((canonical(addr.ip()), issued)) >> 32) as u32
+        (self.key.hash_one((CanonicalIp::from(addr.ip()), issued)) >> 32) as u32
     }
 
     /// `now` is unix time in seconds.

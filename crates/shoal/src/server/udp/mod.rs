@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use protocol::ResponsePeer;
 use protocol::udp::{self, Request, ScrapeStats};
+use protocol::{CanonicalIp, ResponsePeer};
 use swarm::{Families, Warm};
 
 use self::connection_id::ConnectionIds;
 use self::io::{BATCH, Io, MsgBatch};
 use crate::tracker::access::Refusal;
 use crate::tracker::metrics::{Action, Protocol::Udp};
-use crate::tracker::{Now, PeerAnnounce, Tracker, canonical};
+use crate::tracker::{Now, PeerAnnounce, Tracker};
 
 /// Starts `workers` threads answering on `socket` until `stop` is set. Each blocks in a
 /// batched receive; the socket's read timeout bounds how long a stop takes to be seen.
@@ -76,7 +76,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
             if let (Ok(Request::Announce(a)), Some(src)) = (&request, src) {
                 warm.push(Warm {
                     info_hash: a.info_hash,
-                    addr: SocketAddr::new(canonical(src.ip()), a.port),
+                    addr: CanonicalIp::from(src.ip()).with_port(a.port),
                     only_leechers: tracker.only_leechers(a.left),
                 });
             }
