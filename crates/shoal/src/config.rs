@@ -31,31 +31,18 @@ pub enum Mode {
     PrivateListed,
 }
 
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    #[serde(serialize_with = "redacted_url")]
-    pub url: String,
+    /// Parsed once, here; its `Debug` and what `shoal config` prints are redacted.
+    #[serde(serialize_with = "redacted_url", deserialize_with = "database_url")]
+    pub url: store::DatabaseUrl,
     /// How often completed-event deltas are written, in milliseconds.
     pub flush_interval_ms: u64,
     pub max_connections: u32,
     /// Torrents whose download deltas may wait in memory while the database is unreachable;
     /// beyond it, increments for further torrents are dropped and counted in metrics.
     pub max_pending_torrents: usize,
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = store::DatabaseUrl::parse(&self.url)
-            .map(|u| u.redacted())
-            .unwrap_or_else(|_| "<unparseable>".into());
-        f.debug_struct("DatabaseConfig")
-            .field("url", &url)
-            .field("flush_interval_ms", &self.flush_interval_ms)
-            .field("max_connections", &self.max_connections)
-            .field("max_pending_torrents", &self.max_pending_torrents)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -186,12 +173,13 @@ impl Serialize for Secret {
     }
 }
 
-fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(
-        &store::DatabaseUrl::parse(url)
-            .map(|u| u.redacted())
-            .unwrap_or_else(|_| "<unparseable>".into()),
-    )
+fn redacted_url<S: Serializer>(url: &store::DatabaseUrl, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&url.redacted())
+}
+
+fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<store::DatabaseUrl, D::Error> {
+    let text = String::deserialize(d)?;
+    store::DatabaseUrl::parse(&text).map_err(serde::de::Error::custom)
 }
 
 /// Accepts `"127.0.0.1:6969"` as well as `["127.0.0.1:6969", "[::1]:6969"]`.
@@ -235,7 +223,7 @@ impl Default for Config {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
-            url: "sqlite://data/shoal.db".into(),
+            url: store::DatabaseUrl::parse("sqlite://data/shoal.db").expect("a valid default"),
             flush_interval_ms: 1000,
             max_connections: 8,
             max_pending_torrents: 1_000_000,
@@ -462,9 +450,6 @@ impl Config {
                 message,
             })
         };
-        if let Err(e) = store::DatabaseUrl::parse(&self.database.url) {
-            return bad("database.url", e.to_string());
-        }
         if self.database.flush_interval_ms == 0 {
             return bad("database.flush_interval_ms", "must be at least 1".into());
         }
@@ -597,7 +582,7 @@ mod tests {
         assert_eq!(c.udp.bind, vec!["0.0.0.0:6969".parse().unwrap()]);
         assert_eq!(c.http.bind, vec!["0.0.0.0:7070".parse().unwrap()]);
         assert_eq!(c.api.bind, "127.0.0.1:1212".parse().unwrap());
-        assert_eq!(c.database.url, "sqlite://data/shoal.db");
+        assert_eq!(c.database.url.expose(), "sqlite://data/shoal.db");
         assert_eq!(
             (
                 c.announce.interval,
@@ -633,7 +618,7 @@ mod tests {
             vec!["127.0.0.1:3".parse().unwrap()],
             "a single address is accepted from the environment too"
         );
-        assert_eq!(c.database.url, "sqlite:///tmp/x.db");
+        assert_eq!(c.database.url.expose(), "sqlite:///tmp/x.db");
         assert_eq!(
             c.api.token.expose(),
             "12345",
@@ -753,7 +738,7 @@ mod tests {
         }
         assert!(c.to_toml().contains("<redacted>"));
         let db = DatabaseConfig {
-            url: "postgresql://u:hunter2@h/db".into(),
+            url: store::DatabaseUrl::parse("postgresql://u:hunter2@h/db").unwrap(),
             ..DatabaseConfig::default()
         };
         assert!(!format!("{db:?}").contains("hunter2"));

@@ -5,8 +5,7 @@ use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
 use crate::config::Config;
 
 async fn open(config: &Config) -> Result<(AnyStore, DatabaseUrl), String> {
-    let url = DatabaseUrl::parse(&config.database.url)
-        .map_err(|e| format!("config key 'database.url': {e}"))?;
+    let url = config.database.url.clone();
     let store = AnyStore::open(&url, 1).await.map_err(|e| e.to_string())?;
     Ok((store, url))
 }

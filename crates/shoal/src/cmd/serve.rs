@@ -17,8 +17,7 @@ use crate::server::{admin as api, http, udp};
 use crate::tracker::Tracker;
 
 pub async fn run(config: Config) -> Result<(), String> {
-    let url = store::DatabaseUrl::parse(&config.database.url)
-        .map_err(|e| format!("config key 'database.url': {e}"))?;
+    let url = config.database.url.clone();
     let store = AnyStore::open(&url, config.database.max_connections)
         .await
         .map_err(|e| e.to_string())?;
@@ -141,7 +140,7 @@ async fn serve_with(
     tracing::info!(
         "ready: {} mode, database {}",
         format!("{:?}", config.mode).to_lowercase(),
-        url_for_log(&config)
+        config.database.url.redacted()
     );
 
     let signal = shutdown_signal().await;
@@ -170,12 +169,6 @@ async fn serve_with(
     result?;
     tracing::info!("all download counts flushed; bye");
     Ok(())
-}
-
-fn url_for_log(config: &Config) -> String {
-    store::DatabaseUrl::parse(&config.database.url)
-        .map(|u| u.redacted())
-        .unwrap_or_default()
 }
 
 /// Removes silent peers about ten times per peer timeout.
