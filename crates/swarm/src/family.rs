@@ -1,0 +1,396 @@
+//! The peers of one address family in one torrent: flat records, seeders first, a hash index
+//! and per-address counts only for large swarms.
+
+use std::hash::{BuildHasher, Hash};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hashbrown::{DefaultHashBuilder, HashMap};
+use protocol::{AnnounceEvent, PeerId, ResponsePeer};
+
+use crate::Refusal;
+use crate::slots::{Slots, prefetch, prefetch_range};
+
+/// Below this many peers a list is searched linearly (a few cache lines); from it on, a hash
+/// index of positions keeps announces O(1) in swarms of any size.
+pub(crate) const INDEX_FROM: usize = 24;
+
+/// The bytes of an address of one family.
+pub(crate) trait Ip: Copy + Eq + Hash {
+    fn socket(self, port: u16) -> SocketAddr;
+}
+
+impl Ip for [u8; 4] {
+    fn socket(self, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::from(self), port))
+    }
+}
+
+impl Ip for [u8; 16] {
+    fn socket(self, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::from(self), port))
+    }
+}
+
+/// A peer is its endpoint, IP and port: two clients behind one NAT stay apart, nobody can
+/// evict a peer by sending its id from elsewhere, and a client that restarts with a new peer
+/// id replaces its old record instead of being counted twice. The id is only carried along.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer<A> {
+    pub(crate) id: PeerId,
+    pub(crate) ip: A,
+    pub(crate) port: u16,
+    pub(crate) seen: u32,
+}
+
+impl<A: Ip> Peer<A> {
+    pub(crate) fn is(&self, other: &Peer<A>) -> bool {
+        self.port == other.port && self.ip == other.ip
+    }
+
+    pub(crate) fn hash(&self, hasher: &DefaultHashBuilder) -> u64 {
+        hasher.hash_one((&self.ip, self.port))
+    }
+}
+
+/// The peers of one address family in one torrent: seeders first (`..seeders`), then
+/// leechers, so a seeder's answer is a window over the leechers alone and a peer changing
+/// role is one swap across the boundary.
+#[derive(Debug)]
+pub(crate) struct Family<A> {
+    pub(crate) peers: Vec<Peer<A>>,
+    /// u32, so that the per-IP counts fit beside it in the 56 bytes a family had before.
+    pub(crate) seeders: u32,
+    /// Where the next answer's window starts: answers walk round the list, so repeated
+    /// announces spread over the whole swarm, and a batch can prefetch the window.
+    pub(crate) cursor: u32,
+    /// Positions in `peers`, hashed by identity; only for large swarms.
+    pub(crate) index: Option<Slots>,
+    /// Peers per IP, beside the index (a short list is counted by a scan).
+    pub(crate) per_ip: Option<Box<HashMap<A, u32>>>,
+}
+
+impl<A> Default for Family<A> {
+    fn default() -> Self {
+        Family {
+            peers: Vec::new(),
+            seeders: 0,
+            cursor: 0,
+            index: None,
+            per_ip: None,
+        }
+    }
+}
+
+/// Whether a new peer may join a family.
+#[derive(Clone, Copy)]
+pub(crate) struct Room {
+    /// The tracker holds `max_peers` peers.
+    pub(crate) tracker_full: bool,
+    /// The torrent holds `max_peers_per_torrent` peers.
+    pub(crate) torrent_full: bool,
+    pub(crate) per_ip: usize,
+}
+
+/// What an announce changed in a swarm's counts.
+#[derive(Default)]
+pub(crate) struct Change {
+    pub(crate) seeders: i64,
+    pub(crate) leechers: i64,
+    pub(crate) completed: bool,
+}
+
+impl<A: Ip> Family<A> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (
+            self.seeders as usize,
+            self.peers.len() - self.seeders as usize,
+        )
+    }
+
+    pub(crate) fn find(&self, p: &Peer<A>, hash: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.find(hash, |i| self.peers[i].is(p)),
+            None => self.peers.iter().position(|q| q.is(p)),
+        }
+    }
+
+    pub(crate) fn swap(&mut self, a: usize, b: usize, hasher: &DefaultHashBuilder) {
+        if a == b {
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            let (ha, hb) = (self.peers[a].hash(hasher), self.peers[b].hash(hasher));
+            index.swap(ha, a, hb, b);
+        }
+        self.peers.swap(a, b);
+    }
+
+    /// How many peers of this family announce from `ip`.
+    pub(crate) fn peers_at(&self, ip: &A) -> usize {
+        match &self.per_ip {
+            Some(counts) => counts.get(ip).map_or(0, |n| *n as usize),
+            None => self.peers.iter().filter(|q| q.ip == *ip).count(),
+        }
+    }
+
+    /// Adds a peer known to be absent.
+    pub(crate) fn push(
+        &mut self,
+        p: Peer<A>,
+        hash: u64,
+        seeder: bool,
+        hasher: &DefaultHashBuilder,
+    ) {
+        let at = self.peers.len();
+        self.peers.push(p);
+        if let Some(counts) = &mut self.per_ip {
+            *counts.entry(p.ip).or_default() += 1;
+        }
+        match &mut self.index {
+            Some(index) => index.insert(hash, at, self.peers.len()),
+            None if self.peers.len() >= INDEX_FROM => self.rebuild_index(hasher),
+            None => {}
+        }
+        if seeder {
+            self.swap(at, self.seeders as usize, hasher);
+            self.seeders += 1;
+        }
+    }
+
+    pub(crate) fn remove_at(&mut self, mut at: usize, hasher: &DefaultHashBuilder) {
+        if at < self.seeders as usize {
+            // Move it to the last seeder's place, which then becomes the first leecher's.
+            self.swap(at, self.seeders as usize - 1, hasher);
+            self.seeders -= 1;
+            at = self.seeders as usize;
+        }
+        let last = self.peers.len() - 1;
+        if let Some(counts) = &mut self.per_ip
+            && let Some(n) = counts.get_mut(&self.peers[at].ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.peers[at].ip);
+            }
+        }
+        if let Some(index) = &mut self.index {
+            index.remove(self.peers[at].hash(hasher), at);
+            if at != last {
+                index.repoint(self.peers[last].hash(hasher), last, at);
+            }
+        }
+        self.peers.swap_remove(at);
+        if self.index.is_some() && self.peers.len() < INDEX_FROM / 2 {
+            self.index = None;
+            self.per_ip = None;
+        }
+    }
+
+    pub(crate) fn rebuild_index(&mut self, hasher: &DefaultHashBuilder) {
+        if self.peers.len() < INDEX_FROM {
+            self.index = None;
+            self.per_ip = None;
+            return;
+        }
+        let mut index = Slots::with_capacity(self.peers.len());
+        let mut counts: HashMap<A, u32> = HashMap::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            index.insert(p.hash(hasher), i, i + 1);
+            *counts.entry(p.ip).or_default() += 1;
+        }
+        self.index = Some(index);
+        self.per_ip = Some(Box::new(counts));
+    }
+
+    /// Records the announce of `p`. A peer not yet in the list joins only within `room`.
+    pub(crate) fn update(
+        &mut self,
+        p: Peer<A>,
+        left: u64,
+        event: AnnounceEvent,
+        hasher: &DefaultHashBuilder,
+        room: Room,
+    ) -> Result<Change, Refusal> {
+        let mut c = Change::default();
+        let hash = p.hash(hasher);
+        let found = self.find(&p, hash);
+        if event == AnnounceEvent::Stopped {
+            if let Some(at) = found {
+                if at < self.seeders as usize {
+                    c.seeders = -1;
+                } else {
+                    c.leechers = -1;
+                }
+                self.remove_at(at, hasher);
+            }
+            return Ok(c);
+        }
+        let seeder = left == 0;
+        match found {
+            Some(at) => {
+                // The endpoint's latest announce wins, whatever peer id it carries now.
+                self.peers[at].seen = p.seen;
+                self.peers[at].id = p.id;
+                let was_seeder = at < self.seeders as usize;
+                if seeder && !was_seeder {
+                    self.swap(at, self.seeders as usize, hasher);
+                    self.seeders += 1;
+                    (c.seeders, c.leechers) = (1, -1);
+                    // One download per leecher that says it completed; a repeated `completed`
+                    // from a peer that is already a seeder counts nothing.
+                    c.completed = event == AnnounceEvent::Completed;
+                } else if !seeder && was_seeder {
+                    self.swap(at, self.seeders as usize - 1, hasher);
+                    self.seeders -= 1;
+                    (c.seeders, c.leechers) = (-1, 1);
+                }
+            }
+            None => {
+                if room.tracker_full {
+                    return Err(Refusal::Peers);
+                }
+                if room.torrent_full {
+                    return Err(Refusal::PeersPerTorrent);
+                }
+                if self.peers_at(&p.ip) >= room.per_ip {
+                    return Err(Refusal::PeersPerIp);
+                }
+                self.push(p, hash, seeder, hasher);
+                if seeder {
+                    c.seeders = 1;
+                } else {
+                    c.leechers = 1;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The peers an answer draws from: leechers only, or everyone.
+    pub(crate) fn candidates(&self, only_leechers: bool) -> &[Peer<A>] {
+        &self.peers[if only_leechers {
+            self.seeders as usize
+        } else {
+            0
+        }..]
+    }
+
+    /// Appends up to `n - out.len()` peers from the window at the cursor, wrapping round,
+    /// and moves the cursor past them. `skip` is the asker.
+    pub(crate) fn pick(
+        &mut self,
+        only_leechers: bool,
+        skip: Option<&Peer<A>>,
+        n: usize,
+        out: &mut Vec<ResponsePeer>,
+    ) {
+        let range = self.candidates(only_leechers);
+        if range.is_empty() || out.len() >= n {
+            return;
+        }
+        let start = self.cursor as usize % range.len();
+        let (tail, head) = range.split_at(start);
+        let before = out.len();
+        for p in head.iter().chain(tail) {
+            if out.len() >= n {
+                break;
+            }
+            if !skip.is_some_and(|s| s.is(p)) {
+                out.push(ResponsePeer {
+                    peer_id: p.id,
+                    addr: p.ip.socket(p.port),
+                });
+            }
+        }
+        self.cursor = self.cursor.wrapping_add((out.len() - before) as u32);
+    }
+
+    /// Prefetch, third pass: the peer list, or for an indexed family where `p`'s probe
+    /// starts and the next answer's window. Returns `p`'s hash when there is an index to
+    /// follow.
+    pub(crate) fn warm_list(
+        &self,
+        p: &Peer<A>,
+        only_leechers: bool,
+        hasher: &DefaultHashBuilder,
+    ) -> Option<u64> {
+        match &self.index {
+            Some(index) => {
+                let h = p.hash(hasher);
+                prefetch(index.home(h));
+                let range = self.candidates(only_leechers);
+                if !range.is_empty() {
+                    let window = &range[self.cursor as usize % range.len()..];
+                    prefetch_range(window.as_ptr(), size_of_val(window));
+                }
+                Some(h)
+            }
+            // Unindexed lists are short: all of it, for the search and the answer.
+            None => {
+                prefetch_range(self.peers.as_ptr(), size_of_val(&self.peers[..]));
+                None
+            }
+        }
+    }
+
+    /// Prefetch, fourth pass: the asker's record in an indexed family.
+    pub(crate) fn warm_peer(&self, hash: u64) {
+        if let Some(at) = self.index.as_ref().and_then(|i| i.guess(hash)) {
+            prefetch(self.peers.as_ptr().wrapping_add(at));
+        }
+    }
+
+    /// Drops peers last seen before `cutoff`; returns how many seeders and leechers went.
+    pub(crate) fn expire(&mut self, cutoff: u32, hasher: &DefaultHashBuilder) -> (usize, usize) {
+        let (seeders, before) = (self.seeders as usize, self.peers.len());
+        let mut i = 0;
+        let mut kept_seeders = 0;
+        // `retain` keeps order, so seeders stay in front.
+        self.peers.retain(|p| {
+            let keep = p.seen >= cutoff;
+            if keep && i < seeders {
+                kept_seeders += 1;
+            }
+            i += 1;
+            keep
+        });
+        self.seeders = kept_seeders as u32;
+        let gone = before - self.peers.len();
+        if gone > 0 {
+            if self.peers.capacity() > 2 * self.peers.len() + 4 {
+                self.peers.shrink_to_fit();
+            }
+            self.rebuild_index(hasher);
+        }
+        (seeders - kept_seeders, gone - (seeders - kept_seeders))
+    }
+}
+
+/// The announcing peer, as a record of its family.
+pub(crate) enum Asker {
+    V4(Peer<[u8; 4]>),
+    V6(Peer<[u8; 16]>),
+}
+
+impl Asker {
+    pub(crate) fn new(id: PeerId, addr: SocketAddr, seen: u32) -> Self {
+        match addr {
+            SocketAddr::V4(a) => Asker::V4(Peer {
+                id,
+                ip: a.ip().octets(),
+                port: a.port(),
+                seen,
+            }),
+            SocketAddr::V6(a) => Asker::V6(Peer {
+                id,
+                ip: a.ip().octets(),
+                port: a.port(),
+                seen,
+            }),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Torrents with peers: one record per torrent, and each shard's table of them.
+
+use std::hash::BuildHasher;
+
+use hashbrown::DefaultHashBuilder;
+use protocol::InfoHash;
+
+use crate::TorrentStats;
+use crate::counts::Counts;
+use crate::family::Family;
+use crate::slots::Slots;
+
+#[derive(Debug, Default)]
+pub(crate) struct Torrent {
+    pub(crate) v4: Family<[u8; 4]>,
+    /// Most swarms have no IPv6 peer: eight bytes instead of a second family.
+    pub(crate) v6: Option<Box<Family<[u8; 16]>>>,
+    /// The torrent's download count, mirrored from `Counts` so announces need no second lookup.
+    pub(crate) downloaded: u64,
+}
+
+impl Torrent {
+    pub(crate) fn stats(&self) -> TorrentStats {
+        let (seeders, leechers) = self.counts();
+        TorrentStats {
+            seeders,
+            leechers,
+            downloaded: self.downloaded,
+        }
+    }
+
+    pub(crate) fn peers(&self) -> usize {
+        self.v4.peers.len() + self.v6.as_ref().map_or(0, |f| f.peers.len())
+    }
+
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        let (s4, l4) = self.v4.counts();
+        let (s6, l6) = self.v6.as_ref().map_or((0, 0), |f| f.counts());
+        ((s4 + s6) as u32, (l4 + l6) as u32)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.as_ref().is_none_or(|f| f.is_empty())
+    }
+}
+
+/// The torrents with peers in one shard: dense entries, found through `Slots` by a keyed
+/// hash of the info-hash (keyed, because anyone can choose info-hashes to collide).
+#[derive(Default)]
+pub(crate) struct Torrents {
+    pub(crate) hasher: DefaultHashBuilder,
+    pub(crate) slots: Slots,
+    pub(crate) entries: Vec<(InfoHash, Torrent)>,
+}
+
+impl Torrents {
+    pub(crate) fn hash(&self, h: &InfoHash) -> u64 {
+        self.hasher.hash_one(h)
+    }
+
+    pub(crate) fn position(&self, h: &InfoHash, hash: u64) -> Option<usize> {
+        self.slots.find(hash, |p| self.entries[p].0 == *h)
+    }
+
+    pub(crate) fn get(&self, h: &InfoHash) -> Option<&Torrent> {
+        let at = self.position(h, self.hash(h))?;
+        Some(&self.entries[at].1)
+    }
+
+    pub(crate) fn get_mut(&mut self, h: &InfoHash) -> Option<&mut Torrent> {
+        let at = self.position(h, self.hash(h))?;
+        Some(&mut self.entries[at].1)
+    }
+
+    pub(crate) fn contains_key(&self, h: &InfoHash) -> bool {
+        self.position(h, self.hash(h)).is_some()
+    }
+
+    /// Adds a torrent known to be absent; returns its position.
+    pub(crate) fn insert(&mut self, h: InfoHash, hash: u64, t: Torrent) -> usize {
+        self.entries.push((h, t));
+        let at = self.entries.len() - 1;
+        self.slots.insert(hash, at, self.entries.len());
+        at
+    }
+
+    pub(crate) fn remove_at(&mut self, at: usize) {
+        self.slots.remove(self.hash(&self.entries[at].0), at);
+        let last = self.entries.len() - 1;
+        if at != last {
+            self.slots
+                .repoint(self.hash(&self.entries[last].0), last, at);
+        }
+        self.entries.swap_remove(at);
+    }
+
+    /// Looks at up to `budget` entries from `from` on, dropping those `keep` refuses; returns
+    /// where the next call should go on, or None once the end was reached (then the table
+    /// is shrunk if it has become much too large).
+    pub(crate) fn retain_some(
+        &mut self,
+        from: usize,
+        budget: usize,
+        mut keep: impl FnMut(&mut Torrent) -> bool,
+    ) -> Option<usize> {
+        let mut i = from;
+        for _ in 0..budget {
+            if i >= self.entries.len() {
+                break;
+            }
+            if keep(&mut self.entries[i].1) {
+                i += 1;
+            } else {
+                // The last entry moves into `i` and is looked at next.
+                self.remove_at(i);
+            }
+        }
+        if i < self.entries.len() {
+            return Some(i);
+        }
+        if self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to_fit();
+        }
+        if self.slots.capacity() > 8 * self.entries.len().max(8) {
+            self.slots.resize(self.entries.len());
+        }
+        None
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &InfoHash> {
+        self.entries.iter().map(|(h, _)| h)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Shard {
+    pub(crate) torrents: Torrents,
+    pub(crate) counts: Counts,
+    pub(crate) seeders: u64,
+    pub(crate) leechers: u64,
+}
+
+impl Shard {
+    pub(crate) fn stats(&self, h: &InfoHash) -> TorrentStats {
+        match self.torrents.get(h) {
+            Some(t) => t.stats(),
+            None => TorrentStats {
+                downloaded: self.counts.get(h),
+                ..TorrentStats::default()
+            },
+        }
+    }
+}
