@@ -169,7 +169,7 @@ fn one_address_cannot_grow_the_state_or_crowd_out_honest_peers() {
         flood.answers
     );
 
-    let contested = udp_scrape(server, hash(99));
+    let contested = udp_scrape(server, hash(99)).unwrap();
     assert_eq!(
         u64::from(contested.leechers),
         5 + MAX_PER_IP,
@@ -205,13 +205,4 @@ fn one_address_cannot_grow_the_state_or_crowd_out_honest_peers() {
         grown < allowed,
         "peak RSS grew by {grown} bytes, the limits allow {allowed}"
     );
-}
-
-fn udp_scrape(server: SocketAddr, ih: InfoHash) -> protocol::udp::ScrapeStats {
-    let mut c = UdpClient::new(server);
-    let cid = c.connect();
-    match c.scrape(cid, &[ih]) {
-        Response::Scrape { stats, .. } => stats[0],
-        other => panic!("{other:?}"),
-    }
 }

@@ -358,6 +358,17 @@ impl UdpClient {
     }
 }
 
+/// One scrape of one torrent over a fresh connection: its counts, or the error's text.
+pub fn udp_scrape(server: SocketAddr, ih: InfoHash) -> Result<protocol::udp::ScrapeStats, String> {
+    let mut c = UdpClient::new(server);
+    let cid = c.connect();
+    match c.scrape(cid, &[ih]) {
+        Response::Scrape { stats, .. } => Ok(stats[0]),
+        Response::Error { message, .. } => Err(String::from_utf8_lossy(&message).into_owned()),
+        other => panic!("{other:?}"),
+    }
+}
+
 pub fn announce_req(
     cid: u64,
     tid: u32,

@@ -1,0 +1,182 @@
+use super::*;
+use std::io::Write;
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn no_file_means_documented_defaults() {
+    let c = load(None, env(&[])).unwrap().config;
+    assert_eq!(c.mode, Mode::Public);
+    assert_eq!(c.udp.bind, vec!["0.0.0.0:6969".parse().unwrap()]);
+    assert_eq!(c.http.bind, vec!["0.0.0.0:7070".parse().unwrap()]);
+    assert_eq!(c.api.bind, "127.0.0.1:1212".parse().unwrap());
+    assert_eq!(c.database.url.expose(), "sqlite://data/shoal.db");
+    assert_eq!(
+        (
+            c.announce.interval,
+            c.announce.min_interval,
+            c.announce.peer_timeout,
+            c.announce.max_numwant
+        ),
+        (120, 60, 1800, 74)
+    );
+}
+
+#[test]
+fn file_then_environment() {
+    let f = file("mode = \"listed\"\n[udp]\nbind = \"127.0.0.1:1\"\n[announce]\ninterval = 300\n");
+    let c = load(
+        Some(f.path()),
+        env(&[
+            ("SHOAL_ANNOUNCE__INTERVAL", "90"),
+            ("SHOAL_HTTP__BIND", "[\"127.0.0.1:2\", \"[::1]:2\"]"),
+            ("SHOAL_DATABASE__URL", "sqlite:///tmp/x.db"),
+            ("SHOAL_API__TOKEN", "12345"),
+            ("SHOAL_UDP__BIND", "127.0.0.1:3"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.mode, Mode::Listed);
+    assert_eq!(c.announce.interval, 90);
+    assert_eq!(c.http.bind.len(), 2);
+    assert_eq!(
+        c.udp.bind,
+        vec!["127.0.0.1:3".parse().unwrap()],
+        "a single address is accepted from the environment too"
+    );
+    assert_eq!(c.database.url.expose(), "sqlite:///tmp/x.db");
+    assert_eq!(
+        c.api.token.expose(),
+        "12345",
+        "a numeric-looking token stays a string"
+    );
+    assert_eq!(
+        load(Some(file("[udp]\nbind = []\n").path()), env(&[]))
+            .unwrap()
+            .config
+            .udp
+            .bind,
+        vec![]
+    );
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = load(Some(file("[udp]\nbindd = \"x\"\n").path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown key 'udp.bindd'"), "{e}");
+    let e = load(
+        Some(file("[announce]\ninterval = \"soon\"\n").path()),
+        env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'announce.interval'"), "{e}");
+    let e = load(None, env(&[("SHOAL_ANNOUNCE__INTERVAL", "-5")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'announce.interval'") && e.contains("SHOAL_ANNOUNCE__INTERVAL"),
+        "{e}"
+    );
+    let e = load(None, env(&[("SHOAL_UDP__BIND", "nowhere")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'udp.bind'") && e.contains("nowhere"), "{e}");
+    let e = load(None, env(&[("SHOAL_MODE", "secret")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'mode'"), "{e}");
+    let e = load(None, env(&[("SHOAL_ANNOUNCE__MIN_INTERVAL", "500")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'announce.min_interval'"), "{e}");
+    let e = load(
+        None,
+        env(&[("SHOAL_DATABASE__URL", "postgress://u:hunter2@h/db")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("'database.url'") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = load(Some(file("mode = \n").path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config file") && e.contains("line 1"), "{e}");
+    for (var, key) in [
+        ("SHOAL_LIMITS__MAX_TORRENTS", "'limits.max_torrents'"),
+        (
+            "SHOAL_LIMITS__MAX_PEERS_PER_IP",
+            "'limits.max_peers_per_ip'",
+        ),
+    ] {
+        let e = load(None, env(&[(var, "0")])).unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    }
+    let e = load(None, env(&[("SHOAL_ANNOUNCE__MAX_NUMWANT", "3639")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'announce.max_numwant'") && e.contains("3638"),
+        "{e}"
+    );
+    let ok = load(None, env(&[("SHOAL_ANNOUNCE__MAX_NUMWANT", "3638")]));
+    assert_eq!(ok.unwrap().config.announce.max_numwant, 3638);
+    let e = load(None, env(&[("SHOAL_API__HOSTS", "[\"a.example:80\"]")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'api.hosts'"), "{e}");
+}
+
+#[test]
+fn unknown_environment_variables_are_only_reported() {
+    let l = load(
+        None,
+        env(&[
+            ("SHOAL_UDP__BINDD", "x"),
+            ("SHOAL_NOPE", "1"),
+            ("OTHER", "1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        l.ignored_env,
+        vec!["SHOAL_NOPE".to_string(), "SHOAL_UDP__BINDD".to_string()]
+    );
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let c = load(
+        None,
+        env(&[
+            ("SHOAL_API__TOKEN", "tok-abc"),
+            ("SHOAL_DATABASE__URL", "sqlite://x.db"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    for shown in [format!("{c:?}"), c.to_toml()] {
+        assert!(!shown.contains("tok-abc"), "{shown}");
+    }
+    assert!(c.to_toml().contains("<redacted>"));
+    let db = DatabaseConfig {
+        url: store::DatabaseUrl::parse("postgresql://u:hunter2@h/db").unwrap(),
+        ..DatabaseConfig::default()
+    };
+    assert!(!format!("{db:?}").contains("hunter2"));
+}
