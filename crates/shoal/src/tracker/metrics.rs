@@ -110,15 +110,6 @@ pub struct Metrics {
     pub expired_peers: AtomicU64,
 }
 
-pub struct Gauges {
-    pub torrents: u64,
-    pub counted_torrents: u64,
-    pub seeders: u64,
-    pub leechers: u64,
-    pub pending_deltas: u64,
-    pub uncounted_downloads: u64,
-}
-
 impl Metrics {
     pub fn request(&self, p: Protocol, a: Action) {
         self.requests[p as usize][a as usize].fetch_add(1, Relaxed);
@@ -130,7 +121,8 @@ impl Metrics {
         self.errors.0[p as usize][kind_slot(kind)].fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, g: &Gauges) -> String {
+    /// The Prometheus text: these counters, and the swarm's gauges as `g` says.
+    pub fn render(&self, g: &swarm::SwarmStats) -> String {
         let mut out = String::new();
         out.push_str("# HELP shoal_requests_total Requests answered, by protocol and action.\n# TYPE shoal_requests_total counter\n");
         for p in [Protocol::Udp, Protocol::Http] {
@@ -288,14 +280,7 @@ mod tests {
         m.error(Protocol::Udp, None, "too_short");
         m.error(Protocol::Http, Some(Action::Announce), "max_peers_per_ip");
         m.error(Protocol::Http, None, "no such kind");
-        let g = Gauges {
-            torrents: 0,
-            counted_torrents: 0,
-            seeders: 0,
-            leechers: 0,
-            pending_deltas: 0,
-            uncounted_downloads: 0,
-        };
+        let g = swarm::SwarmStats::default();
         let text = m.render(&g);
         for line in [
             "shoal_errors_total{protocol=\"udp\",kind=\"too_short\"} 2",

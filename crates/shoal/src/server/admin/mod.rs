@@ -23,7 +23,6 @@ use store::{AnyStore, AuthKey, Connection, StoreError, WhitelistEntry};
 use self::body::{NewKey, parse_new_key};
 use crate::config::Secret;
 use crate::tracker::Tracker;
-use crate::tracker::metrics::Gauges;
 
 /// JSON bodies are a few dozen bytes; anything near this is not a real client.
 const MAX_BODY: usize = 16 * 1024;
@@ -210,18 +209,9 @@ async fn health(State(s): St) -> Response {
 }
 
 async fn metrics(State(s): St) -> Response {
-    let st = s.tracker.stats();
-    let g = Gauges {
-        torrents: st.torrents,
-        counted_torrents: st.counted_torrents,
-        seeders: st.seeders,
-        leechers: st.leechers,
-        pending_deltas: st.pending_deltas,
-        uncounted_downloads: st.uncounted_downloads,
-    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.tracker.metrics().render(&g),
+        s.tracker.metrics().render(&s.tracker.stats()),
     )
         .into_response()
 }
