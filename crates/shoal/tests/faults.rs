@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -26,15 +26,6 @@ struct Load {
     thread: Option<thread::JoinHandle<()>>,
 }
 
-fn exchange(s: &UdpSocket, req: &Request) -> Option<Response> {
-    let mut out = Vec::new();
-    req.write(&mut out);
-    s.send(&out).ok()?;
-    let mut buf = [0u8; 2048];
-    let n = s.recv(&mut buf).ok()?;
-    Response::parse(&buf[..n], false)
-}
-
 impl Load {
     fn start(server: SocketAddr) -> Load {
         let (sent, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -44,13 +35,13 @@ impl Load {
             let (sent, answered, log, stop) =
                 (sent.clone(), answered.clone(), log.clone(), stop.clone());
             thread::spawn(move || {
-                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.connect(server).unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(500)))
+                let c = UdpClient::new(server);
+                c.socket
+                    .set_read_timeout(Some(Duration::from_millis(500)))
                     .unwrap();
                 let Some(Response::Connect {
                     connection_id: cid, ..
-                }) = exchange(&s, &Request::Connect { transaction_id: 1 })
+                }) = c.try_request(&Request::Connect { transaction_id: 1 })
                 else {
                     return;
                 };
@@ -63,7 +54,7 @@ impl Load {
                     let pid = protocol::PeerId(pid);
                     let start = announce_req(cid, n * 2, ih, pid, 7000, 10, AnnounceEvent::Started);
                     if !matches!(
-                        exchange(&s, &Request::Announce(start)),
+                        c.try_request(&Request::Announce(start)),
                         Some(Response::Announce { .. })
                     ) {
                         break;
@@ -72,7 +63,7 @@ impl Load {
                     let done =
                         announce_req(cid, n * 2 + 1, ih, pid, 7000, 0, AnnounceEvent::Completed);
                     if !matches!(
-                        exchange(&s, &Request::Announce(done)),
+                        c.try_request(&Request::Announce(done)),
                         Some(Response::Announce { .. })
                     ) {
                         break;

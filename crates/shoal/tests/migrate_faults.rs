@@ -1,7 +1,10 @@
 //! `shoal migrate` is all or nothing (DESIGN section 5): whatever stops a copy halfway (an
 //! interrupt, a lost source or destination server, a full disk) leaves the destination
-//! exactly as it was, and the same command then simply succeeds. Each fault strikes while
-//! rows are being written, which the progress lines on stderr show.
+//! exactly as it was, and the same command then simply succeeds.
+//!
+//! Each fault strikes mid-copy, and not by timing: the source is PostgreSQL, and the test
+//! holds its whitelist table locked, so the copy writes every torrent into its open
+//! transaction and then waits to read the whitelist (the progress line says how many rows).
 
 mod common;
 
@@ -14,8 +17,8 @@ use common::stores::*;
 use common::*;
 use store::{AnyStore, Connection, DatabaseUrl, TorrentMetricsStore};
 
-const ROWS: u32 = 200_000;
-const BATCH: &str = "100";
+const ROWS: u32 = 50_000;
+const BATCH: &str = "500";
 
 /// A source of `ROWS` torrents and a total.
 fn fill(url: &str) {
@@ -63,8 +66,35 @@ fn args<'a>(from: &'a str, to: &'a str) -> Vec<&'a str> {
     ]
 }
 
-/// Starts the copy and returns once it reports rows written to the destination.
-fn started_copy(from: &str, to: &str) -> (Child, mpsc::Receiver<String>) {
+/// Holds a PostgreSQL source's whitelist locked until dropped: a copy from it reads every
+/// torrent, then waits.
+struct Paused {
+    _holding: sqlx::PgConnection,
+}
+
+fn paused(source: &str) -> Paused {
+    use sqlx::Connection;
+    block_on(async {
+        let mut c = sqlx::PgConnection::connect(source).await.unwrap();
+        sqlx::raw_sql("BEGIN; LOCK TABLE whitelist IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        Paused { _holding: c }
+    })
+}
+
+/// A fresh PostgreSQL source with `ROWS` torrents.
+fn source() -> String {
+    let url = database("postgres").unwrap();
+    fill(&url);
+    url
+}
+
+/// Starts the copy from a paused source (see `paused`) and returns once it reports the
+/// torrents written to the destination's open transaction; dropping the `Paused` lets it go on.
+fn started_copy(from: &str, to: &str) -> (Child, mpsc::Receiver<String>, Paused) {
+    let pause = paused(from);
     let mut child = command(&args(from, to))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -84,8 +114,8 @@ fn started_copy(from: &str, to: &str) -> (Child, mpsc::Receiver<String>) {
         let copied = line
             .split_once(" rows copied")
             .and_then(|(head, _)| head.rsplit(' ').next()?.parse::<u64>().ok());
-        if copied.is_some_and(|n| n > 0) {
-            return (child, rx);
+        if copied.is_some_and(|n| n >= u64::from(ROWS)) {
+            return (child, rx, pause);
         }
     }
 }
@@ -113,12 +143,11 @@ fn succeeds_again(from: &str, to: &str, before: &Contents) {
 }
 
 fn interrupted(signal: i32, to: &str) {
-    let dir = temp_dir();
-    let from = format!("sqlite://{}/src.db", dir.path().display());
-    fill(&from);
+    let from = source();
     let before = destination(to);
-    let (child, rx) = started_copy(&from, to);
+    let (child, rx, pause) = started_copy(&from, to);
     unsafe { libc::kill(child.id() as i32, signal) };
+    drop(pause);
     failed(child, rx);
     assert_eq!(
         contents(to),
@@ -159,8 +188,9 @@ fn the_source_server_lost_mid_copy_writes_nothing() {
         database("postgres").unwrap(),
     ] {
         let before = destination(&to);
-        let (child, rx) = started_copy(&from, &to);
+        let (child, rx, pause) = started_copy(&from, &to);
         server.stop();
+        drop(pause);
         let log = failed(child, rx);
         assert_eq!(
             contents(&to),
@@ -176,12 +206,12 @@ fn the_source_server_lost_mid_copy_writes_nothing() {
 fn the_destination_server_lost_mid_copy_writes_nothing() {
     let mut server = own_server();
     let to = block_on(server.create_database("dst")).unwrap();
-    let dir = temp_dir();
-    let from = format!("sqlite://{}/src.db", dir.path().display());
-    fill(&from);
+    let from = source();
     let before = destination(&to);
-    let (child, rx) = started_copy(&from, &to);
+    let (child, rx, pause) = started_copy(&from, &to);
     server.stop();
+    // The copy notices the lost destination once it reads on.
+    drop(pause);
     let log = failed(child, rx);
     server.restart().unwrap();
     assert_eq!(
@@ -197,7 +227,7 @@ fn a_full_destination_disk_writes_nothing() {
     let dir = temp_dir();
     let from = format!("sqlite://{}/src.db", dir.path().display());
     fill(&from);
-    let disk = SmallDisk::mount(dir.path().join("disk"), "2M");
+    let disk = SmallDisk::mount(dir.path().join("disk"), "1M");
     let to = format!("sqlite://{}/dst.db", disk.0.display());
     let before = destination(&to);
     let out = command(&args(&from, &to)).output().unwrap();
@@ -253,12 +283,11 @@ fn a_database_is_never_copied_into_itself() {
 /// change and nothing is written (it used to run after the commit).
 #[test]
 fn a_source_written_during_the_copy_writes_nothing() {
-    let from = database("postgres").unwrap();
-    fill(&from);
+    let from = source();
     let dir = temp_dir();
     let to = format!("sqlite://{}/dst.db", dir.path().display());
     let before = destination(&to);
-    let (child, rx) = started_copy(&from, &to);
+    let (child, rx, pause) = started_copy(&from, &to);
     block_on(async {
         let s = AnyStore::open(&DatabaseUrl::parse(&from).unwrap(), 1)
             .await
@@ -266,6 +295,7 @@ fn a_source_written_during_the_copy_writes_nothing() {
         s.add_downloads(&[(big_hash(ROWS + 1), 1)]).await.unwrap();
         s.close().await;
     });
+    drop(pause);
     let log = failed(child, rx);
     assert!(log.contains("changed while it was copied"), "{log}");
     assert_eq!(contents(&to), before, "a changing source wrote something");

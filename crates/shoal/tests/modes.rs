@@ -10,24 +10,6 @@ use protocol::{AnnounceEvent, InfoHash};
 
 const TOKEN: &str = "test-token-0123456789";
 
-fn http_announce_to(
-    addr: SocketAddr,
-    path: &str,
-    ih: InfoHash,
-    peer: u8,
-) -> Result<protocol::bencode::Value, String> {
-    let (status, body) = http_get(
-        addr,
-        &format!("{path}?{}", started_query(ih, peer, 4000 + u16::from(peer))),
-    );
-    assert_eq!(status, 200);
-    let v = bdecode(&body);
-    match v.get("failure reason") {
-        Some(r) => Err(String::from_utf8(r.as_bytes().unwrap().to_vec()).unwrap()),
-        None => Ok(v),
-    }
-}
-
 fn http_scrape_to(addr: SocketAddr, path: &str, ih: InfoHash) -> Result<(), String> {
     let (status, body) = http_get(
         addr,
@@ -84,7 +66,7 @@ fn listed_mode_refuses_torrents_off_the_whitelist() {
     let (udp, http) = (shoal.udp[0], shoal.http[0]);
     let (listed, other) = (hash(1), hash(2));
 
-    let e = http_announce_to(http, "/announce", listed, 1).unwrap_err();
+    let e = http_announce(http, "/announce", &started(listed, 1, 4001)).unwrap_err();
     assert!(
         e.contains(&listed.to_hex()) && e.contains("not whitelisted"),
         "{e}"
@@ -112,12 +94,12 @@ fn listed_mode_refuses_torrents_off_the_whitelist() {
         .0,
         201
     );
-    http_announce_to(http, "/announce", listed, 1).unwrap();
+    http_announce(http, "/announce", &started(listed, 1, 4001)).unwrap();
     udp_announce_with(udp, "/announce", listed, 2).unwrap();
     http_scrape_to(http, "/scrape", listed).unwrap();
     udp_scrape(udp, listed).unwrap();
     assert!(
-        http_announce_to(http, "/announce", other, 1).is_err(),
+        http_announce(http, "/announce", &started(other, 1, 4001)).is_err(),
         "only the listed hash got in"
     );
     let st = udp_scrape(udp, listed).unwrap();
@@ -138,7 +120,7 @@ fn listed_mode_refuses_torrents_off_the_whitelist() {
         .0,
         204
     );
-    assert!(http_announce_to(http, "/announce", listed, 1).is_err());
+    assert!(http_announce(http, "/announce", &started(listed, 1, 4001)).is_err());
     assert!(shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"not_listed\"}") >= 3);
     assert!(shoal.metric("shoal_errors_total{protocol=\"udp\",kind=\"not_listed\"}") >= 2);
     assert_eq!(
@@ -169,12 +151,12 @@ fn private_mode_needs_a_valid_key_on_both_protocols() {
     let key = add_key(&shoal, "{}");
     assert_eq!(key.len(), 32);
     assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()));
-    http_announce_to(http, &format!("/announce/{key}"), ih, 1).unwrap();
+    http_announce(http, &format!("/announce/{key}"), &started(ih, 1, 4001)).unwrap();
     udp_announce_with(udp, &format!("/announce/{key}"), ih, 2).unwrap();
     http_scrape_to(http, &format!("/scrape/{key}"), ih).unwrap();
 
     let refused = |path: &str, udp_data: &str, want: &str| {
-        let e = http_announce_to(http, path, ih, 3).unwrap_err();
+        let e = http_announce(http, path, &started(ih, 3, 4003)).unwrap_err();
         assert!(e.contains(want), "http {path}: {e}");
         let e = udp_announce_with(udp, udp_data, ih, 3).unwrap_err();
         assert!(e.contains(want), "udp {udp_data}: {e}");
@@ -204,7 +186,7 @@ fn private_mode_needs_a_valid_key_on_both_protocols() {
     );
     // A lifetime in the future works now.
     let timed = add_key(&shoal, "{\"valid_for_secs\": 3600}");
-    http_announce_to(http, &format!("/announce/{timed}"), ih, 4).unwrap();
+    http_announce(http, &format!("/announce/{timed}"), &started(ih, 4, 4004)).unwrap();
 
     assert!(
         http_scrape_to(http, "/scrape", ih)
@@ -253,14 +235,14 @@ fn private_listed_needs_key_and_whitelist_and_both_survive_a_restart() {
         None,
     );
     let path = format!("/announce/{key}");
-    http_announce_to(shoal.http[0], &path, listed, 1).unwrap();
+    http_announce(shoal.http[0], &path, &started(listed, 1, 4001)).unwrap();
     assert!(
-        http_announce_to(shoal.http[0], &path, other, 1)
+        http_announce(shoal.http[0], &path, &started(other, 1, 4001))
             .unwrap_err()
             .contains("whitelist")
     );
     assert!(
-        http_announce_to(shoal.http[0], "/announce", listed, 1)
+        http_announce(shoal.http[0], "/announce", &started(listed, 1, 4001))
             .unwrap_err()
             .contains("private tracker")
     );
@@ -269,7 +251,7 @@ fn private_listed_needs_key_and_whitelist_and_both_survive_a_restart() {
 
     // The store is the source of truth: a new process serves the same key and whitelist.
     let shoal = setup.start(dir.path());
-    http_announce_to(shoal.http[1], &path, listed, 2).unwrap();
+    http_announce(shoal.http[1], &path, &started(listed, 2, 4002)).unwrap();
     udp_announce_with(shoal.udp[1], &path, listed, 3).unwrap();
     assert!(
         udp_announce_with(shoal.udp[1], &path, other, 3)
@@ -282,6 +264,11 @@ fn private_listed_needs_key_and_whitelist_and_both_survive_a_restart() {
 fn public_mode_ignores_keys_in_the_path() {
     let dir = temp_dir();
     let shoal = Shoal::start(dir.path(), "");
-    http_announce_to(shoal.http[0], "/announce/anything", hash(7), 1).unwrap();
+    http_announce(
+        shoal.http[0],
+        "/announce/anything",
+        &started(hash(7), 1, 4001),
+    )
+    .unwrap();
     udp_announce_with(shoal.udp[0], "/announce/anything", hash(7), 2).unwrap();
 }

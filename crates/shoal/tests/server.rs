@@ -4,39 +4,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
+use protocol::AnnounceEvent;
 use protocol::http::AnnounceRequest as HttpAnnounce;
 use protocol::udp::{Response, ScrapeStats};
-use protocol::{AnnounceEvent, InfoHash};
-
-fn http_announce(
-    addr: SocketAddr,
-    ih: InfoHash,
-    peer: u8,
-    port: u16,
-    left: u64,
-    event: AnnounceEvent,
-    compact: bool,
-) -> protocol::bencode::Value {
-    let req = HttpAnnounce {
-        info_hash: ih,
-        peer_id: peer_id(peer),
-        port,
-        uploaded: 0,
-        downloaded: 0,
-        left,
-        event,
-        compact,
-        no_peer_id: false,
-        numwant: None,
-    };
-    let (status, body) = http_get(addr, &format!("/announce?{}", req.to_query()));
-    assert_eq!(status, 200);
-    bdecode(&body)
-}
 
 #[test]
 fn http_announce_compact_dictionary_and_ipv6() {
@@ -44,7 +18,12 @@ fn http_announce_compact_dictionary_and_ipv6() {
     let shoal = Shoal::start(dir.path(), "");
     let (v4, v6) = (shoal.http[0], shoal.http[1]);
     let ih = hash(3);
-    let first = http_announce(v4, ih, 1, 4001, 0, AnnounceEvent::Started, true);
+    let first = http_announce(
+        v4,
+        "/announce",
+        &http_request(ih, 1, 4001, 0, AnnounceEvent::Started, true),
+    )
+    .unwrap();
     assert_eq!(first.get("interval").unwrap().as_int(), Some(120));
     assert_eq!(first.get("min interval").unwrap().as_int(), Some(60));
     assert_eq!(
@@ -52,9 +31,19 @@ fn http_announce_compact_dictionary_and_ipv6() {
         b"",
         "the asker is never listed"
     );
-    http_announce(v6, ih, 2, 4002, 0, AnnounceEvent::Started, true);
+    http_announce(
+        v6,
+        "/announce",
+        &http_request(ih, 2, 4002, 0, AnnounceEvent::Started, true),
+    )
+    .unwrap();
 
-    let compact = http_announce(v4, ih, 3, 4003, 10, AnnounceEvent::Started, true);
+    let compact = http_announce(
+        v4,
+        "/announce",
+        &http_request(ih, 3, 4003, 10, AnnounceEvent::Started, true),
+    )
+    .unwrap();
     assert_eq!(
         (
             compact.get("complete").unwrap().as_int(),
@@ -73,7 +62,12 @@ fn http_announce_compact_dictionary_and_ipv6() {
         v6peer.as_slice()
     );
 
-    let dict = http_announce(v4, ih, 4, 4004, 10, AnnounceEvent::Started, false);
+    let dict = http_announce(
+        v4,
+        "/announce",
+        &http_request(ih, 4, 4004, 10, AnnounceEvent::Started, false),
+    )
+    .unwrap();
     let peers = dict.get("peers").unwrap().as_list().unwrap();
     let mut seen = HashSet::new();
     for p in peers {
@@ -138,9 +132,24 @@ fn a_restarted_client_is_one_peer_and_never_its_own_peer() {
     for (n, server) in shoal.http.iter().enumerate() {
         for compact in [true, false] {
             let ih = hash(50 + 2 * n as u8 + compact as u8);
-            http_announce(*server, ih, 3, 7003, 10, AnnounceEvent::Started, compact);
-            http_announce(*server, ih, 1, 7001, 10, AnnounceEvent::Started, compact);
-            let answer = http_announce(*server, ih, 2, 7001, 10, AnnounceEvent::Started, compact);
+            http_announce(
+                *server,
+                "/announce",
+                &http_request(ih, 3, 7003, 10, AnnounceEvent::Started, compact),
+            )
+            .unwrap();
+            http_announce(
+                *server,
+                "/announce",
+                &http_request(ih, 1, 7001, 10, AnnounceEvent::Started, compact),
+            )
+            .unwrap();
+            let answer = http_announce(
+                *server,
+                "/announce",
+                &http_request(ih, 2, 7001, 10, AnnounceEvent::Started, compact),
+            )
+            .unwrap();
             let what = format!("http {server}, compact={compact}");
             assert_eq!(
                 answer.get("incomplete").unwrap().as_int(),
@@ -174,9 +183,24 @@ fn http_scrape_one_and_many_with_keep_alive() {
     let dir = temp_dir();
     let shoal = Shoal::start(dir.path(), "");
     let addr = shoal.http[0];
-    http_announce(addr, hash(1), 1, 5001, 7, AnnounceEvent::Started, true);
-    http_announce(addr, hash(1), 1, 5001, 0, AnnounceEvent::Completed, true);
-    http_announce(addr, hash(2), 2, 5002, 7, AnnounceEvent::Started, true);
+    http_announce(
+        addr,
+        "/announce",
+        &http_request(hash(1), 1, 5001, 7, AnnounceEvent::Started, true),
+    )
+    .unwrap();
+    http_announce(
+        addr,
+        "/announce",
+        &http_request(hash(1), 1, 5001, 0, AnnounceEvent::Completed, true),
+    )
+    .unwrap();
+    http_announce(
+        addr,
+        "/announce",
+        &http_request(hash(2), 2, 5002, 7, AnnounceEvent::Started, true),
+    )
+    .unwrap();
 
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -288,13 +312,10 @@ fn http_bad_requests_get_failure_reasons_and_are_counted() {
     for i in 2..7 {
         http_announce(
             addr,
-            hash(1),
-            i,
-            6000 + i as u16,
-            1,
-            AnnounceEvent::Started,
-            true,
-        );
+            "/announce",
+            &http_request(hash(1), i, 6000 + i as u16, 1, AnnounceEvent::Started, true),
+        )
+        .unwrap();
     }
     let (_, body) = http_get(
         addr,
@@ -384,22 +405,23 @@ fn download_counts_survive_restarts() {
     for i in 0..3 {
         http_announce(
             http,
-            hash(8),
-            i,
-            8000 + i as u16,
-            9,
-            AnnounceEvent::Started,
-            true,
-        );
+            "/announce",
+            &http_request(hash(8), i, 8000 + i as u16, 9, AnnounceEvent::Started, true),
+        )
+        .unwrap();
         http_announce(
             http,
-            hash(8),
-            i,
-            8000 + i as u16,
-            0,
-            AnnounceEvent::Completed,
-            true,
-        );
+            "/announce",
+            &http_request(
+                hash(8),
+                i,
+                8000 + i as u16,
+                0,
+                AnnounceEvent::Completed,
+                true,
+            ),
+        )
+        .unwrap();
     }
     // Graceful stop flushes.
     let (status, log) = shoal.stop();
@@ -418,8 +440,18 @@ fn download_counts_survive_restarts() {
     );
     // The periodic flush persists without a shutdown too: wait for it, then SIGKILL.
     let http = shoal.http[0];
-    http_announce(http, hash(8), 9, 8009, 9, AnnounceEvent::Started, true);
-    http_announce(http, hash(8), 9, 8009, 0, AnnounceEvent::Completed, true);
+    http_announce(
+        http,
+        "/announce",
+        &http_request(hash(8), 9, 8009, 9, AnnounceEvent::Started, true),
+    )
+    .unwrap();
+    http_announce(
+        http,
+        "/announce",
+        &http_request(hash(8), 9, 8009, 0, AnnounceEvent::Completed, true),
+    )
+    .unwrap();
     wait_until("a periodic flush", Duration::from_secs(10), || {
         shoal.metric("shoal_flushed_deltas_total") >= 1
     });
