@@ -154,14 +154,6 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 impl Request {
-    pub fn action(&self) -> Action {
-        match self {
-            Request::Connect { .. } => Action::Connect,
-            Request::Announce(_) => Action::Announce,
-            Request::Scrape(_) => Action::Scrape,
-        }
-    }
-
     /// Reads one datagram: every field checked, nothing read twice later.
     pub fn parse(packet: &[u8]) -> Result<Request, ParseError> {
         if packet.len() < 16 {

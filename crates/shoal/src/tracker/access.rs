@@ -221,10 +221,6 @@ impl Access {
         Ok(removed)
     }
 
-    pub fn listed_entry(&self, h: &InfoHash) -> Option<WhitelistEntry> {
-        self.lists.load().whitelist.get(h).copied()
-    }
-
     pub fn whitelist(&self) -> Vec<WhitelistEntry> {
         let mut v: Vec<_> = self.lists.load().whitelist.values().copied().collect();
         v.sort_by_key(|e| e.info_hash);
