@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use protocol::udp::{self, Request};
+use protocol::udp::{ErrorResponse, Request};
 
 fuzz_target!(|data: &[u8]| {
     match Request::parse(data) {
@@ -13,9 +13,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             // Every error the server answers stays within the request's size.
-            if let Some(tid) = e.transaction_id() {
+            if let Some(transaction_id) = e.transaction_id() {
                 let mut out = Vec::new();
-                udp::write_error(tid, &e.to_string(), data.len(), &mut out);
+                let message = &e.to_string();
+                ErrorResponse { transaction_id, message }.write(data.len(), &mut out);
                 assert!(out.len() <= data.len().max(16), "error of {} bytes for a {}-byte request", out.len(), data.len());
             }
         }

@@ -7,5 +7,4 @@ pub mod percent;
 pub mod types;
 pub mod udp;
 
-pub use http::ResponsePeer;
-pub use types::{AnnounceEvent, CanonicalIp, InfoHash, Key, KeyError, PeerId};
+pub use types::{AnnounceEvent, CanonicalIp, InfoHash, Key, KeyError, PeerId, ResponsePeer};

@@ -294,3 +294,10 @@ mod canonical_tests {
         assert_eq!(at, "10.0.0.1:7".parse().unwrap());
     }
 }
+
+/// A peer as it appears in an answer, on either protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponsePeer {
+    pub peer_id: PeerId,
+    pub addr: std::net::SocketAddr,
+}

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use protocol::udp::{Request, Response};
+use protocol::udp::{Request, Response, TransactionId};
 use protocol::{AnnounceEvent, InfoHash};
 use store::{AnyStore, Connection, DatabaseUrl, TorrentMetricsStore};
 
@@ -41,7 +41,9 @@ impl Load {
                     .unwrap();
                 let Some(Response::Connect {
                     connection_id: cid, ..
-                }) = c.try_request(&Request::Connect { transaction_id: 1 })
+                }) = c.try_request(&Request::Connect {
+                    transaction_id: TransactionId(1),
+                })
                 else {
                     return;
                 };

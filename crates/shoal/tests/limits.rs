@@ -9,7 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::*;
-use protocol::udp::{Request, Response};
+use protocol::udp::{ConnectionId, Request, Response};
 use protocol::{AnnounceEvent, InfoHash};
 
 const MAX_TORRENTS: u64 = 50_000;
@@ -36,7 +36,7 @@ fn memory(pid: u32) -> (u64, u64) {
 struct Flood {
     socket: UdpSocket,
     server: SocketAddr,
-    cid: u64,
+    cid: ConnectionId,
     window: Vec<Vec<u8>>,
     answers: u64,
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use protocol::udp::{Request, Response, ScrapeStats};
+use protocol::udp::{ConnectionId, Request, Response, ScrapeStats, TransactionId};
 use protocol::{AnnounceEvent, InfoHash};
 
 #[test]
@@ -106,7 +106,7 @@ fn udp_bad_connection_ids_get_an_error_and_no_swarm_entry() {
     let real = c.connect();
     // A forged id, and a real id used from another address (the IPv6 loopback).
     let mut other = UdpClient::new(shoal.udp[1]);
-    for (client, cid) in [(&mut c, 0xdead_beef_u64), (&mut other, real)] {
+    for (client, cid) in [(&mut c, ConnectionId(0xdead_beef)), (&mut other, real)] {
         match client.announce(cid, hash(9), peer_id(1), 2000, 5, AnnounceEvent::Started) {
             Response::Error { message, .. } => assert!(
                 message.starts_with(b"connection id"),
@@ -202,7 +202,7 @@ fn udp_malformed_packets_are_answered_or_dropped_and_counted() {
                 transaction_id,
                 message,
             } => {
-                assert_eq!(transaction_id, 77);
+                assert_eq!(transaction_id, TransactionId(77));
                 assert!(
                     message.starts_with(&expect.as_bytes()[..expect.len().min(message.len())]),
                     "{}",

@@ -1,7 +1,7 @@
 //! BEP 3 announce: the query a client sends, and the bencoded answer with compact (BEP 23),
 //! IPv6 (BEP 7) or dictionary peers.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 use crate::bencode::{put_bytes, put_int};

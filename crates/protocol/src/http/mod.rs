@@ -2,11 +2,10 @@
 //! BEP 48 scrape. Requests are parsed from the raw query string; responses are bencoded.
 
 use std::fmt;
-use std::net::SocketAddr;
 
 use crate::bencode::put_bytes;
 use crate::percent;
-use crate::types::PeerId;
+pub use crate::types::ResponsePeer;
 
 /// Most info-hashes one HTTP scrape may ask for; more gets a failure, not a huge answer.
 pub const MAX_SCRAPE_HASHES: usize = 256;
@@ -102,13 +101,6 @@ fn saturating_u32(param: &'static str, raw: &[u8]) -> Result<u32, RequestError> 
             n.checked_mul(10)?.checked_add((d - b'0') as u32)
         })
         .unwrap_or(u32::MAX))
-}
-
-/// A peer as it appears in a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponsePeer {
-    pub peer_id: PeerId,
-    pub addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,9 +1,9 @@
 use super::*;
 use crate::bencode::{Value, decode};
-use crate::types::{AnnounceEvent, InfoHash};
+use crate::types::{AnnounceEvent, InfoHash, PeerId};
 use proptest::prelude::*;
 use std::net::IpAddr;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 fn request() -> AnnounceRequest {
     AnnounceRequest {

@@ -14,6 +14,14 @@ const ACTION_ANNOUNCE: u32 = 1;
 const ACTION_SCRAPE: u32 = 2;
 const ACTION_ERROR: u32 = 3;
 
+/// The client's tag for one exchange, echoed in the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TransactionId(pub u32);
+
+/// What a connect answer hands out and every later request carries (BEP 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ConnectionId(pub u64);
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes(b[at..at + 2].try_into().unwrap())
 }

@@ -8,15 +8,15 @@ use crate::types::{AnnounceEvent, InfoHash, PeerId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Connect { transaction_id: u32 },
+    Connect { transaction_id: TransactionId },
     Announce(AnnounceRequest),
     Scrape(ScrapeRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnounceRequest {
-    pub connection_id: u64,
-    pub transaction_id: u32,
+    pub connection_id: ConnectionId,
+    pub transaction_id: TransactionId,
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     pub downloaded: u64,
@@ -35,13 +35,11 @@ pub struct AnnounceRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScrapeRequest {
-    pub connection_id: u64,
-    pub transaction_id: u32,
+    pub connection_id: ConnectionId,
+    pub transaction_id: TransactionId,
     pub info_hashes: Vec<InfoHash>,
 }
 
-/// A datagram that is not a valid request. All but `TooShort` carry the transaction id, so
-/// the sender can be told what went wrong.
 /// What a request asks for: BEP 15's three actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -60,38 +58,40 @@ impl fmt::Display for Action {
     }
 }
 
+/// A datagram that is not a valid request. All but `TooShort` and `TooLong` carry the
+/// transaction id, so the sender can be told what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     TooShort(usize),
     /// Longer than any request (`MAX_REQUEST_LEN`): dropped unanswered.
     TooLong(usize),
     BadProtocolId {
-        transaction_id: u32,
+        transaction_id: TransactionId,
     },
     UnknownAction {
-        transaction_id: u32,
+        transaction_id: TransactionId,
         action: u32,
     },
     Truncated {
-        transaction_id: u32,
+        transaction_id: TransactionId,
         action: Action,
     },
     ScrapeLength {
-        transaction_id: u32,
+        transaction_id: TransactionId,
     },
     UnknownEvent {
-        transaction_id: u32,
+        transaction_id: TransactionId,
     },
     BadOptions {
-        transaction_id: u32,
+        transaction_id: TransactionId,
     },
     PortZero {
-        transaction_id: u32,
+        transaction_id: TransactionId,
     },
 }
 
 impl ParseError {
-    pub fn transaction_id(&self) -> Option<u32> {
+    pub fn transaction_id(&self) -> Option<TransactionId> {
         match *self {
             ParseError::TooShort(_) | ParseError::TooLong(_) => None,
             ParseError::BadProtocolId { transaction_id }
@@ -162,12 +162,12 @@ impl Request {
         if packet.len() > MAX_REQUEST_LEN {
             return Err(ParseError::TooLong(packet.len()));
         }
-        let connection_id = u64_at(packet, 0);
+        let connection_id = ConnectionId(u64_at(packet, 0));
         let action = u32_at(packet, 8);
-        let transaction_id = u32_at(packet, 12);
+        let transaction_id = TransactionId(u32_at(packet, 12));
         match action {
             ACTION_CONNECT => {
-                if connection_id != PROTOCOL_ID {
+                if connection_id.0 != PROTOCOL_ID {
                     return Err(ParseError::BadProtocolId { transaction_id });
                 }
                 Ok(Request::Connect { transaction_id })
@@ -236,12 +236,12 @@ impl Request {
             Request::Connect { transaction_id } => {
                 out.extend_from_slice(&PROTOCOL_ID.to_be_bytes());
                 out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
-                out.extend_from_slice(&transaction_id.to_be_bytes());
+                out.extend_from_slice(&transaction_id.0.to_be_bytes());
             }
             Request::Announce(a) => {
-                out.extend_from_slice(&a.connection_id.to_be_bytes());
+                out.extend_from_slice(&a.connection_id.0.to_be_bytes());
                 out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
-                out.extend_from_slice(&a.transaction_id.to_be_bytes());
+                out.extend_from_slice(&a.transaction_id.0.to_be_bytes());
                 out.extend_from_slice(&a.info_hash.0);
                 out.extend_from_slice(&a.peer_id.0);
                 out.extend_from_slice(&a.downloaded.to_be_bytes());
@@ -269,9 +269,9 @@ impl Request {
                 }
             }
             Request::Scrape(s) => {
-                out.extend_from_slice(&s.connection_id.to_be_bytes());
+                out.extend_from_slice(&s.connection_id.0.to_be_bytes());
                 out.extend_from_slice(&ACTION_SCRAPE.to_be_bytes());
-                out.extend_from_slice(&s.transaction_id.to_be_bytes());
+                out.extend_from_slice(&s.transaction_id.0.to_be_bytes());
                 for h in &s.info_hashes {
                     out.extend_from_slice(&h.0);
                 }

@@ -3,27 +3,28 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::*;
+use crate::types::ResponsePeer;
 
-/// A response as a client reads it; the server writes responses with the `write_*` functions.
+/// A response as a client reads it; the server writes each kind from its own type below.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     Connect {
-        transaction_id: u32,
-        connection_id: u64,
+        transaction_id: TransactionId,
+        connection_id: ConnectionId,
     },
     Announce {
-        transaction_id: u32,
+        transaction_id: TransactionId,
         interval: u32,
         leechers: u32,
         seeders: u32,
         peers: Vec<SocketAddr>,
     },
     Scrape {
-        transaction_id: u32,
+        transaction_id: TransactionId,
         stats: Vec<ScrapeStats>,
     },
     Error {
-        transaction_id: u32,
+        transaction_id: TransactionId,
         message: Vec<u8>,
     },
 }
@@ -42,11 +43,11 @@ impl Response {
         if b.len() < 8 {
             return None;
         }
-        let transaction_id = u32_at(b, 4);
+        let transaction_id = TransactionId(u32_at(b, 4));
         match u32_at(b, 0) {
             ACTION_CONNECT if b.len() == 16 => Some(Response::Connect {
                 transaction_id,
-                connection_id: u64_at(b, 8),
+                connection_id: ConnectionId(u64_at(b, 8)),
             }),
             ACTION_ANNOUNCE if b.len() >= 20 => {
                 let size = if ipv6 { 18 } else { 6 };
@@ -93,51 +94,83 @@ impl Response {
     }
 }
 
-pub fn write_connect(transaction_id: u32, connection_id: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
-    out.extend_from_slice(&transaction_id.to_be_bytes());
-    out.extend_from_slice(&connection_id.to_be_bytes());
+/// The answer to a connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectResponse {
+    pub transaction_id: TransactionId,
+    pub connection_id: ConnectionId,
 }
 
-/// Writes the announce header; the caller appends peers with `write_peer`.
-pub fn write_announce_header(
-    transaction_id: u32,
-    interval: u32,
-    leechers: u32,
-    seeders: u32,
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
-    out.extend_from_slice(&transaction_id.to_be_bytes());
-    out.extend_from_slice(&interval.to_be_bytes());
-    out.extend_from_slice(&leechers.to_be_bytes());
-    out.extend_from_slice(&seeders.to_be_bytes());
-}
-
-pub fn write_peer(addr: SocketAddr, out: &mut Vec<u8>) {
-    match addr {
-        SocketAddr::V4(a) => out.extend_from_slice(&a.ip().octets()),
-        SocketAddr::V6(a) => out.extend_from_slice(&a.ip().octets()),
+impl ConnectResponse {
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
+        out.extend_from_slice(&self.transaction_id.0.to_be_bytes());
+        out.extend_from_slice(&self.connection_id.0.to_be_bytes());
     }
-    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
-pub fn write_scrape_header(transaction_id: u32, out: &mut Vec<u8>) {
-    out.extend_from_slice(&ACTION_SCRAPE.to_be_bytes());
-    out.extend_from_slice(&transaction_id.to_be_bytes());
+/// The answer to an announce. Every peer must be of the family of the socket the request
+/// came in on: the format has no room to say which family an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceResponse<'a> {
+    pub transaction_id: TransactionId,
+    pub interval: u32,
+    pub leechers: u32,
+    pub seeders: u32,
+    pub peers: &'a [ResponsePeer],
 }
 
-pub fn write_scrape_stats(s: ScrapeStats, out: &mut Vec<u8>) {
-    out.extend_from_slice(&s.seeders.to_be_bytes());
-    out.extend_from_slice(&s.completed.to_be_bytes());
-    out.extend_from_slice(&s.leechers.to_be_bytes());
+impl AnnounceResponse<'_> {
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
+        out.extend_from_slice(&self.transaction_id.0.to_be_bytes());
+        out.extend_from_slice(&self.interval.to_be_bytes());
+        out.extend_from_slice(&self.leechers.to_be_bytes());
+        out.extend_from_slice(&self.seeders.to_be_bytes());
+        for p in self.peers {
+            match p.addr {
+                SocketAddr::V4(a) => out.extend_from_slice(&a.ip().octets()),
+                SocketAddr::V6(a) => out.extend_from_slice(&a.ip().octets()),
+            }
+            out.extend_from_slice(&p.addr.port().to_be_bytes());
+        }
+    }
 }
 
-/// Writes an error response no longer than `max_len` (the request's length), cutting the
-/// message if needed, so that errors never amplify a spoofed request.
-pub fn write_error(transaction_id: u32, message: &str, max_len: usize, out: &mut Vec<u8>) {
-    out.extend_from_slice(&ACTION_ERROR.to_be_bytes());
-    out.extend_from_slice(&transaction_id.to_be_bytes());
-    let room = max_len.saturating_sub(8);
-    out.extend_from_slice(&message.as_bytes()[..message.len().min(room)]);
+/// The answer to a scrape: one entry per asked info-hash, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrapeResponse<I> {
+    pub transaction_id: TransactionId,
+    pub stats: I,
+}
+
+impl<I: IntoIterator<Item = ScrapeStats>> ScrapeResponse<I> {
+    pub fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&ACTION_SCRAPE.to_be_bytes());
+        out.extend_from_slice(&self.transaction_id.0.to_be_bytes());
+        for s in self.stats {
+            out.extend_from_slice(&s.seeders.to_be_bytes());
+            out.extend_from_slice(&s.completed.to_be_bytes());
+            out.extend_from_slice(&s.leechers.to_be_bytes());
+        }
+    }
+}
+
+/// A refusal or a parse error, told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorResponse<'a> {
+    pub transaction_id: TransactionId,
+    pub message: &'a str,
+}
+
+impl ErrorResponse<'_> {
+    /// Writes no more than `max_len` bytes (the request's length), cutting the message if
+    /// needed, so that errors never amplify a spoofed request.
+    pub fn write(&self, max_len: usize, out: &mut Vec<u8>) {
+        out.extend_from_slice(&ACTION_ERROR.to_be_bytes());
+        out.extend_from_slice(&self.transaction_id.0.to_be_bytes());
+        let room = max_len.saturating_sub(8);
+        let msg = self.message.as_bytes();
+        out.extend_from_slice(&msg[..msg.len().min(room)]);
+    }
 }

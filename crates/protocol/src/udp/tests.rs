@@ -1,6 +1,6 @@
 use super::request::parse_options;
 use super::*;
-use crate::types::{AnnounceEvent, InfoHash, PeerId};
+use crate::types::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -20,7 +20,7 @@ prop_compose! {
         uploaded in any::<u64>(), event in event(), ip in any::<u32>(), key in any::<u32>(),
         numwant in any::<i32>(), port in 1u16.., url_data in proptest::collection::vec(any::<u8>(), 0..600),
     ) -> AnnounceRequest {
-        AnnounceRequest { connection_id, transaction_id, info_hash: InfoHash(ih), peer_id: PeerId(pid),
+        AnnounceRequest { connection_id: ConnectionId(connection_id), transaction_id: TransactionId(transaction_id), info_hash: InfoHash(ih), peer_id: PeerId(pid),
             downloaded, left, uploaded, event, ip, key, numwant, port, url_data }
     }
 }
@@ -36,7 +36,7 @@ proptest! {
 
     #[test]
     fn scrape_round_trip(cid in any::<u64>(), tid in any::<u32>(), hashes in proptest::collection::vec(any::<[u8; 20]>(), 1..=MAX_SCRAPE_HASHES)) {
-        let req = Request::Scrape(ScrapeRequest { connection_id: cid, transaction_id: tid, info_hashes: hashes.into_iter().map(InfoHash).collect() });
+        let req = Request::Scrape(ScrapeRequest { connection_id: ConnectionId(cid), transaction_id: TransactionId(tid), info_hashes: hashes.into_iter().map(InfoHash).collect() });
         let mut out = Vec::new();
         req.write(&mut out);
         prop_assert!(out.len() <= MAX_REQUEST_LEN);
@@ -46,10 +46,11 @@ proptest! {
     #[test]
     fn connect_round_trip(tid in any::<u32>(), cid in any::<u64>()) {
         let mut out = Vec::new();
+        let (tid, cid) = (TransactionId(tid), ConnectionId(cid));
         Request::Connect { transaction_id: tid }.write(&mut out);
         prop_assert_eq!(Request::parse(&out).unwrap(), Request::Connect { transaction_id: tid });
         let mut out = Vec::new();
-        write_connect(tid, cid, &mut out);
+        ConnectResponse { transaction_id: tid, connection_id: cid }.write(&mut out);
         prop_assert_eq!(Response::parse(&out, false).unwrap(), Response::Connect { transaction_id: tid, connection_id: cid });
     }
 
@@ -60,9 +61,10 @@ proptest! {
         } else {
             SocketAddr::new(Ipv4Addr::from(p as u32).into(), p)
         }).collect();
+        let listed: Vec<ResponsePeer> = peers.iter().map(|&addr| ResponsePeer { peer_id: PeerId([1; 20]), addr }).collect();
+        let tid = TransactionId(tid);
         let mut out = Vec::new();
-        write_announce_header(tid, 120, 3, seeders, &mut out);
-        peers.iter().for_each(|&p| write_peer(p, &mut out));
+        AnnounceResponse { transaction_id: tid, interval: 120, leechers: 3, seeders, peers: &listed }.write(&mut out);
         prop_assert_eq!(Response::parse(&out, v6).unwrap(), Response::Announce { transaction_id: tid, interval: 120, leechers: 3, seeders, peers });
     }
 
@@ -84,7 +86,7 @@ proptest! {
     #[test]
     fn errors_never_exceed_the_request(len in 0usize..200, msg in ".{0,300}") {
         let mut out = Vec::new();
-        write_error(7, &msg, len.max(8), &mut out);
+        ErrorResponse { transaction_id: TransactionId(7), message: &msg }.write(len.max(8), &mut out);
         prop_assert!(out.len() <= len.max(8));
     }
 }
@@ -96,29 +98,37 @@ fn header(cid: u64, action: u32, tid: u32) -> Vec<u8> {
     b
 }
 
+const TID: TransactionId = TransactionId(9);
+
 #[test]
 fn each_malformed_class() {
     assert_eq!(Request::parse(&[0; 15]), Err(ParseError::TooShort(15)));
     assert_eq!(
         Request::parse(&header(1, 0, 9)),
-        Err(ParseError::BadProtocolId { transaction_id: 9 })
+        Err(ParseError::BadProtocolId {
+            transaction_id: TID
+        })
     );
     assert_eq!(
         Request::parse(&header(1, 7, 9)),
         Err(ParseError::UnknownAction {
-            transaction_id: 9,
+            transaction_id: TID,
             action: 7
         })
     );
     assert_eq!(
         Request::parse(&header(1, 2, 9)),
-        Err(ParseError::ScrapeLength { transaction_id: 9 })
+        Err(ParseError::ScrapeLength {
+            transaction_id: TID
+        })
     );
     let mut s = header(1, 2, 9);
     s.extend_from_slice(&[0; 21]);
     assert_eq!(
         Request::parse(&s),
-        Err(ParseError::ScrapeLength { transaction_id: 9 })
+        Err(ParseError::ScrapeLength {
+            transaction_id: TID
+        })
     );
     // One hash more than fits is a datagram over the largest request: dropped unanswered.
     let mut s = header(1, 2, 9);
@@ -136,19 +146,25 @@ fn each_malformed_class() {
     bad_event[80..84].copy_from_slice(&4u32.to_be_bytes());
     assert_eq!(
         Request::parse(&bad_event),
-        Err(ParseError::UnknownEvent { transaction_id: 9 })
+        Err(ParseError::UnknownEvent {
+            transaction_id: TID
+        })
     );
     let mut port0 = a.clone();
     port0[96..98].copy_from_slice(&[0, 0]);
     assert_eq!(
         Request::parse(&port0),
-        Err(ParseError::PortZero { transaction_id: 9 })
+        Err(ParseError::PortZero {
+            transaction_id: TID
+        })
     );
     let mut bad_opt = a.clone();
     bad_opt.extend_from_slice(&[2, 10, b'/']);
     assert_eq!(
         Request::parse(&bad_opt),
-        Err(ParseError::BadOptions { transaction_id: 9 })
+        Err(ParseError::BadOptions {
+            transaction_id: TID
+        })
     );
 }
 
@@ -163,8 +179,8 @@ fn bep41_options() {
     );
     assert_eq!(parse_options(&[2]), None);
     let a = AnnounceRequest {
-        connection_id: 0,
-        transaction_id: 0,
+        connection_id: ConnectionId(0),
+        transaction_id: TransactionId(0),
         info_hash: InfoHash::default(),
         peer_id: PeerId::default(),
         downloaded: 0,

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use protocol::udp::{AnnounceRequest, Request, ScrapeRequest};
+use protocol::udp::{AnnounceRequest, ConnectionId, Request, ScrapeRequest, TransactionId};
 use protocol::{AnnounceEvent, InfoHash, PeerId};
 
 pub struct Args {
@@ -70,7 +70,10 @@ pub fn run(a: Args) -> Result<(), String> {
         s.set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(|e| e.to_string())?;
         out.clear();
-        Request::Connect { transaction_id: 1 }.write(&mut out);
+        Request::Connect {
+            transaction_id: TransactionId(1),
+        }
+        .write(&mut out);
         s.send(&out).map_err(|e| e.to_string())?;
         let n = s
             .recv(&mut buf)
@@ -78,7 +81,9 @@ pub fn run(a: Args) -> Result<(), String> {
         if n < 16 {
             return Err("short connect answer".into());
         }
-        ids.push(u64::from_be_bytes(buf[8..16].try_into().unwrap()));
+        ids.push(ConnectionId(u64::from_be_bytes(
+            buf[8..16].try_into().unwrap(),
+        )));
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
 
@@ -94,7 +99,7 @@ pub fn run(a: Args) -> Result<(), String> {
             let (p_torrent, port, sock) = peers[next_peer];
             let sock = sock as usize;
             out.clear();
-            let tid = sent as u32;
+            let tid = TransactionId(sent as u32);
             if kind < 50 {
                 Request::Connect {
                     transaction_id: tid,
@@ -142,7 +147,7 @@ pub fn run(a: Args) -> Result<(), String> {
                 received += 1;
                 // Keep connection ids fresh from connect answers, as a client would.
                 if n >= 16 && buf[..4] == [0, 0, 0, 0] {
-                    ids[i] = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+                    ids[i] = ConnectionId(u64::from_be_bytes(buf[8..16].try_into().unwrap()));
                 }
             }
         }

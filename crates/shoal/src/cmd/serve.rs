@@ -18,7 +18,7 @@ use crate::tracker::Tracker;
 
 pub async fn run(config: Config) -> Result<(), String> {
     let url = config.database.url.clone();
-    let store = AnyStore::open(&url, config.database.max_connections)
+    let store = AnyStore::open(&url, config.database.max_connections.get())
         .await
         .map_err(|e| e.to_string())?;
     store
@@ -133,8 +133,8 @@ async fn serve_with(
     let flusher = FlusherThread::start(
         url,
         tracker.clone(),
-        config.database.max_pending_torrents,
-        Duration::from_millis(config.database.flush_interval_ms),
+        config.database.max_pending_torrents.get(),
+        Duration::from_millis(config.database.flush_interval_ms.get()),
     )
     .await?;
     tracing::info!(
@@ -149,7 +149,7 @@ async fn serve_with(
     // in the swarm before the final flush. A client that never finishes its request is
     // cut off after the header timeout at most.
     let _ = stop_http.send(true);
-    let drain = Duration::from_millis(config.http.header_timeout_ms) + Duration::from_secs(1);
+    let drain = Duration::from_millis(config.http.header_timeout_ms.get()) + Duration::from_secs(1);
     if tokio::time::timeout(drain, async {
         while http_servers.join_next().await.is_some() {}
     })

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -38,11 +38,11 @@ pub struct DatabaseConfig {
     #[serde(serialize_with = "redacted_url", deserialize_with = "database_url")]
     pub url: store::DatabaseUrl,
     /// How often completed-event deltas are written, in milliseconds.
-    pub flush_interval_ms: u64,
-    pub max_connections: u32,
+    pub flush_interval_ms: NonZeroU64,
+    pub max_connections: NonZeroU32,
     /// Torrents whose download deltas may wait in memory while the database is unreachable;
     /// beyond it, increments for further torrents are dropped and counted in metrics.
-    pub max_pending_torrents: usize,
+    pub max_pending_torrents: NonZeroUsize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,11 +60,11 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "one_or_many")]
     pub bind: Vec<SocketAddr>,
     /// Open connections per listener; more are closed at once and counted.
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// Request line plus headers, in bytes; larger heads get 431 and the connection closes.
     pub max_header_bytes: usize,
     /// A request's head must arrive within this; an idle keep-alive connection closes after it.
-    pub header_timeout_ms: u64,
+    pub header_timeout_ms: NonZeroU64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,12 +84,12 @@ const MAX_NUMWANT: u32 = (65_507 - 20) / 18;
 #[serde(deny_unknown_fields, default)]
 pub struct AnnounceConfig {
     /// Seconds a client should wait between announces.
-    pub interval: u32,
+    pub interval: NonZeroU32,
     pub min_interval: u32,
     /// Seconds of silence after which a peer leaves the swarm.
     pub peer_timeout: u32,
     /// Most peers one answer carries, whatever the client asks.
-    pub max_numwant: u32,
+    pub max_numwant: NonZeroU32,
     /// Peers given when the client does not say.
     pub default_numwant: u32,
     /// A seeder gets only leechers by default: other seeders are of no use to it. `true`
@@ -224,9 +224,9 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: store::DatabaseUrl::parse("sqlite://data/shoal.db").expect("a valid default"),
-            flush_interval_ms: 1000,
-            max_connections: 8,
-            max_pending_torrents: 1_000_000,
+            flush_interval_ms: NonZeroU64::new(1000).unwrap(),
+            max_connections: NonZeroU32::new(8).unwrap(),
+            max_pending_torrents: NonZeroUsize::new(1_000_000).unwrap(),
         }
     }
 }
@@ -244,9 +244,9 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             bind: vec![SocketAddr::from(([0, 0, 0, 0], 7070))],
-            max_connections: 4096,
+            max_connections: NonZeroUsize::new(4096).unwrap(),
             max_header_bytes: 8192,
-            header_timeout_ms: 10_000,
+            header_timeout_ms: NonZeroU64::new(10_000).unwrap(),
         }
     }
 }
@@ -264,10 +264,10 @@ impl Default for ApiConfig {
 impl Default for AnnounceConfig {
     fn default() -> Self {
         AnnounceConfig {
-            interval: 120,
+            interval: NonZeroU32::new(120).unwrap(),
             min_interval: 60,
             peer_timeout: 1800,
-            max_numwant: 74,
+            max_numwant: NonZeroU32::new(74).unwrap(),
             default_numwant: 50,
             seeders_get_seeders: false,
         }
@@ -450,15 +450,6 @@ impl Config {
                 message,
             })
         };
-        if self.database.flush_interval_ms == 0 {
-            return bad("database.flush_interval_ms", "must be at least 1".into());
-        }
-        if self.database.max_connections == 0 {
-            return bad("database.max_connections", "must be at least 1".into());
-        }
-        if self.http.max_connections == 0 {
-            return bad("http.max_connections", "must be at least 1".into());
-        }
         if !(8192..=1 << 20).contains(&self.http.max_header_bytes) {
             return bad(
                 "http.max_header_bytes",
@@ -467,12 +458,6 @@ impl Config {
                     self.http.max_header_bytes
                 ),
             );
-        }
-        if self.http.header_timeout_ms == 0 {
-            return bad("http.header_timeout_ms", "must be at least 1".into());
-        }
-        if self.database.max_pending_torrents == 0 {
-            return bad("database.max_pending_torrents", "must be at least 1".into());
         }
         if self.api.token.expose().is_empty() && !self.api.bind.ip().is_loopback() {
             return bad(
@@ -507,10 +492,7 @@ impl Config {
             );
         }
         let a = &self.announce;
-        if a.interval == 0 {
-            return bad("announce.interval", "must be at least 1 second".into());
-        }
-        if a.min_interval > a.interval {
+        if a.min_interval > a.interval.get() {
             return bad(
                 "announce.min_interval",
                 format!(
@@ -519,7 +501,7 @@ impl Config {
                 ),
             );
         }
-        if a.peer_timeout <= a.interval {
+        if a.peer_timeout <= a.interval.get() {
             return bad(
                 "announce.peer_timeout",
                 format!(
@@ -528,10 +510,7 @@ impl Config {
                 ),
             );
         }
-        if a.max_numwant == 0 {
-            return bad("announce.max_numwant", "must be at least 1".into());
-        }
-        if a.max_numwant > MAX_NUMWANT {
+        if a.max_numwant.get() > MAX_NUMWANT {
             return bad(
                 "announce.max_numwant",
                 format!(

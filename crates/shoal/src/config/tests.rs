@@ -23,10 +23,10 @@ fn no_file_means_documented_defaults() {
     assert_eq!(c.database.url.expose(), "sqlite://data/shoal.db");
     assert_eq!(
         (
-            c.announce.interval,
+            c.announce.interval.get(),
             c.announce.min_interval,
             c.announce.peer_timeout,
-            c.announce.max_numwant
+            c.announce.max_numwant.get()
         ),
         (120, 60, 1800, 74)
     );
@@ -48,7 +48,7 @@ fn file_then_environment() {
     .unwrap()
     .config;
     assert_eq!(c.mode, Mode::Listed);
-    assert_eq!(c.announce.interval, 90);
+    assert_eq!(c.announce.interval.get(), 90);
     assert_eq!(c.http.bind.len(), 2);
     assert_eq!(
         c.udp.bind,
@@ -118,6 +118,13 @@ fn errors_name_the_key() {
         .to_string();
     assert!(e.contains("config file") && e.contains("line 1"), "{e}");
     for (var, key) in [
+        ("SHOAL_DATABASE__FLUSH_INTERVAL_MS", "'database.flush_interval_ms'"),
+        ("SHOAL_DATABASE__MAX_CONNECTIONS", "'database.max_connections'"),
+        ("SHOAL_DATABASE__MAX_PENDING_TORRENTS", "'database.max_pending_torrents'"),
+        ("SHOAL_HTTP__MAX_CONNECTIONS", "'http.max_connections'"),
+        ("SHOAL_HTTP__HEADER_TIMEOUT_MS", "'http.header_timeout_ms'"),
+        ("SHOAL_ANNOUNCE__INTERVAL", "'announce.interval'"),
+        ("SHOAL_ANNOUNCE__MAX_NUMWANT", "'announce.max_numwant'"),
         ("SHOAL_LIMITS__MAX_TORRENTS", "'limits.max_torrents'"),
         (
             "SHOAL_LIMITS__MAX_PEERS_PER_IP",
@@ -135,7 +142,7 @@ fn errors_name_the_key() {
         "{e}"
     );
     let ok = load(None, env(&[("SHOAL_ANNOUNCE__MAX_NUMWANT", "3638")]));
-    assert_eq!(ok.unwrap().config.announce.max_numwant, 3638);
+    assert_eq!(ok.unwrap().config.announce.max_numwant.get(), 3638);
     let e = load(None, env(&[("SHOAL_API__HOSTS", "[\"a.example:80\"]")]))
         .unwrap_err()
         .to_string();

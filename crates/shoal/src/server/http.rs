@@ -32,8 +32,8 @@ pub async fn serve(
     limits: HttpConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.get()));
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms.get());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -98,7 +98,7 @@ pub async fn serve(
     }
     drop(listener);
     // Every connection holds a permit until it has closed.
-    let _ = open.acquire_many(limits.max_connections as u32).await;
+    let _ = open.acquire_many(limits.max_connections.get() as u32).await;
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -183,7 +183,7 @@ fn announce(
     };
     let mut body = Vec::with_capacity(96 + peers.len() * 18);
     AnnounceResponse {
-        interval: t.policy().interval,
+        interval: t.policy().interval.get(),
         min_interval: t.policy().min_interval,
         complete: stats.seeders,
         incomplete: stats.leechers,

@@ -170,7 +170,7 @@ impl Tracker {
             None | Some(0) => self.policy.default_numwant,
             Some(n) => n,
         }
-        .min(self.policy.max_numwant) as usize;
+        .min(self.policy.max_numwant.get()) as usize;
         let req = Announce {
             info_hash: a.info_hash,
             peer_id: a.peer_id,

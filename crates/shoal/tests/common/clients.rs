@@ -6,7 +6,9 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use protocol::bencode::{self, Value};
-use protocol::udp::{AnnounceRequest, Request, Response, ScrapeRequest};
+use protocol::udp::{
+    AnnounceRequest, ConnectionId, Request, Response, ScrapeRequest, TransactionId,
+};
 use protocol::{AnnounceEvent, InfoHash, PeerId};
 
 pub fn hash(n: u8) -> InfoHash {
@@ -82,16 +84,16 @@ impl UdpClient {
         Response::parse(&buf[..n], self.server.is_ipv6())
     }
 
-    pub fn connect(&mut self) -> u64 {
+    pub fn connect(&mut self) -> ConnectionId {
         self.tid += 1;
         match self.request(&Request::Connect {
-            transaction_id: self.tid,
+            transaction_id: TransactionId(self.tid),
         }) {
             Response::Connect {
                 transaction_id,
                 connection_id,
             } => {
-                assert_eq!(transaction_id, self.tid);
+                assert_eq!(transaction_id, TransactionId(self.tid));
                 connection_id
             }
             other => panic!("connect answered with {other:?}"),
@@ -100,7 +102,7 @@ impl UdpClient {
 
     pub fn announce(
         &mut self,
-        cid: u64,
+        cid: ConnectionId,
         ih: InfoHash,
         pid: PeerId,
         port: u16,
@@ -113,11 +115,11 @@ impl UdpClient {
         )))
     }
 
-    pub fn scrape(&mut self, cid: u64, hashes: &[InfoHash]) -> Response {
+    pub fn scrape(&mut self, cid: ConnectionId, hashes: &[InfoHash]) -> Response {
         self.tid += 1;
         self.request(&Request::Scrape(ScrapeRequest {
             connection_id: cid,
-            transaction_id: self.tid,
+            transaction_id: TransactionId(self.tid),
             info_hashes: hashes.to_vec(),
         }))
     }
@@ -135,7 +137,7 @@ pub fn udp_scrape(server: SocketAddr, ih: InfoHash) -> Result<protocol::udp::Scr
 }
 
 pub fn announce_req(
-    cid: u64,
+    cid: ConnectionId,
     tid: u32,
     ih: InfoHash,
     pid: PeerId,
@@ -145,7 +147,7 @@ pub fn announce_req(
 ) -> AnnounceRequest {
     AnnounceRequest {
         connection_id: cid,
-        transaction_id: tid,
+        transaction_id: TransactionId(tid),
         info_hash: ih,
         peer_id: pid,
         downloaded: 0,

@@ -162,29 +162,6 @@ fn merged(deltas: &[(InfoHash, u64)]) -> Result<Vec<(InfoHash, i64)>, StoreError
         .collect()
 }
 
-/// Implements a store trait for every backend at once. The bounds say "this backend can run
-/// our queries with these Rust types"; Rust cannot imply them, so they are written here once.
-macro_rules! for_every_backend {
-    (impl $trait:ident { $($body:tt)* }) => {
-        impl<DB: Dialect> $trait for SqlStore<DB>
-        where
-            for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
-            <DB as Database>::Connection: Migrate,
-            <DB as Database>::Arguments: IntoArguments<DB>,
-            for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-            for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-            for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-            for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
-            for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-            for<'q> String: Decode<'q, DB> + Type<DB>,
-            for<'q> bool: Decode<'q, DB> + Type<DB>,
-            usize: ColumnIndex<<DB as Database>::Row>,
-        {
-            $($body)*
-        }
-    };
-}
-
 mod queries;
 mod rows;
 mod torrust;
@@ -193,17 +170,37 @@ mod transfer;
 use queries::Queries;
 use rows::{key_row, whitelist_row};
 
-for_every_backend! {
-impl SchemaMigrator {
+// Each store trait is implemented once for every backend. The where-clauses say "this backend
+// can run these queries with these Rust types": Rust cannot imply them from `Dialect`, so each
+// impl lists what its own queries bind and read.
+
+impl<DB: Dialect> SchemaMigrator for SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    <DB as Database>::Connection: Migrate,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
     async fn migrate(&self) -> Result<(), StoreError> {
         // A database this binary refuses is refused here, before anything is written to it:
         // not a row, not a lock, not a journal mode.
         let status = self.migration_status().await?;
-        let (torrents,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind("torrents").fetch_one(&self.pool).await?;
+        let (torrents,): (i64,) = sqlx::query_as(self.q.table_exists.clone())
+            .bind("torrents")
+            .fetch_one(&self.pool)
+            .await?;
         if torrents > 0 {
             // Someone else's `torrents` table (Torrust's, with or without its own history).
             let first = DB::migrator().iter().next().map(|m| m.version);
-            if !status.iter().any(|m| Some(m.version) == first && m.state != MigrationState::Pending) {
+            if !status
+                .iter()
+                .any(|m| Some(m.version) == first && m.state != MigrationState::Pending)
+            {
                 return Err(StoreError::Foreign);
             }
         }
@@ -232,10 +229,15 @@ impl SchemaMigrator {
     }
 
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>, StoreError> {
-        let (exists,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind("_sqlx_migrations").fetch_one(&self.pool).await?;
+        let (exists,): (i64,) = sqlx::query_as(self.q.table_exists.clone())
+            .bind("_sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await?;
         let mut applied = HashMap::new();
         if exists > 0 {
-            let rows = sqlx::query(self.q.applied_migrations.clone()).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(self.q.applied_migrations.clone())
+                .fetch_all(&self.pool)
+                .await?;
             for row in rows {
                 let version: i64 = row.try_get(0)?;
                 let description: String = row.try_get(1)?;
@@ -252,31 +254,56 @@ impl SchemaMigrator {
                 Some((_, true, sum)) if sum != *m.checksum => MigrationState::Changed,
                 Some(_) => MigrationState::Applied,
             };
-            out.push(MigrationInfo { version: m.version, description: m.description.to_string(), state });
+            out.push(MigrationInfo {
+                version: m.version,
+                description: m.description.to_string(),
+                state,
+            });
         }
         for (version, (description, _, _)) in applied {
-            out.push(MigrationInfo { version, description, state: MigrationState::Unknown });
+            out.push(MigrationInfo {
+                version,
+                description,
+                state: MigrationState::Unknown,
+            });
         }
         out.sort_by_key(|m| m.version);
         Ok(out)
     }
 }
-}
 
-for_every_backend! {
-impl TorrentMetricsStore {
+impl<DB: Dialect> TorrentMetricsStore for SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
     async fn load_torrent_downloads(&self, h: &InfoHash) -> Result<Option<u64>, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(self.q.load_torrent.clone()).bind(&h.0[..]).fetch_optional(&self.pool).await?;
+        let row: Option<(i64,)> = sqlx::query_as(self.q.load_torrent.clone())
+            .bind(&h.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|(n,)| from_db("completed", n)).transpose()
     }
 
     async fn save_torrent_downloads(&self, h: &InfoHash, n: u64) -> Result<(), StoreError> {
-        sqlx::query(self.q.save_torrent.clone()).bind(&h.0[..]).bind(to_db(n)?).execute(&self.pool).await?;
+        sqlx::query(self.q.save_torrent.clone())
+            .bind(&h.0[..])
+            .bind(to_db(n)?)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn increase_downloads_for_torrent(&self, h: &InfoHash) -> Result<(), StoreError> {
-        sqlx::query(self.q.increase_torrent.clone()).bind(&h.0[..]).execute(&self.pool).await?;
+        sqlx::query(self.q.increase_torrent.clone())
+            .bind(&h.0[..])
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -299,8 +326,13 @@ impl TorrentMetricsStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let total = rows.iter().try_fold(0i64, |acc, (_, d)| acc.checked_add(*d));
-        let total = total.ok_or_else(|| StoreError::BadRow { what: "count", detail: "sum of deltas exceeds 2^63-1".into() })?;
+        let total = rows
+            .iter()
+            .try_fold(0i64, |acc, (_, d)| acc.checked_add(*d));
+        let total = total.ok_or_else(|| StoreError::BadRow {
+            what: "count",
+            detail: "sum of deltas exceeds 2^63-1".into(),
+        })?;
         let mut conn = self.pool.acquire().await?;
         let written = async {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -312,7 +344,11 @@ impl TorrentMetricsStore {
                 q.push(&self.q.add_torrents_tail);
                 q.build().execute(&mut *tx).await?;
             }
-            sqlx::query(self.q.add_to_counter.clone()).bind(DOWNLOADS_TOTAL).bind(total).execute(&mut *tx).await?;
+            sqlx::query(self.q.add_to_counter.clone())
+                .bind(DOWNLOADS_TOTAL)
+                .bind(total)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         }
         .await;
@@ -327,36 +363,68 @@ impl TorrentMetricsStore {
     }
 
     async fn load_global_downloads(&self) -> Result<Option<u64>, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(self.q.load_counter.clone()).bind(DOWNLOADS_TOTAL).fetch_optional(&self.pool).await?;
+        let row: Option<(i64,)> = sqlx::query_as(self.q.load_counter.clone())
+            .bind(DOWNLOADS_TOTAL)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|(n,)| from_db(DOWNLOADS_TOTAL, n)).transpose()
     }
 
     async fn save_global_downloads(&self, n: u64) -> Result<(), StoreError> {
-        sqlx::query(self.q.save_counter.clone()).bind(DOWNLOADS_TOTAL).bind(to_db(n)?).execute(&self.pool).await?;
+        sqlx::query(self.q.save_counter.clone())
+            .bind(DOWNLOADS_TOTAL)
+            .bind(to_db(n)?)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn increase_global_downloads(&self, by: u64) -> Result<(), StoreError> {
-        sqlx::query(self.q.add_to_counter.clone()).bind(DOWNLOADS_TOTAL).bind(to_db(by)?).execute(&self.pool).await?;
+        sqlx::query(self.q.add_to_counter.clone())
+            .bind(DOWNLOADS_TOTAL)
+            .bind(to_db(by)?)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
-}
 
-for_every_backend! {
-impl WhitelistStore {
+impl<DB: Dialect> WhitelistStore for SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
     async fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> Result<(), StoreError> {
-        sqlx::query(self.q.whitelist_add.clone()).bind(&e.info_hash.0[..]).bind(e.added_at).execute(&self.pool).await?;
+        sqlx::query(self.q.whitelist_add.clone())
+            .bind(&e.info_hash.0[..])
+            .bind(e.added_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    async fn get_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<Option<WhitelistEntry>, StoreError> {
-        let row = sqlx::query(self.q.whitelist_get.clone()).bind(&h.0[..]).fetch_optional(&self.pool).await?;
+    async fn get_info_hash_from_whitelist(
+        &self,
+        h: &InfoHash,
+    ) -> Result<Option<WhitelistEntry>, StoreError> {
+        let row = sqlx::query(self.q.whitelist_get.clone())
+            .bind(&h.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(whitelist_row).transpose()
     }
 
     async fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<bool, StoreError> {
-        let done = sqlx::query(self.q.whitelist_remove.clone()).bind(&h.0[..]).execute(&self.pool).await?;
+        let done = sqlx::query(self.q.whitelist_remove.clone())
+            .bind(&h.0[..])
+            .execute(&self.pool)
+            .await?;
         Ok(DB::rows_affected(&done) > 0)
     }
 
@@ -369,22 +437,41 @@ impl WhitelistStore {
         Ok(out)
     }
 }
-}
 
-for_every_backend! {
-impl AuthKeyStore {
+impl<DB: Dialect> AuthKeyStore for SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
     async fn add_key_to_keys(&self, k: &AuthKey) -> Result<(), StoreError> {
-        sqlx::query(self.q.key_add.clone()).bind(k.key.as_str()).bind(k.valid_until).bind(k.created_at).execute(&self.pool).await?;
+        sqlx::query(self.q.key_add.clone())
+            .bind(k.key.as_str())
+            .bind(k.valid_until)
+            .bind(k.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn get_key_from_keys(&self, k: &Key) -> Result<Option<AuthKey>, StoreError> {
-        let row = sqlx::query(self.q.key_get.clone()).bind(k.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(self.q.key_get.clone())
+            .bind(k.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(key_row).transpose()
     }
 
     async fn remove_key_from_keys(&self, k: &Key) -> Result<bool, StoreError> {
-        let done = sqlx::query(self.q.key_remove.clone()).bind(k.as_str()).execute(&self.pool).await?;
+        let done = sqlx::query(self.q.key_remove.clone())
+            .bind(k.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(DB::rows_affected(&done) > 0)
     }
 
@@ -397,10 +484,14 @@ impl AuthKeyStore {
         Ok(out)
     }
 }
-}
 
-for_every_backend! {
-impl Connection {
+impl<DB: Dialect> Connection for SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
     async fn ping(&self) -> Result<(), StoreError> {
         // Pooled connections are not tested before use (it halves read latency), so after a
         // server restart the first query meets a dead connection, which the pool then drops.
@@ -421,11 +512,14 @@ impl Connection {
     }
 
     async fn server_version(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar(DB::VERSION_QUERY).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(DB::VERSION_QUERY)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn identity(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar(DB::IDENTITY_QUERY).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(DB::IDENTITY_QUERY)
+            .fetch_one(&self.pool)
+            .await?)
     }
-}
 }

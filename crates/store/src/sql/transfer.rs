@@ -22,8 +22,19 @@ fn merge_index(merge: Option<Merge>) -> usize {
     }
 }
 
-for_every_backend! {
-impl Transfer {
+impl<DB: Dialect> Transfer for SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    <DB as Database>::Connection: Migrate,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
     async fn export(
         &self,
         format: Format,
@@ -42,7 +53,10 @@ impl Transfer {
             let exported = &mut all[t as usize];
             if format == Format::Torrust {
                 // Older Torrust databases lack torrent_aggregate_metrics; nothing to read then.
-                let (n,): (i64,) = sqlx::query_as(self.q.table_exists.clone()).bind(torrust::table(t)).fetch_one(&mut *tx).await?;
+                let (n,): (i64,) = sqlx::query_as(self.q.table_exists.clone())
+                    .bind(torrust::table(t))
+                    .fetch_one(&mut *tx)
+                    .await?;
                 if n == 0 {
                     continue;
                 }
@@ -51,24 +65,33 @@ impl Transfer {
             let mut rows = sqlx::query(sql).fetch(&mut *tx);
             let mut batch = Batch::empty(t, batch_rows);
             while let Some(row) = rows.try_next().await? {
-            match decode_row(t, format, &row, now) {
-                Ok(item) => {
-                    exported.sum.add(item.hash());
-                    if let Some(out) = out {
-                        batch.push(item);
-                        if batch.len() >= batch_rows {
-                            let full = std::mem::replace(&mut batch, Batch::empty(t, batch_rows));
-                            out.send(full).await.map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
+                match decode_row(t, format, &row, now) {
+                    Ok(item) => {
+                        exported.sum.add(item.hash());
+                        if let Some(out) = out {
+                            batch.push(item);
+                            if batch.len() >= batch_rows {
+                                let full =
+                                    std::mem::replace(&mut batch, Batch::empty(t, batch_rows));
+                                out.send(full).await.map_err(|_| {
+                                    StoreError::Copy(crate::copy::WRITER_STOPPED.into())
+                                })?;
+                            }
                         }
                     }
+                    Err(why) if skip_invalid => exported.skipped.push(why),
+                    Err(why) => {
+                        return Err(StoreError::Copy(format!(
+                            "{why}; nothing was written (--skip-invalid leaves such rows behind and lists them)"
+                        )));
+                    }
                 }
-                Err(why) if skip_invalid => exported.skipped.push(why),
-                Err(why) => return Err(StoreError::Copy(format!("{why}; nothing was written (--skip-invalid leaves such rows behind and lists them)"))),
-            }
             }
             drop(rows);
             if let Some(out) = out.filter(|_| !batch.is_empty()) {
-                out.send(batch).await.map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
+                out.send(batch)
+                    .await
+                    .map_err(|_| StoreError::Copy(crate::copy::WRITER_STOPPED.into()))?;
             }
         }
         Ok(all)
@@ -82,7 +105,11 @@ impl Transfer {
         before: [TableSum; 4],
         progress: &Progress,
     ) -> Result<Imported, StoreError> {
-        let mut result = before.map(|expected| TableImport { copied: 0, expected, found: TableSum::default() });
+        let mut result = before.map(|expected| TableImport {
+            copied: 0,
+            expected,
+            found: TableSum::default(),
+        });
         // Dropped without a commit on every early return: the destination rolls back.
         let mut tx = self.pool.begin().await?;
         while let Some(batch) = rx.recv().await {
@@ -134,7 +161,9 @@ impl Transfer {
                     row.push_bind(&e.info_hash.0[..]).push_bind(e.added_at);
                 }),
                 Batch::Keys(v) => q.push_values(v, |mut row, k| {
-                    row.push_bind(k.key.as_str()).push_bind(k.valid_until).push_bind(k.created_at);
+                    row.push_bind(k.key.as_str())
+                        .push_bind(k.valid_until)
+                        .push_bind(k.created_at);
                 }),
             };
             q.push(&self.q.import_tail[t as usize][merge_index(merge)]);
@@ -150,14 +179,20 @@ impl Transfer {
             let mut rows = sqlx::query(self.q.export[t as usize][0].clone()).fetch(&mut *tx);
             let found = &mut result[t as usize].found;
             while let Some(row) = rows.try_next().await? {
-                found.add(decode_row(t, Format::Shoal, &row, 0).map_err(StoreError::Copy)?.hash());
+                found.add(
+                    decode_row(t, Format::Shoal, &row, 0)
+                        .map_err(StoreError::Copy)?
+                        .hash(),
+                );
             }
         }
         let verified = result.iter().all(|r| r.found == r.expected);
         if verified {
             tx.commit().await?;
         }
-        Ok(Imported { tables: result, committed: verified })
+        Ok(Imported {
+            tables: result,
+            committed: verified,
+        })
     }
-}
 }

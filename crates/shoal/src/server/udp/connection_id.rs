@@ -10,6 +10,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 
 use protocol::CanonicalIp;
+use protocol::udp::ConnectionId;
 
 /// How long an id is accepted after it is issued, in seconds (BEP 15 says two minutes).
 pub const VALID_FOR: u32 = 120;
@@ -33,11 +34,11 @@ impl ConnectionIds {
     }
 
     /// `now` is unix time in seconds.
-    pub fn issue(&self, addr: &SocketAddr, now: u32) -> u64 {
-        (u64::from(now) << 32) | u64::from(self.mac(addr, now))
+    pub fn issue(&self, addr: &SocketAddr, now: u32) -> ConnectionId {
+        ConnectionId((u64::from(now) << 32) | u64::from(self.mac(addr, now)))
     }
 
-    pub fn is_valid(&self, id: u64, addr: &SocketAddr, now: u32) -> bool {
+    pub fn is_valid(&self, ConnectionId(id): ConnectionId, addr: &SocketAddr, now: u32) -> bool {
         let issued = (id >> 32) as u32;
         // A second of slack for ids issued by a clock that stepped back.
         let age = now.wrapping_sub(issued);
@@ -73,9 +74,12 @@ mod tests {
             !ids.is_valid(id, &"[2001:db8::1]:5000".parse().unwrap(), 1_000_000),
             "another family"
         );
-        assert!(!ids.is_valid(id ^ 1, &a, 1_000_000), "tampered mac");
         assert!(
-            !ids.is_valid(id + (1 << 32), &a, 1_000_001),
+            !ids.is_valid(ConnectionId(id.0 ^ 1), &a, 1_000_000),
+            "tampered mac"
+        );
+        assert!(
+            !ids.is_valid(ConnectionId(id.0 + (1 << 32)), &a, 1_000_001),
             "tampered time"
         );
         assert!(

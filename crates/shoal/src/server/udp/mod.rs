@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use protocol::udp::{self, Request, ScrapeStats};
+use protocol::udp::{
+    self, AnnounceResponse, ConnectResponse, ErrorResponse, Request, ScrapeResponse, ScrapeStats,
+    TransactionId,
+};
 use protocol::{CanonicalIp, ResponsePeer};
 use swarm::{Families, Warm};
 
@@ -54,10 +57,10 @@ fn max_answer(max_numwant: u32) -> usize {
 fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &AtomicBool) {
     // One byte more than the largest request tells an oversized datagram from a full one.
     let mut inbox = MsgBatch::new(udp::MAX_REQUEST_LEN + 1);
-    let mut outbox = MsgBatch::new(max_answer(tracker.policy().max_numwant));
+    let mut outbox = MsgBatch::new(max_answer(tracker.policy().max_numwant.get()));
     let mut io = Io::new();
     let mut out = Vec::with_capacity(1500);
-    let mut peers = Vec::with_capacity(tracker.policy().max_numwant as usize);
+    let mut peers = Vec::with_capacity(tracker.policy().max_numwant.get() as usize);
     let mut warm = Vec::with_capacity(BATCH);
     let mut parsed = Vec::with_capacity(BATCH);
     while !stop.load(Relaxed) {
@@ -125,8 +128,13 @@ pub fn handle(
             // Too short to hold a transaction id, or too long: nothing to answer, only to count.
             t.metrics()
                 .error(Udp, e.action().map(Action::from), e.kind());
-            if let Some(tid) = e.transaction_id() {
-                udp::write_error(tid, &e.to_string(), request_len, out);
+            if let Some(transaction_id) = e.transaction_id() {
+                let message = &e.to_string();
+                ErrorResponse {
+                    transaction_id,
+                    message,
+                }
+                .write(request_len, out);
             }
             return;
         }
@@ -134,7 +142,11 @@ pub fn handle(
     match request {
         Request::Connect { transaction_id } => {
             t.metrics().request(Udp, Action::Connect);
-            udp::write_connect(transaction_id, ids.issue(&src, now.unix), out);
+            ConnectResponse {
+                transaction_id,
+                connection_id: ids.issue(&src, now.unix),
+            }
+            .write(out);
         }
         Request::Announce(a) => {
             if !ids.is_valid(a.connection_id, &src, now.unix) {
@@ -169,20 +181,22 @@ pub fn handle(
                 Ok(stats) => stats,
                 Err(limit) => {
                     t.metrics().error(Udp, Some(Action::Announce), limit.key());
-                    udp::write_error(a.transaction_id, limit.message(), request_len, out);
+                    ErrorResponse {
+                        transaction_id: a.transaction_id,
+                        message: limit.message(),
+                    }
+                    .write(request_len, out);
                     return;
                 }
             };
-            udp::write_announce_header(
-                a.transaction_id,
-                t.policy().interval,
-                stats.leechers,
-                stats.seeders,
-                out,
-            );
-            for p in peers.iter() {
-                udp::write_peer(p.addr, out);
+            AnnounceResponse {
+                transaction_id: a.transaction_id,
+                interval: t.policy().interval.get(),
+                leechers: stats.leechers,
+                seeders: stats.seeders,
+                peers,
             }
+            .write(out);
         }
         Request::Scrape(s) => {
             if !ids.is_valid(s.connection_id, &src, now.unix) {
@@ -195,19 +209,18 @@ pub fn handle(
                 return refuse(t, Action::Scrape, r, s.transaction_id, request_len, out);
             }
             t.metrics().request(Udp, Action::Scrape);
-            udp::write_scrape_header(s.transaction_id, out);
-            for h in &s.info_hashes {
-                let st = t.scrape(h);
-                let completed = u32::try_from(st.downloaded).unwrap_or(u32::MAX);
-                udp::write_scrape_stats(
+            ScrapeResponse {
+                transaction_id: s.transaction_id,
+                stats: s.info_hashes.iter().map(|h| {
+                    let st = t.scrape(h);
                     ScrapeStats {
                         seeders: st.seeders,
-                        completed,
+                        completed: u32::try_from(st.downloaded).unwrap_or(u32::MAX),
                         leechers: st.leechers,
-                    },
-                    out,
-                );
+                    }
+                }),
             }
+            .write(out);
         }
     }
 }
@@ -215,27 +228,30 @@ pub fn handle(
 fn refuse_connection(
     t: &Tracker,
     action: Action,
-    transaction_id: u32,
+    transaction_id: TransactionId,
     request_len: usize,
     out: &mut Vec<u8>,
 ) {
     t.metrics().error(Udp, Some(action), "bad_connection_id");
-    udp::write_error(
+    ErrorResponse {
         transaction_id,
-        "connection id expired or invalid",
-        request_len,
-        out,
-    );
+        message: "connection id expired or invalid",
+    }
+    .write(request_len, out);
 }
 
 fn refuse(
     t: &Tracker,
     action: Action,
     r: Refusal,
-    transaction_id: u32,
+    transaction_id: TransactionId,
     request_len: usize,
     out: &mut Vec<u8>,
 ) {
     t.metrics().error(Udp, Some(action), r.kind());
-    udp::write_error(transaction_id, &r.to_string(), request_len, out);
+    ErrorResponse {
+        transaction_id,
+        message: &r.to_string(),
+    }
+    .write(request_len, out);
 }
