@@ -55,6 +55,11 @@ impl Counts {
     /// Counts one download; returns the new total.
     pub(crate) fn add_one(&mut self, h: InfoHash) -> u64 {
         *self.pending.entry(h).or_default() += 1;
+        self.add_remote(h)
+    }
+
+    /// Counts one download that another node announced and will flush itself.
+    pub(crate) fn add_remote(&mut self, h: InfoHash) -> u64 {
         match self.cold_at(&h) {
             Ok(i) => {
                 let n = self.cold[i].get() + 1;

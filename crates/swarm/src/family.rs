@@ -40,6 +40,17 @@ pub(crate) struct Peer<A> {
     pub(crate) ip: A,
     pub(crate) port: u16,
     pub(crate) seen: u32,
+    /// In a cluster: `OWNED` if this node answered the peer's last announce, with the low
+    /// 15 bits of the second its record last went on the bus. It sits in what was padding,
+    /// so a peer is no larger for it.
+    pub(crate) lease: u16,
+}
+
+/// `Peer::lease`: this node owns the peer and publishes its changes.
+pub(crate) const OWNED: u16 = 0x8000;
+
+fn lease_at(now: u32) -> u16 {
+    OWNED | (now as u16 & 0x7fff)
 }
 
 impl<A: Ip> Peer<A> {
@@ -49,6 +60,16 @@ impl<A: Ip> Peer<A> {
 
     pub(crate) fn hash(&self, hasher: &DefaultHashBuilder) -> u64 {
         hasher.hash_one((&self.ip, self.port))
+    }
+
+    pub(crate) fn owned(&self) -> bool {
+        self.lease & OWNED != 0
+    }
+
+    /// Whether an owned peer's last record is `every` seconds old or more.
+    fn lease_due(&self, now: u32, every: u32) -> bool {
+        let age = (now as u16 & 0x7fff).wrapping_sub(self.lease & 0x7fff) & 0x7fff;
+        u32::from(age) >= every
     }
 }
 
@@ -97,6 +118,9 @@ pub(crate) struct Change {
     pub(crate) seeders: i64,
     pub(crate) leechers: i64,
     pub(crate) completed: bool,
+    /// In a cluster: the other nodes must hear of this announce (a join, a role change, a
+    /// departure, a lease renewal due, or a peer another node owned until now).
+    pub(crate) publish: bool,
 }
 
 impl<A: Ip> Family<A> {
@@ -207,25 +231,24 @@ impl<A: Ip> Family<A> {
     }
 
     /// Records the announce of `p`. A peer not yet in the list joins only within `room`.
+    /// `lease_every` is 0 on a single node, else the seconds between lease renewals.
     pub(crate) fn update(
         &mut self,
-        p: Peer<A>,
+        mut p: Peer<A>,
         left: u64,
         event: AnnounceEvent,
         hasher: &DefaultHashBuilder,
         room: Room,
+        lease_every: u32,
     ) -> Result<Change, Refusal> {
         let mut c = Change::default();
         let hash = p.hash(hasher);
         let found = self.find(&p, hash);
+        let clustered = lease_every > 0;
         if event == AnnounceEvent::Stopped {
             if let Some(at) = found {
-                if at < self.seeders as usize {
-                    c.seeders = -1;
-                } else {
-                    c.leechers = -1;
-                }
-                self.remove_at(at, hasher);
+                c.publish = clustered;
+                self.leave(at, hasher, &mut c);
             }
             return Ok(c);
         }
@@ -233,41 +256,116 @@ impl<A: Ip> Family<A> {
         match found {
             Some(at) => {
                 // The endpoint's latest announce wins, whatever peer id it carries now.
-                self.peers[at].seen = p.seen;
-                self.peers[at].id = p.id;
+                let q = &mut self.peers[at];
+                q.seen = p.seen;
+                q.id = p.id;
                 let was_seeder = at < self.seeders as usize;
-                if seeder && !was_seeder {
-                    self.swap(at, self.seeders as usize, hasher);
-                    self.seeders += 1;
-                    (c.seeders, c.leechers) = (1, -1);
-                    // One download per leecher that says it completed; a repeated `completed`
-                    // from a peer that is already a seeder counts nothing.
-                    c.completed = event == AnnounceEvent::Completed;
-                } else if !seeder && was_seeder {
-                    self.swap(at, self.seeders as usize - 1, hasher);
-                    self.seeders -= 1;
-                    (c.seeders, c.leechers) = (-1, 1);
+                if clustered
+                    && (!q.owned() || q.lease_due(p.seen, lease_every) || seeder != was_seeder)
+                {
+                    c.publish = true;
+                    q.lease = lease_at(p.seen);
                 }
+                // One download per leecher that says it completed; a repeated `completed`
+                // from a peer that is already a seeder counts nothing.
+                c.completed =
+                    self.set_role(at, seeder, hasher, &mut c) && event == AnnounceEvent::Completed;
             }
             None => {
-                if room.tracker_full {
-                    return Err(Refusal::Peers);
+                if clustered {
+                    c.publish = true;
+                    p.lease = lease_at(p.seen);
                 }
-                if room.torrent_full {
-                    return Err(Refusal::PeersPerTorrent);
-                }
-                if self.peers_at(&p.ip) >= room.per_ip {
-                    return Err(Refusal::PeersPerIp);
-                }
-                self.push(p, hash, seeder, hasher);
-                if seeder {
-                    c.seeders = 1;
-                } else {
-                    c.leechers = 1;
-                }
+                self.join(p, hash, seeder, hasher, room, &mut c)?;
             }
         }
         Ok(c)
+    }
+
+    /// Applies another node's record of `p`: `seeder` is its role, or None when it left. The
+    /// peer becomes the other node's. A departure does not remove a peer this node owns: its
+    /// client announced here after it announced there.
+    pub(crate) fn apply(
+        &mut self,
+        p: Peer<A>,
+        seeder: Option<bool>,
+        hasher: &DefaultHashBuilder,
+        room: Room,
+    ) -> Result<Change, Refusal> {
+        let mut c = Change::default();
+        let hash = p.hash(hasher);
+        match (self.find(&p, hash), seeder) {
+            (Some(at), None) if !self.peers[at].owned() => self.leave(at, hasher, &mut c),
+            (_, None) => {}
+            (Some(at), Some(seeder)) => {
+                let q = &mut self.peers[at];
+                q.seen = p.seen;
+                q.id = p.id;
+                q.lease = 0;
+                self.set_role(at, seeder, hasher, &mut c);
+            }
+            (None, Some(seeder)) => self.join(p, hash, seeder, hasher, room, &mut c)?,
+        }
+        Ok(c)
+    }
+
+    fn leave(&mut self, at: usize, hasher: &DefaultHashBuilder, c: &mut Change) {
+        if at < self.seeders as usize {
+            c.seeders = -1;
+        } else {
+            c.leechers = -1;
+        }
+        self.remove_at(at, hasher);
+    }
+
+    /// Moves the peer at `at` to the seeders or the leechers; true if it became a seeder.
+    fn set_role(
+        &mut self,
+        at: usize,
+        seeder: bool,
+        hasher: &DefaultHashBuilder,
+        c: &mut Change,
+    ) -> bool {
+        let was_seeder = at < self.seeders as usize;
+        if seeder && !was_seeder {
+            self.swap(at, self.seeders as usize, hasher);
+            self.seeders += 1;
+            (c.seeders, c.leechers) = (1, -1);
+            return true;
+        }
+        if !seeder && was_seeder {
+            self.swap(at, self.seeders as usize - 1, hasher);
+            self.seeders -= 1;
+            (c.seeders, c.leechers) = (-1, 1);
+        }
+        false
+    }
+
+    fn join(
+        &mut self,
+        p: Peer<A>,
+        hash: u64,
+        seeder: bool,
+        hasher: &DefaultHashBuilder,
+        room: Room,
+        c: &mut Change,
+    ) -> Result<(), Refusal> {
+        if room.tracker_full {
+            return Err(Refusal::Peers);
+        }
+        if room.torrent_full {
+            return Err(Refusal::PeersPerTorrent);
+        }
+        if self.peers_at(&p.ip) >= room.per_ip {
+            return Err(Refusal::PeersPerIp);
+        }
+        self.push(p, hash, seeder, hasher);
+        if seeder {
+            c.seeders = 1;
+        } else {
+            c.leechers = 1;
+        }
+        Ok(())
     }
 
     /// The peers an answer draws from: leechers only, or everyone.
@@ -344,14 +442,23 @@ impl<A: Ip> Family<A> {
         }
     }
 
-    /// Drops peers last seen before `cutoff`; returns how many seeders and leechers went.
-    pub(crate) fn expire(&mut self, cutoff: u32, hasher: &DefaultHashBuilder) -> (usize, usize) {
+    /// Drops peers last seen before `cutoff`, telling `owned_gone` of each this node owned;
+    /// returns how many seeders and leechers went.
+    pub(crate) fn expire(
+        &mut self,
+        cutoff: u32,
+        hasher: &DefaultHashBuilder,
+        mut owned_gone: impl FnMut(&Peer<A>),
+    ) -> (usize, usize) {
         let (seeders, before) = (self.seeders as usize, self.peers.len());
         let mut i = 0;
         let mut kept_seeders = 0;
         // `retain` keeps order, so seeders stay in front.
         self.peers.retain(|p| {
             let keep = p.seen >= cutoff;
+            if !keep && p.owned() {
+                owned_gone(p);
+            }
             if keep && i < seeders {
                 kept_seeders += 1;
             }
@@ -384,12 +491,14 @@ impl Asker {
                 ip: a.ip().octets(),
                 port: a.port(),
                 seen,
+                lease: 0,
             }),
             SocketAddr::V6(a) => Asker::V6(Peer {
                 id,
                 ip: a.ip().octets(),
                 port: a.port(),
                 seen,
+                lease: 0,
             }),
         }
     }

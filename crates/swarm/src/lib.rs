@@ -21,14 +21,16 @@ use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 
 mod counts;
 mod family;
+mod remote;
 mod slots;
 mod torrents;
 
 pub use counts::Loader;
+pub use remote::{PeerChange, PeerState};
 
 /// Torrents looked at per shard lock while expiring.
 const EXPIRE_CHUNK: usize = 1024;
-use family::{Asker, Room};
+use family::{Asker, Ip, Room};
 use slots::{prefetch, prefetch_range};
 use torrents::{Shard, Torrent, Torrents};
 
@@ -61,6 +63,12 @@ pub struct Policy {
     pub limits: Limits,
     /// Whether a seeder's answer may list other seeders (by default it gets only leechers).
     pub seeders_get_seeders: bool,
+    /// In a cluster, the seconds between lease renewals of a peer that keeps announcing (half
+    /// the peer timeout; below 32768); 0 on a single node, where nothing is published.
+    pub lease_every: u32,
+    /// In a cluster, the most changes waiting for the publisher; past it they are dropped
+    /// and counted (after the bus returns every node republishes its peers anyway).
+    pub max_outbox: usize,
 }
 
 impl Default for Policy {
@@ -68,6 +76,8 @@ impl Default for Policy {
         Policy {
             limits: Limits::NONE,
             seeders_get_seeders: false,
+            lease_every: 0,
+            max_outbox: 0,
         }
     }
 }
@@ -183,6 +193,10 @@ pub struct Swarm {
     /// Download counts, in all shards: checked against `max_counted_torrents`.
     counted: AtomicUsize,
     uncounted: AtomicU64,
+    lease_every: u32,
+    /// `Policy::max_outbox` per shard.
+    outbox_cap: usize,
+    dropped_changes: AtomicU64,
 }
 
 impl Default for Swarm {
@@ -208,6 +222,9 @@ impl Swarm {
             peers: AtomicUsize::new(0),
             counted: AtomicUsize::new(0),
             uncounted: AtomicU64::new(0),
+            lease_every: policy.lease_every,
+            outbox_cap: policy.max_outbox.div_ceil(shards),
+            dropped_changes: AtomicU64::new(0),
         }
     }
 
@@ -245,6 +262,7 @@ impl Swarm {
             counts,
             seeders,
             leechers,
+            outbox,
         } = &mut *guard;
         let hasher = &self.hasher;
         let h = a.info_hash;
@@ -279,14 +297,16 @@ impl Swarm {
         };
         let (change, asker_v4, asker_v6) = match Asker::new(a.peer_id, a.addr, now) {
             Asker::V4(p) => (
-                torrent.v4.update(p, a.left, a.event, hasher, room),
+                torrent
+                    .v4
+                    .update(p, a.left, a.event, hasher, room, self.lease_every),
                 Some(p),
                 None,
             ),
             Asker::V6(p) => {
                 let family = torrent.v6.get_or_insert_with(Box::default);
                 (
-                    family.update(p, a.left, a.event, hasher, room),
+                    family.update(p, a.left, a.event, hasher, room, self.lease_every),
                     None,
                     Some(p),
                 )
@@ -318,6 +338,23 @@ impl Swarm {
             }
         }
         let stats = torrent.stats();
+        if change.publish {
+            let state = match (a.event, a.left) {
+                (AnnounceEvent::Stopped, _) => PeerState::Left,
+                (_, 0) => PeerState::Seeder,
+                _ => PeerState::Leecher,
+            };
+            self.publish(
+                outbox,
+                PeerChange {
+                    info_hash: h,
+                    peer_id: a.peer_id,
+                    addr: a.addr,
+                    state,
+                    completed: change.completed,
+                },
+            );
+        }
 
         if a.event == AnnounceEvent::Stopped {
             self.drop_if_empty(torrents, at);
@@ -484,12 +521,27 @@ impl Swarm {
                 let shard = &mut *guard;
                 let (mut gone_s, mut gone_l) = (0, 0);
                 let before = shard.torrents.len();
-                from = shard.torrents.retain_some(at, EXPIRE_CHUNK, |t| {
-                    let (s, l) = t.v4.expire(cutoff, &self.hasher);
+                let outbox = &mut shard.outbox;
+                from = shard.torrents.retain_some(at, EXPIRE_CHUNK, |h, t| {
+                    // An owner tells the others its peers left; they expire them anyway.
+                    let mut gone = |addr, peer_id| {
+                        let state = PeerState::Left;
+                        let c = PeerChange {
+                            info_hash: *h,
+                            peer_id,
+                            addr,
+                            state,
+                            completed: false,
+                        };
+                        self.publish(outbox, c);
+                    };
+                    let (s, l) =
+                        t.v4.expire(cutoff, &self.hasher, |p| gone(p.ip.socket(p.port), p.id));
                     gone_s += s;
                     gone_l += l;
                     if let Some(f) = &mut t.v6 {
-                        let (s, l) = f.expire(cutoff, &self.hasher);
+                        let (s, l) =
+                            f.expire(cutoff, &self.hasher, |p| gone(p.ip.socket(p.port), p.id));
                         gone_s += s;
                         gone_l += l;
                         if f.is_empty() {

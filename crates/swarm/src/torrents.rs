@@ -101,14 +101,15 @@ impl Torrents {
         &mut self,
         from: usize,
         budget: usize,
-        mut keep: impl FnMut(&mut Torrent) -> bool,
+        mut keep: impl FnMut(&InfoHash, &mut Torrent) -> bool,
     ) -> Option<usize> {
         let mut i = from;
         for _ in 0..budget {
             if i >= self.entries.len() {
                 break;
             }
-            if keep(&mut self.entries[i].1) {
+            let (h, t) = &mut self.entries[i];
+            if keep(h, t) {
                 i += 1;
             } else {
                 // The last entry moves into `i` and is looked at next.
@@ -142,6 +143,8 @@ pub(crate) struct Shard {
     pub(crate) counts: Counts,
     pub(crate) seeders: u64,
     pub(crate) leechers: u64,
+    /// Changes of peers this node owns, for the cluster publisher (empty on a single node).
+    pub(crate) outbox: Vec<crate::PeerChange>,
 }
 
 impl Shard {

@@ -1,4 +1,4 @@
-//! Throwaway database servers for tests: PostgreSQL and MariaDB started from installed
+//! Throwaway servers for tests: PostgreSQL, MariaDB and Redis (`redis.rs`) started from installed
 //! binaries on a random loopback port with a fresh data directory, or the server named by
 //! `SHOAL_TEST_POSTGRES_URL` / `SHOAL_TEST_MYSQL_URL`. A test that needs a server and cannot
 //! get one fails with the reason; nothing here skips.
@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tokio::sync::OnceCell;
 
+mod redis;
+pub use redis::Redis;
+
 /// The system user servers run as when the tests run as root.
 const SERVER_USER: &str = "shoal-test";
 const PASSWORD: &str = "shoal-test-pw";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -405,7 +408,7 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
@@ -517,7 +520,7 @@ fn run_to_end(mut cmd: Command, owner: Option<(u32, u32)>, log: &Path) -> Result
 /// Spawns a child that gets SIGKILL when this process dies, from a thread that lives as long
 /// as the child (the parent-death signal follows the spawning thread). Returns the pid and a
 /// receiver that yields once the child has exited.
-fn spawn_tied(
+pub(crate) fn spawn_tied(
     mut cmd: Command,
     owner: Option<(u32, u32)>,
 ) -> io::Result<(u32, mpsc::Receiver<()>)> {
@@ -548,7 +551,7 @@ fn spawn_tied(
 }
 
 /// Removes data directories left by test processes that no longer run.
-fn sweep_stale(root: &Path) {
+pub(crate) fn sweep_stale(root: &Path) {
     let Ok(entries) = fs::read_dir(root) else {
         return;
     };

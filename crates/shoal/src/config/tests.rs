@@ -118,9 +118,18 @@ fn errors_name_the_key() {
         .to_string();
     assert!(e.contains("config file") && e.contains("line 1"), "{e}");
     for (var, key) in [
-        ("SHOAL_DATABASE__FLUSH_INTERVAL_MS", "'database.flush_interval_ms'"),
-        ("SHOAL_DATABASE__MAX_CONNECTIONS", "'database.max_connections'"),
-        ("SHOAL_DATABASE__MAX_PENDING_TORRENTS", "'database.max_pending_torrents'"),
+        (
+            "SHOAL_DATABASE__FLUSH_INTERVAL_MS",
+            "'database.flush_interval_ms'",
+        ),
+        (
+            "SHOAL_DATABASE__MAX_CONNECTIONS",
+            "'database.max_connections'",
+        ),
+        (
+            "SHOAL_DATABASE__MAX_PENDING_TORRENTS",
+            "'database.max_pending_torrents'",
+        ),
         ("SHOAL_HTTP__MAX_CONNECTIONS", "'http.max_connections'"),
         ("SHOAL_HTTP__HEADER_TIMEOUT_MS", "'http.header_timeout_ms'"),
         ("SHOAL_ANNOUNCE__INTERVAL", "'announce.interval'"),

@@ -257,5 +257,6 @@ fn loaded_counts_answer_scrapes() {
     );
 }
 
+mod cluster;
 mod limits;
 mod model;

@@ -1,0 +1,161 @@
+//! Two swarms as two nodes: what one publishes, applied by the other.
+
+use super::*;
+
+fn node() -> Swarm {
+    Swarm::with_policy(
+        4,
+        Policy {
+            lease_every: 900,
+            max_outbox: 1000,
+            ..Policy::default()
+        },
+    )
+}
+
+fn at(s: &Swarm, a: Announce, now: u32) -> Vec<ResponsePeer> {
+    let mut out = Vec::new();
+    s.announce(&a, now, &mut out).unwrap();
+    out
+}
+
+/// Everything `from` published, applied to `to`; returns how many records went.
+fn relay(from: &Swarm, to: &Swarm, now: u32) -> usize {
+    let changes = from.take_changes();
+    for c in &changes {
+        to.apply(c, now, true).unwrap();
+    }
+    changes.len()
+}
+
+#[test]
+fn single_node_publishes_nothing() {
+    let s = Swarm::default();
+    at(&s, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    assert!(s.take_changes().is_empty());
+}
+
+#[test]
+fn a_peer_announced_on_one_node_is_answered_by_the_other() {
+    let (a, b) = (node(), node());
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    assert_eq!(relay(&a, &b, 0), 1);
+    let got = at(&b, peer(2, "10.0.0.2:2", 5, AnnounceEvent::Started), 0);
+    assert_eq!(
+        got.iter().map(|p| p.addr).collect::<Vec<_>>(),
+        ["10.0.0.1:1".parse().unwrap()]
+    );
+    assert_eq!(b.scrape(&IH).leechers, 2);
+
+    // Re-announces within a lease send nothing; a role change does, with its download.
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::None), 100);
+    assert_eq!(a.take_changes().len(), 0);
+    at(&a, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed), 200);
+    let changes = a.take_changes();
+    assert_eq!(changes.len(), 1);
+    assert!(changes[0].completed && changes[0].state == PeerState::Seeder);
+    b.apply(&changes[0], 200, true).unwrap();
+    let st = b.scrape(&IH);
+    assert_eq!((st.seeders, st.leechers, st.downloaded), (1, 1, 1));
+    // Counted in memory on both, but flushed only by the node that was announced to.
+    assert_eq!(a.take_pending(), vec![(IH, 1)]);
+    assert_eq!(b.take_pending(), vec![]);
+
+    // A lease is renewed once half a timeout has passed.
+    at(&a, peer(1, "10.0.0.1:1", 0, AnnounceEvent::None), 200 + 899);
+    assert_eq!(a.take_changes().len(), 0);
+    at(&a, peer(1, "10.0.0.1:1", 0, AnnounceEvent::None), 200 + 900);
+    assert_eq!(relay(&a, &b, 1100), 1);
+
+    // A stop leaves everywhere.
+    at(&a, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Stopped), 1200);
+    assert_eq!(relay(&a, &b, 1200), 1);
+    assert_eq!(b.scrape(&IH).seeders, 0);
+}
+
+#[test]
+fn remote_peers_expire_by_the_local_clock_and_owners_announce_their_expiry() {
+    let (a, b) = (node(), node());
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 10);
+    relay(&a, &b, 10);
+    // b drops the remote peer one timeout after its record, publishing nothing.
+    assert_eq!(b.remove_expired(11).peers, 1);
+    assert!(b.take_changes().is_empty());
+    // a owns it: its expiry goes out as a departure.
+    assert_eq!(a.remove_expired(11).peers, 1);
+    let gone = a.take_changes();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].state, PeerState::Left);
+}
+
+#[test]
+fn a_client_that_moves_to_another_node_is_owned_there() {
+    let (a, b) = (node(), node());
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    relay(&a, &b, 0);
+    // The same endpoint now announces to b: b takes it over and says so.
+    at(&b, peer(1, "10.0.0.1:1", 5, AnnounceEvent::None), 5);
+    assert_eq!(relay(&b, &a, 5), 1);
+    // a no longer owns it: its expiry there publishes nothing, and a's stale departure
+    // record could not remove b's live peer anyway.
+    a.remove_expired(6);
+    assert!(a.take_changes().is_empty());
+    let left = PeerChange {
+        info_hash: IH,
+        peer_id: PeerId([1; 20]),
+        addr: "10.0.0.1:1".parse().unwrap(),
+        state: PeerState::Left,
+        completed: false,
+    };
+    b.apply(&left, 6, true).unwrap();
+    assert_eq!(
+        b.scrape(&IH).leechers,
+        1,
+        "a departure from elsewhere cannot evict an owned peer"
+    );
+}
+
+#[test]
+fn republishing_lists_every_owned_peer_once() {
+    let (a, b) = (node(), node());
+    at(&a, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Started), 0);
+    at(&a, peer(2, "[2001:db8::1]:2", 5, AnnounceEvent::Started), 0);
+    at(&b, peer(3, "10.0.0.3:3", 5, AnnounceEvent::Started), 0);
+    relay(&b, &a, 0);
+    a.take_changes();
+    a.republish_owned();
+    let mut again = a.take_changes();
+    again.sort_by_key(|c| c.addr);
+    let states: Vec<_> = again
+        .iter()
+        .map(|c| (c.addr.to_string(), c.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("10.0.0.1:1".to_string(), PeerState::Seeder),
+            ("[2001:db8::1]:2".to_string(), PeerState::Leecher)
+        ]
+    );
+}
+
+#[test]
+fn a_full_outbox_drops_and_counts() {
+    let s = Swarm::with_policy(
+        1,
+        Policy {
+            lease_every: 900,
+            max_outbox: 2,
+            ..Policy::default()
+        },
+    );
+    for n in 1..=3 {
+        at(
+            &s,
+            peer(n, &format!("10.0.0.{n}:1"), 5, AnnounceEvent::Started),
+            0,
+        );
+    }
+    assert_eq!(s.take_changes().len(), 2);
+    assert_eq!(s.dropped_changes(), 1);
+}

@@ -1,0 +1,121 @@
+//! A throwaway Redis (or Valkey) server: Debian's `redis-server` on a free loopback port with
+//! a fresh directory and no persistence, so a restart comes back empty, as a Redis restarted
+//! without persistence does in production.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{READY_TIMEOUT, free_port, spawn_tied, sweep_stale};
+
+pub struct Redis {
+    dir: PathBuf,
+    port: u16,
+    pid: Option<u32>,
+    exited: Option<mpsc::Receiver<()>>,
+}
+
+impl Redis {
+    /// Starts a server and waits until it answers PING.
+    pub fn launch() -> Result<Redis, String> {
+        let root = std::env::temp_dir().join("shoal-testkit");
+        sweep_stale(&root);
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = root.join(format!(
+            "redis-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut r = Redis {
+            dir,
+            port: free_port()?,
+            pid: None,
+            exited: None,
+        };
+        r.run()?;
+        Ok(r)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let bin = which("redis-server").ok_or(
+            "redis-server is not installed (Debian package redis-server); scripts/test installs it",
+        )?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--logfile", "redis.log", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let (pid, exited) = spawn_tied(cmd, None).map_err(|e| format!("redis-server: {e}"))?;
+        self.pid = Some(pid);
+        self.exited = Some(exited);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.ping() {
+                return Ok(());
+            }
+            if self.exited.as_ref().is_some_and(|rx| rx.try_recv().is_ok()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        Err(format!("redis-server did not become ready:\n{log}"))
+    }
+
+    /// Whether the server answers PING now.
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Stops the server and waits until it has exited; its data is gone.
+    pub fn stop(&mut self) {
+        if let (Some(pid), Some(exited)) = (self.pid.take(), self.exited.take()) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = exited.recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        self.run()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+}
