@@ -5,6 +5,7 @@
 //! → `config`; `bench` stands beside them.
 
 pub mod bench;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod persist;

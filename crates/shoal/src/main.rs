@@ -108,6 +108,20 @@ enum BenchWhat {
         #[arg(long, default_value_t = 20, value_name = "N")]
         peers: usize,
     },
+    /// The cost of several nodes: applying another node's peer changes (ns each) and the Redis
+    /// memory of a stream that holds one million live peers; prints one JSON object.
+    Cluster {
+        #[arg(long, value_name = "URL")]
+        redis_url: String,
+        /// Peer changes to apply and to write (two records each) into the stream.
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+        changes: usize,
+        #[arg(long, default_value_t = 100_000, value_name = "N")]
+        torrents: usize,
+        /// Records per stream entry (one publisher batch).
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        per_entry: usize,
+    },
     /// Send BEP 15 requests at a fixed rate (aquatic_udp_load_test's default mix) and count
     /// answers: for measuring a tracker's CPU per response below saturation.
     UdpLoad {
@@ -195,6 +209,22 @@ fn main() -> ExitCode {
                 ops,
                 concurrency,
                 rows,
+            }))
+        }),
+        Command::Bench {
+            what:
+                BenchWhat::Cluster {
+                    redis_url,
+                    changes,
+                    torrents,
+                    per_entry,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(shoal::bench::cluster::run(shoal::bench::cluster::Args {
+                redis_url,
+                changes: changes.max(1),
+                torrents: torrents.max(1),
+                per_entry,
             }))
         }),
         Command::Bench {

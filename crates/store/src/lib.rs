@@ -19,7 +19,7 @@ pub use mysql::MySqlStore;
 pub use postgres::PgStore;
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
-pub use url::{Backend, DatabaseUrl};
+pub use url::{Backend, DatabaseUrl, redact_url};
 
 /// The name of the global download counter in `counters`.
 pub const DOWNLOADS_TOTAL: &str = "downloads_total";

@@ -42,36 +42,9 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with its secrets replaced by `***`: the password of the user info and the
-    /// `password`/`sslpassword` query parameters. Read from a parsed URL, so a password holding
-    /// `/`, `?` or `@` cannot shift what is masked; a URL that does not parse is not shown at all.
+    /// The URL with its secrets replaced by `***` (see [`redact_url`]).
     pub fn redacted(&self) -> String {
-        let scheme = self.0.split(':').next().unwrap_or("");
-        if scheme == "sqlite" && !self.0.contains("password") {
-            // A file path carries no secret, and url::Url would rewrite its spelling.
-            return self.0.clone();
-        }
-        let Ok(mut u) = ::url::Url::parse(&self.0) else {
-            return format!("<{scheme} url that does not parse; not shown>");
-        };
-        if u.password().is_some() && u.set_password(Some("***")).is_err() {
-            return format!("<{scheme} url; not shown>");
-        }
-        if u.query().is_some() {
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .map(|(k, v)| {
-                    let secret =
-                        ["password", "sslpassword"].contains(&k.to_ascii_lowercase().as_str());
-                    (
-                        k.into_owned(),
-                        if secret { "***".into() } else { v.into_owned() },
-                    )
-                })
-                .collect();
-            u.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        u.to_string()
+        redact_url(&self.0)
     }
 
     /// For `sqlite:` URLs, the database file (None for in-memory databases).
@@ -92,6 +65,37 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({:?})", self.redacted())
     }
+}
+
+/// The URL with its secrets replaced by `***`: the password of the user info and the
+/// `password`/`sslpassword` query parameters. Read from a parsed URL, so a password holding
+/// `/`, `?` or `@` cannot shift what is masked; a URL that does not parse is not shown at all.
+pub fn redact_url(url: &str) -> String {
+    let scheme = url.split(':').next().unwrap_or("");
+    if scheme == "sqlite" && !url.contains("password") {
+        // A file path carries no secret, and url::Url would rewrite its spelling.
+        return url.to_string();
+    }
+    let Ok(mut u) = ::url::Url::parse(url) else {
+        return format!("<{scheme} url that does not parse; not shown>");
+    };
+    if u.password().is_some() && u.set_password(Some("***")).is_err() {
+        return format!("<{scheme} url; not shown>");
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = ["password", "sslpassword"].contains(&k.to_ascii_lowercase().as_str());
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 #[cfg(test)]

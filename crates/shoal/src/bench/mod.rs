@@ -1,5 +1,6 @@
 //! `shoal bench …`: measuring tools. Benchmarks print numbers; none of this serves traffic.
 
+pub mod cluster;
 pub mod persistence;
 pub mod udp_floor;
 pub mod udp_load;

@@ -46,11 +46,17 @@ async fn serve_with(
     let api_listener = bind_tcp(config.api.bind)
         .map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
 
-    let tracker = Arc::new(Tracker::new(
-        config.announce.clone(),
-        config.mode,
-        config.limits.swarm(),
-    ));
+    let cluster = &config.cluster;
+    let tracker = Arc::new(if cluster.enabled() {
+        Tracker::clustered(
+            config.announce.clone(),
+            config.mode,
+            config.limits.swarm(),
+            cluster.max_backlog.get(),
+        )
+    } else {
+        Tracker::new(config.announce.clone(), config.mode, config.limits.swarm())
+    });
     let (whitelisted, keys) = tracker
         .access()
         .reload(&store)
@@ -78,7 +84,38 @@ async fn serve_with(
         n => n,
     };
     let udp_stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(udp::connection_id::ConnectionIds::default());
+    let ids = Arc::new(if cluster.enabled() {
+        udp::connection_id::ConnectionIds::shared([
+            cluster.secret.expose(),
+            cluster.previous_secret.expose(),
+        ])
+    } else {
+        udp::connection_id::ConnectionIds::default()
+    });
+    let (stop_bus, bus_stop) = tokio::sync::watch::channel(false);
+    let mut bus_tasks = None;
+    let bus = cluster.enabled().then(|| {
+        let node_id = match cluster.node_id.as_str() {
+            "" => format!("{:016x}", rand_u64()),
+            id => id.to_string(),
+        };
+        Arc::new(crate::cluster::BusState::new(node_id))
+    });
+    if let Some(state) = &bus {
+        tracing::info!(
+            "cluster node {} on bus {} (stream {}); catching up before /health reports ready",
+            state.node_id,
+            store::redact_url(cluster.redis_url.expose()),
+            crate::cluster::STREAM
+        );
+        bus_tasks = Some(crate::cluster::start(
+            cluster,
+            tracker.clone(),
+            store.clone(),
+            state.clone(),
+            bus_stop,
+        ));
+    }
     let mut udp_threads = Vec::new();
     for socket in &udp_sockets {
         tracing::info!(
@@ -122,6 +159,7 @@ async fn serve_with(
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        bus: bus.clone(),
     }));
     servers.spawn(async move {
         if let Err(e) = axum::serve(api_listener, app).await {
@@ -164,11 +202,25 @@ async fn serve_with(
     tokio::task::spawn_blocking(move || udp_threads.into_iter().for_each(|t| drop(t.join())))
         .await
         .map_err(|e| e.to_string())?;
+    // Last changes (departures of stopping clients) go out before the bus tasks end.
+    let _ = stop_bus.send(true);
+    if let Some(mut tasks) = bus_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
     let result = flusher.finish().await;
     store.close().await;
     result?;
     tracing::info!("all download counts flushed; bye");
     Ok(())
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// Removes silent peers about ten times per peer timeout.

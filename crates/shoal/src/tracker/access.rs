@@ -72,6 +72,8 @@ pub struct Access {
     /// Held from a change's store write to its snapshot, so two changes cannot interleave
     /// and leave memory holding what the store does not (a revoked key valid, say).
     writes: tokio::sync::Mutex<()>,
+    /// Set by every admin change, taken by the cluster publisher to tell the other nodes.
+    changed: std::sync::atomic::AtomicBool,
 }
 
 impl Access {
@@ -80,6 +82,7 @@ impl Access {
             mode,
             lists: ArcSwap::default(),
             writes: tokio::sync::Mutex::default(),
+            changed: Default::default(),
         }
     }
 
@@ -169,6 +172,14 @@ impl Access {
         let mut next = Lists::clone(&self.lists.load());
         change(&mut next);
         self.lists.store(Arc::new(next));
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether an admin change was made here since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Lists an info-hash in the store, then here. Returns what the store holds (an entry

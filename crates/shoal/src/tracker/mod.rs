@@ -10,7 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{AnnounceEvent, CanonicalIp, InfoHash, PeerId, ResponsePeer};
 use swarm::{
-    Announce, Expired, Families, Limits, Loader, Refusal, Swarm, SwarmStats, TorrentStats, Warm,
+    Announce, Expired, Families, Limits, Loader, PeerChange, Refusal, Swarm, SwarmStats,
+    TorrentStats, Warm,
 };
 
 use self::access::Access;
@@ -47,12 +48,36 @@ pub struct PeerAnnounce {
 
 impl Tracker {
     pub fn new(policy: AnnounceConfig, mode: Mode, limits: Limits) -> Self {
+        Self::build(policy, mode, limits, 0, 0)
+    }
+
+    /// A node of a cluster: the changes of the peers it owns wait (at most `max_outbox`) for
+    /// the publisher to take them (`take_changes`).
+    pub fn clustered(
+        policy: AnnounceConfig,
+        mode: Mode,
+        limits: Limits,
+        max_outbox: usize,
+    ) -> Self {
+        let lease_every = (policy.peer_timeout / 2).max(1);
+        Self::build(policy, mode, limits, lease_every, max_outbox)
+    }
+
+    fn build(
+        policy: AnnounceConfig,
+        mode: Mode,
+        limits: Limits,
+        lease_every: u32,
+        max_outbox: usize,
+    ) -> Self {
         Tracker {
             swarm: Swarm::with_policy(
                 64,
                 swarm::Policy {
                     limits,
                     seeders_get_seeders: policy.seeders_get_seeders,
+                    lease_every,
+                    max_outbox,
                 },
             ),
             access: Access::new(mode),
@@ -105,6 +130,28 @@ impl Tracker {
         self.swarm.take_pending()
     }
 
+    /// Changes of the peers this node owns since the last call, for the cluster publisher.
+    pub fn take_changes(&self) -> Vec<PeerChange> {
+        self.swarm.take_changes()
+    }
+
+    /// Changes dropped because the publisher's queue was full.
+    pub fn dropped_changes(&self) -> u64 {
+        self.swarm.dropped_changes()
+    }
+
+    /// Queues every owned peer again, for a bus that lost its data.
+    pub fn republish_owned(&self) {
+        self.swarm.republish_owned();
+    }
+
+    /// Applies another node's peer change, recorded `age_secs` ago; `count` is false while
+    /// replaying history whose downloads the database already holds.
+    pub fn apply_remote(&self, c: &PeerChange, age_secs: u32, count: bool) -> Result<(), Refusal> {
+        let seen = self.clock().saturating_sub(age_secs);
+        self.swarm.apply(c, seen, count)
+    }
+
     /// Persisted download counts, streamed in at start.
     pub fn loader(&self) -> Loader<'_> {
         self.swarm.loader()
@@ -113,7 +160,7 @@ impl Tracker {
     /// Removes peers silent for longer than the peer timeout. Walks every torrent: call it
     /// off the request path.
     pub fn expire(&self) -> Expired {
-        let cutoff = self.uptime_secs().saturating_sub(self.policy.peer_timeout);
+        let cutoff = self.clock() - self.policy.peer_timeout;
         let gone = self.swarm.remove_expired(cutoff);
         self.metrics
             .expired_peers
@@ -124,6 +171,12 @@ impl Tracker {
     /// Seconds since start: the swarm's clock for last-seen times.
     pub fn uptime_secs(&self) -> u32 {
         self.started.elapsed().as_secs() as u32
+    }
+
+    /// The swarm's clock: seconds since start plus one peer timeout, so that a record from
+    /// another node, replayed at start, can be dated up to one timeout back.
+    fn clock(&self) -> u32 {
+        self.uptime_secs() + self.policy.peer_timeout
     }
 
     pub fn unix_secs() -> u32 {
@@ -141,7 +194,7 @@ impl Tracker {
     pub fn now(&self) -> Now {
         Now {
             unix: Self::unix_secs(),
-            uptime: self.uptime_secs(),
+            uptime: self.clock(),
         }
     }
 
@@ -155,10 +208,10 @@ impl Tracker {
         a: &PeerAnnounce,
         out: &mut Vec<ResponsePeer>,
     ) -> Result<TorrentStats, Refusal> {
-        self.announce_at(a, self.uptime_secs(), out)
+        self.announce_at(a, self.clock(), out)
     }
 
-    /// `announce` with the clock already read (`uptime` as from `uptime_secs`).
+    /// `announce` with the clock already read (`uptime` as in `now()`).
     pub fn announce_at(
         &self,
         a: &PeerAnnounce,

@@ -23,6 +23,7 @@ use store::{AnyStore, AuthKey, Connection, StoreError, WhitelistEntry};
 use self::body::{NewKey, parse_new_key};
 use crate::config::Secret;
 use crate::tracker::Tracker;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// JSON bodies are a few dozen bytes; anything near this is not a real client.
 const MAX_BODY: usize = 16 * 1024;
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub token: Secret,
     /// `api.hosts`, lower-cased.
     pub hosts: Vec<String>,
+    /// The bus, in a cluster.
+    pub bus: Option<Arc<crate::cluster::BusState>>,
 }
 
 type St = State<Arc<ApiState>>;
@@ -190,13 +193,23 @@ async fn health(State(s): St) -> Response {
     // Reachable is not enough: a read-only file or a full disk answers SELECT 1 but refuses writes.
     let flushing = !m.flush_failing.load(std::sync::atomic::Ordering::Relaxed);
     let healthy = reachable && flushing;
-    let status = if healthy {
+    // Until the stream is replayed this node lacks other nodes' peers: not ready. A bus
+    // that is down leaves the node answering from its own view: degraded, still served.
+    let catching_up = s.bus.as_ref().is_some_and(|b| !b.ready.load(Relaxed));
+    let bus_down = s.bus.as_ref().is_some_and(|b| !b.up.load(Relaxed));
+    let status = if healthy && !catching_up {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
+    let word = match () {
+        _ if !healthy => "degraded",
+        _ if catching_up => "catching_up",
+        _ if bus_down => "degraded",
+        _ => "ok",
+    };
+    let mut body = json!({
+        "status": word,
         "database": {
             "driver": s.store.driver(),
             "reachable": reachable,
@@ -205,13 +218,20 @@ async fn health(State(s): St) -> Response {
             "unflushed_deltas": m.unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
         },
     });
+    if let Some(b) = &s.bus {
+        body["bus"] = crate::cluster::json(b, &s.tracker);
+    }
     (status, Json(body)).into_response()
 }
 
 async fn metrics(State(s): St) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.tracker.metrics().render(&s.tracker.stats()),
+        s.tracker.metrics().render(&s.tracker.stats())
+            + &s.bus
+                .as_ref()
+                .map(|b| crate::cluster::metrics(b, &s.tracker))
+                .unwrap_or_default(),
     )
         .into_response()
 }
@@ -219,7 +239,9 @@ async fn metrics(State(s): St) -> Response {
 async fn stats(State(s): St) -> Response {
     let st = s.tracker.stats();
     let (whitelisted, keys) = s.tracker.access().counts();
+    let cluster = s.bus.as_ref().map(|b| crate::cluster::json(b, &s.tracker));
     Json(json!({
+        "cluster": cluster,
         "mode": s.tracker.access().mode(),
         "torrents": st.torrents,
         "counted_torrents": st.counted_torrents,

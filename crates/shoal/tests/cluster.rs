@@ -1,0 +1,321 @@
+//! Several nodes, one swarm: three `shoal serve` processes on one real Redis and one real
+//! PostgreSQL (MariaDB for admin changes too), spoken to over UDP, HTTP and the admin API.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use protocol::udp::Response;
+use protocol::{AnnounceEvent, InfoHash};
+
+const TOKEN: &str = "cluster-token-0123456789";
+/// Every bullet's deadline: "within one second", plus the polling step.
+const SECOND: Duration = Duration::from_millis(1100);
+
+fn node(dir: &std::path::Path, db: &str, redis: &str, id: &str, mode: &str) -> Shoal {
+    let extra = format!(
+        "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{id}\"\nsecret = \"shared-secret\"\n"
+    );
+    let shoal = Setup {
+        mode,
+        db_url: Some(db.to_string()),
+        token: TOKEN,
+        extra: &extra,
+        ..Setup::default()
+    }
+    .start(&dir.join(id).tap_mkdir());
+    wait_ready(&shoal);
+    shoal
+}
+
+trait Mkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl Mkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+fn health(s: &Shoal) -> (u16, serde_json::Value) {
+    api(s.api, "GET", "/health", None, None)
+}
+
+fn wait_ready(s: &Shoal) {
+    wait_until("the node to catch up", Duration::from_secs(20), || {
+        health(s).0 == 200
+    });
+}
+
+/// Leechers, seeders and downloads as a UDP scrape of `node` reports them.
+fn udp_counts(node: SocketAddr, ih: InfoHash) -> (u32, u32, u32) {
+    let s = udp_scrape(node, ih).unwrap();
+    (s.leechers, s.seeders, s.completed)
+}
+
+fn http_peer_ports(node: SocketAddr, ih: InfoHash, peer: u8, port: u16) -> Vec<u16> {
+    let v = http_announce(node, "/announce", &started(ih, peer, port)).unwrap();
+    v.get("peers")
+        .unwrap()
+        .as_bytes()
+        .unwrap()
+        .chunks(6)
+        .map(|c| u16::from_be_bytes([c[4], c[5]]))
+        .collect()
+}
+
+fn udp_announce(
+    c: &mut UdpClient,
+    cid: protocol::udp::ConnectionId,
+    ih: InfoHash,
+    peer: u8,
+    port: u16,
+    left: u64,
+    event: AnnounceEvent,
+) {
+    match c.announce(cid, ih, peer_id(peer), port, left, event) {
+        Response::Announce { .. } => {}
+        other => panic!("announce answered with {other:?}"),
+    }
+}
+
+#[test]
+fn one_swarm_across_three_nodes() {
+    let redis = testkit::Redis::launch().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let nodes: Vec<Shoal> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(dir.path(), &db, &redis.url(), id, "public"))
+        .collect();
+    let ih = hash(1);
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+
+    // A connect answered by node 1 is accepted by node 2.
+    let mut on1 = UdpClient::new(n1.udp[0]);
+    let cid = on1.connect();
+    let mut on2 = UdpClient::new(n2.udp[0]);
+    udp_announce(&mut on2, cid, hash(9), 9, 7009, 5, AnnounceEvent::Started);
+
+    // A leecher on node 1 (UDP) is in node 2's HTTP answers and node 3's scrape.
+    udp_announce(&mut on1, cid, ih, 1, 7001, 5, AnnounceEvent::Started);
+    let took = wait_until("node 2 to list node 1's peer", SECOND, || {
+        http_peer_ports(n2.http[0], ih, 2, 7002).contains(&7001)
+    });
+    eprintln!("visible on node 2 after {took:?}");
+    wait_until("node 3 to count both", SECOND, || {
+        udp_counts(n3.udp[0], ih) == (2, 0, 0)
+    });
+
+    // Leecher to seeder with `completed`: every node sees the role and the download; the
+    // database counts it once.
+    udp_announce(&mut on1, cid, ih, 1, 7001, 0, AnnounceEvent::Completed);
+    for n in [n2, n3] {
+        wait_until("the download everywhere", 2 * SECOND, || {
+            udp_counts(n.udp[0], ih) == (1, 1, 1)
+        });
+    }
+    wait_until("the flush", Duration::from_secs(5), || {
+        stores::contents(&db).torrents.get(&ih) == Some(&1)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stores::contents(&db).torrents.get(&ih),
+        Some(&1),
+        "counted once, not per node"
+    );
+    assert_eq!(stores::contents(&db).total, Some(1));
+
+    // A stop removes the peer everywhere.
+    udp_announce(&mut on1, cid, ih, 1, 7001, 0, AnnounceEvent::Stopped);
+    for n in [n2, n3] {
+        wait_until("the departure everywhere", SECOND, || {
+            udp_counts(n.udp[0], ih) == (1, 0, 1)
+        });
+    }
+
+    // Re-announces within a lease publish nothing.
+    let published = n2.metric("shoal_cluster_published_total");
+    for _ in 0..5 {
+        http_peer_ports(n2.http[0], ih, 2, 7002);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n2.metric("shoal_cluster_published_total"), published);
+    assert_eq!(n1.metric("shoal_cluster_nodes"), 3);
+    let (_, stats) = api(n1.api, "GET", "/api/v1/stats", Some(TOKEN), None);
+    assert_eq!(stats["cluster"]["node_id"], "n1");
+    assert!(stats["cluster"]["applied"].as_u64().unwrap() > 0, "{stats}");
+}
+
+#[test]
+fn a_node_started_late_replays_the_swarm_before_it_reports_ready() {
+    let redis = testkit::Redis::launch().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let n1 = node(dir.path(), &db, &redis.url(), "n1", "public");
+    for p in 1..=20u8 {
+        http_announce(
+            n1.http[0],
+            "/announce",
+            &started(hash(p), p, 6000 + u16::from(p)),
+        )
+        .unwrap();
+    }
+    let (_, h) = health(&n1);
+    assert_eq!(h["bus"]["up"], true, "{h}");
+    wait_until("node 1 to publish its peers", SECOND, || {
+        n1.metric("shoal_cluster_published_total") >= 20
+    });
+    // Ready means caught up: no waiting after it.
+    let n2 = node(dir.path(), &db, &redis.url(), "n2", "public");
+    for p in 1..=20u8 {
+        assert_eq!(udp_counts(n2.udp[0], hash(p)), (1, 0, 0), "torrent {p}");
+    }
+}
+
+fn listed_changes_reach_every_node(backend: &str) {
+    let redis = testkit::Redis::launch().unwrap();
+    let db = database(backend).unwrap();
+    let dir = temp_dir();
+    let n1 = node(dir.path(), &db, &redis.url(), "n1", "listed");
+    let n2 = node(dir.path(), &db, &redis.url(), "n2", "listed");
+    let ih = hash(5);
+    let path = format!("/api/v1/whitelist/{}", ih.to_hex());
+    assert!(http_announce(n2.http[0], "/announce", &started(ih, 1, 6001)).is_err());
+    assert_eq!(api(n1.api, "PUT", &path, Some(TOKEN), None).0, 201);
+    wait_until("node 2 to take the listed torrent", SECOND, || {
+        http_announce(n2.http[0], "/announce", &started(ih, 1, 6001)).is_ok()
+    });
+    assert_eq!(api(n2.api, "DELETE", &path, Some(TOKEN), None).0, 204);
+    wait_until("node 1 to refuse the unlisted torrent", SECOND, || {
+        http_announce(n1.http[0], "/announce", &started(ih, 2, 6002)).is_err()
+    });
+}
+
+#[test]
+fn whitelist_changes_reach_every_node_on_postgres() {
+    listed_changes_reach_every_node("postgres");
+}
+
+#[test]
+fn whitelist_changes_reach_every_node_on_mariadb() {
+    listed_changes_reach_every_node("mariadb");
+}
+
+#[test]
+fn redis_stopped_under_load_and_back_empty_converges() {
+    let mut redis = testkit::Redis::launch().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let n1 = node(dir.path(), &db, &redis.url(), "n1", "public");
+    let n2 = node(dir.path(), &db, &redis.url(), "n2", "public");
+    let ih = hash(3);
+    http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
+    wait_until("node 2 to see the first peer", SECOND, || {
+        udp_counts(n2.udp[0], ih).0 == 1
+    });
+
+    redis.stop();
+    // Both keep answering from their own view, and say the bus is down.
+    http_announce(n1.http[0], "/announce", &started(ih, 2, 6002)).unwrap();
+    assert_eq!(udp_counts(n1.udp[0], ih).0, 2);
+    wait_until(
+        "health to report the bus down",
+        Duration::from_secs(5),
+        || {
+            let (status, h) = health(&n1);
+            status == 200 && h["bus"]["up"] == false && h["status"] == "degraded"
+        },
+    );
+    assert!(n1.metric("shoal_cluster_bus_errors_total") > 0);
+
+    // Back, empty: each node republishes the peers it owns.
+    redis.restart().unwrap();
+    wait_until(
+        "node 2 to learn the peer announced while the bus was down",
+        Duration::from_secs(10),
+        || udp_counts(n2.udp[0], ih).0 == 2,
+    );
+    http_announce(n2.http[0], "/announce", &started(ih, 3, 6003)).unwrap();
+    wait_until(
+        "node 1 to hear node 2 again",
+        Duration::from_secs(5),
+        || udp_counts(n1.udp[0], ih).0 == 3,
+    );
+}
+
+#[test]
+fn a_killed_node_leaves_its_peers_on_the_others() {
+    let redis = testkit::Redis::launch().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let n1 = node(dir.path(), &db, &redis.url(), "n1", "public");
+    let n2 = node(dir.path(), &db, &redis.url(), "n2", "public");
+    let ih = hash(4);
+    http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
+    wait_until("node 2 to see the peer", SECOND, || {
+        udp_counts(n2.udp[0], ih).0 == 1
+    });
+    n1.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        udp_counts(n2.udp[0], ih).0,
+        1,
+        "kept until it expires or re-announces"
+    );
+}
+
+#[test]
+fn cluster_mode_is_refused_on_sqlite_and_without_a_secret() {
+    let dir = temp_dir();
+    let cfg = config(
+        dir.path(),
+        "[cluster]\nredis_url = \"redis://:hunter2@127.0.0.1:9/\"\nsecret = \"s\"\n",
+    );
+    let out = command(&["config", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cluster.redis_url") && err.contains("SQLite"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let cfg = Setup {
+        db_url: Some("postgresql://u:p@127.0.0.1:9/db".into()),
+        extra: "[cluster]\nredis_url = \"redis://:hunter2@127.0.0.1:9/\"\n",
+        ..Setup::default()
+    }
+    .write(dir.path());
+    let out = command(&["config", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.secret"), "{err}");
+
+    let cfg = Setup {
+        db_url: Some("postgresql://u:p@127.0.0.1:9/db".into()),
+        extra: "[cluster]\nredis_url = \"redis://:hunter2@127.0.0.1:9/\"\nsecret = \"s\"\n",
+        ..Setup::default()
+    }
+    .write(dir.path());
+    let out = command(&["config", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("redis://:***@127.0.0.1:9/") && !text.contains("hunter2"),
+        "{text}"
+    );
+}
