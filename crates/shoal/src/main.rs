@@ -121,6 +121,9 @@ enum BenchWhat {
         /// Records per stream entry (one publisher batch).
         #[arg(long, default_value_t = 1000, value_name = "N")]
         per_entry: usize,
+        /// Announces timed from one node to another (two nodes in this process on the bus).
+        #[arg(long, default_value_t = 300, value_name = "N")]
+        lag_samples: usize,
     },
     /// Send BEP 15 requests at a fixed rate (aquatic_udp_load_test's default mix) and count
     /// answers: for measuring a tracker's CPU per response below saturation.
@@ -136,6 +139,9 @@ enum BenchWhat {
         torrents: usize,
         #[arg(long, default_value_t = 1_000_000, value_name = "N")]
         peers: usize,
+        /// Peers keep their role and re-announce without an event (a settled swarm).
+        #[arg(long)]
+        steady: bool,
     },
 }
 
@@ -218,6 +224,7 @@ fn main() -> ExitCode {
                     changes,
                     torrents,
                     per_entry,
+                    lag_samples,
                 },
         } => runtime().and_then(|rt| {
             rt.block_on(shoal::bench::cluster::run(shoal::bench::cluster::Args {
@@ -225,6 +232,7 @@ fn main() -> ExitCode {
                 changes: changes.max(1),
                 torrents: torrents.max(1),
                 per_entry,
+                lag_samples,
             }))
         }),
         Command::Bench {
@@ -243,6 +251,7 @@ fn main() -> ExitCode {
                     seconds,
                     torrents,
                     peers,
+                    steady,
                 },
         } => udp_load::run(udp_load::Args {
             server,
@@ -250,6 +259,7 @@ fn main() -> ExitCode {
             seconds,
             torrents,
             peers,
+            steady,
         }),
         Command::Db { action, config } => load_config(config.as_deref()).and_then(|c| {
             runtime()?.block_on(async {

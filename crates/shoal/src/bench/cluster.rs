@@ -15,6 +15,8 @@ use crate::tracker::Tracker;
 
 pub struct Args {
     pub redis_url: String,
+    /// Announces whose travel from one node to another is timed.
+    pub lag_samples: usize,
     pub changes: usize,
     pub torrents: usize,
     /// Records per stream entry: a node publishing every 100 ms at this many changes per batch.
@@ -111,6 +113,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         .query_async(&mut c)
         .await
         .map_err(|e| e.to_string())?;
+    let lag = lag(&a.redis_url, a.lag_samples).await?;
     let per_million = usage as f64 * 1_000_000.0 / a.changes as f64;
     println!(
         "{}",
@@ -125,7 +128,99 @@ pub async fn run(a: Args) -> Result<(), String> {
             "record_bytes_per_change": bytes as f64 / (2 * a.changes) as f64,
             "redis_bytes": usage,
             "redis_mib_per_million_peers": (per_million / 1048576.0 * 10.0).round() / 10.0,
+            "lag_samples": lag.len(),
+            "lag_ms_p50": percentile(&lag, 0.50),
+            "lag_ms_p99": percentile(&lag, 0.99),
         })
     );
     Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let v = sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    (v * 10.0).round() / 10.0
+}
+
+/// Two nodes in this process, each with the real publisher and reader on the bus: the time
+/// from an announce answered by one to its peer being in the other's scrape, sorted (ms).
+async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("shoal-bench-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let url = store::DatabaseUrl::parse(&format!("sqlite://{}/access.db", dir.display()))
+        .map_err(|e| e.to_string())?;
+    let db = store::AnyStore::open(&url, 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    store::SchemaMigrator::migrate(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = crate::config::ClusterConfig {
+        redis_url: toml::from_str::<crate::config::ClusterConfig>(&format!(
+            "redis_url = {redis_url:?}"
+        ))
+        .map_err(|e| e.to_string())?
+        .redis_url,
+        ..Default::default()
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut nodes = Vec::new();
+    for id in ["bench-a", "bench-b"] {
+        let t = Arc::new(Tracker::clustered(
+            AnnounceConfig::default(),
+            Mode::Public,
+            swarm::Limits::NONE,
+            1_000_000,
+        ));
+        let state = Arc::new(crate::cluster::BusState::new(id.into()));
+        let tasks =
+            crate::cluster::start(&config, t.clone(), db.clone(), state.clone(), stop.clone());
+        nodes.push((t, state, tasks));
+    }
+    for (_, state, _) in &nodes {
+        while !state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let (a, b) = (&nodes[0].0, &nodes[1].0);
+    let mut lags = Vec::with_capacity(samples);
+    let mut out = Vec::new();
+    for i in 0..samples {
+        let c = change(i, usize::MAX);
+        // Spread over the batch interval, as real announces arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(7)).await;
+        let started = Instant::now();
+        let _ = a.announce(
+            &crate::tracker::PeerAnnounce {
+                info_hash: c.info_hash,
+                peer_id: c.peer_id,
+                ip: c.addr.ip(),
+                port: c.addr.port(),
+                left: 1,
+                event: protocol::AnnounceEvent::Started,
+                numwant: Some(1),
+                families: swarm::Families::Both,
+            },
+            &mut out,
+        );
+        let deadline = started + std::time::Duration::from_secs(5);
+        while b.scrape(&c.info_hash).leechers == 0 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+        }
+        if b.scrape(&c.info_hash).leechers == 0 {
+            return Err(format!("sample {i} never reached the other node"));
+        }
+        lags.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = stop_tx.send(true);
+    for (_, _, mut tasks) in nodes {
+        while tasks.join_next().await.is_some() {}
+    }
+    store::Connection::close(&db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    lags.sort_by(f64::total_cmp);
+    Ok(lags)
 }

@@ -15,6 +15,9 @@ pub struct Args {
     pub seconds: u64,
     pub torrents: usize,
     pub peers: usize,
+    /// Every peer keeps its role and re-announces without an event (a settled swarm);
+    /// otherwise announces flip between `started` leechers and `completed` seeders.
+    pub steady: bool,
 }
 
 /// splitmix64: deterministic, so every tracker gets the same requests.
@@ -107,7 +110,11 @@ pub fn run(a: Args) -> Result<(), String> {
                 .write(&mut out);
             } else if kind < 100 {
                 next_peer = (next_peer + 1) % peers.len();
-                let completed = rng.below(4) != 0;
+                let completed = if a.steady {
+                    next_peer % 4 != 0
+                } else {
+                    rng.below(4) != 0
+                };
                 let mut id = [0u8; 20];
                 id[..8].copy_from_slice(&(next_peer as u64).to_be_bytes());
                 Request::Announce(AnnounceRequest {
@@ -118,7 +125,9 @@ pub fn run(a: Args) -> Result<(), String> {
                     downloaded: 50,
                     left: if completed { 0 } else { 50 },
                     uploaded: 50,
-                    event: if completed {
+                    event: if a.steady {
+                        AnnounceEvent::None
+                    } else if completed {
                         AnnounceEvent::Completed
                     } else {
                         AnnounceEvent::Started
