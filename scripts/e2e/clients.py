@@ -7,6 +7,9 @@ and compares the bytes. Run with Debian's /usr/bin/python3 (python3-libtorrent).
 
   clients.py --shoal target/debug/shoal            # all scenarios; exit 1 on any failure
   clients.py --negative-control                    # no tracker: the download must fail
+  clients.py --shoal … --cluster --dbserver target/debug/dbserver
+                                                   # seeder on node 1, leecher on node 2 (Redis, PostgreSQL)
+  clients.py --shoal … --cluster-negative-control  # two nodes sharing no bus: must not meet
 """
 
 import argparse
@@ -50,13 +53,13 @@ def bencode(v):
     raise TypeError(type(v))
 
 
-def make_torrent(data_path, announce):
+def make_torrent(data_path, announce, suffix=".torrent"):
     """A v1-only single-file torrent (libtorrent 2 would make a hybrid one)."""
     data = open(data_path, "rb").read()
     pieces = b"".join(hashlib.sha1(data[i:i + PIECE]).digest() for i in range(0, len(data), PIECE))
     info = {"name": os.path.basename(data_path), "length": len(data), "piece length": PIECE, "pieces": pieces}
     meta = {"announce": announce, "info": info, "created by": "shoal e2e"}
-    path = data_path + ".torrent"
+    path = data_path + suffix
     with open(path, "wb") as f:
         f.write(bencode(meta))
     return path, hashlib.sha1(bencode(info)).hexdigest()
@@ -236,15 +239,17 @@ class QBittorrent:
 # --- tracker and scenarios -------------------------------------------------------------
 
 class Shoal:
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, db=None, cluster=""):
+        """`db` defaults to a SQLite file in `workdir`; `cluster` is a [cluster] table."""
+        os.makedirs(workdir, exist_ok=True)
         self.udp, self.http, self.api = free_port(socket.SOCK_DGRAM), free_port(), free_port()
         cfg = os.path.join(workdir, "shoal.toml")
         with open(cfg, "w") as f:
-            f.write(f'[database]\nurl = "sqlite://{workdir}/shoal.db"\n'
+            f.write(f'[database]\nurl = "{db or f"sqlite://{workdir}/shoal.db"}"\n'
                     f'[udp]\nbind = ["127.0.0.1:{self.udp}"]\n[http]\nbind = ["127.0.0.1:{self.http}"]\n'
                     f'[api]\nbind = "127.0.0.1:{self.api}"\n'
                     # Short intervals: qBittorrent waits the min interval before re-announcing.
-                    '[announce]\ninterval = 5\nmin_interval = 1\npeer_timeout = 60\n')
+                    '[announce]\ninterval = 5\nmin_interval = 1\npeer_timeout = 60\n' + cluster)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
         self.log = open(os.path.join(workdir, "shoal.log"), "w")
         self.proc = subprocess.Popen([binary, "serve", "--config", cfg], stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -278,8 +283,10 @@ class Shoal:
 CLIENTS = {"libtorrent": Libtorrent, "transmission": Transmission, "qbittorrent": QBittorrent}
 
 
-def scenario(seeder_kind, leecher_kind, announce_url, shoal, proto, timeout):
-    """Returns True when the leecher ends with the seeder's exact bytes."""
+def scenario(seeder_kind, leecher_kind, announce_url, shoal, proto, timeout, leech=None, wait_listed=True):
+    """Returns True when the leecher ends with the seeder's exact bytes. `leech` is an
+    (announce URL, tracker) pair for the leecher when it uses another tracker than the seeder
+    (two nodes of a cluster): two .torrent files with the same info dictionary."""
     work = tempfile.mkdtemp(prefix=f"shoal-e2e-{seeder_kind}-{leecher_kind}-")
     seed_dir, leech_dir = os.path.join(work, "seed"), os.path.join(work, "leech")
     os.makedirs(seed_dir)
@@ -288,7 +295,13 @@ def scenario(seeder_kind, leecher_kind, announce_url, shoal, proto, timeout):
     with open(data, "wb") as f:
         f.write(os.urandom(SIZE))
     torrent, infohash = make_torrent(data, announce_url)
+    leech_torrent, leech_tracker = torrent, shoal
+    if leech:
+        leech_torrent, same = make_torrent(data, leech[0], suffix=".leech.torrent")
+        assert same == infohash
+        leech_tracker = leech[1]
     before = shoal.announces(proto) if shoal else 0
+    before_leech = leech_tracker.announces(proto) if leech_tracker else 0
     seeder = leecher = None
     ok = False
     try:
@@ -298,17 +311,26 @@ def scenario(seeder_kind, leecher_kind, announce_url, shoal, proto, timeout):
             return False
         # The leecher starts once the tracker lists the seeder; otherwise its first announce
         # finds an empty swarm and the test measures the client's retry timer.
-        if shoal and not wait_for("shoal to list the seeder", lambda: shoal.seeders(infohash) >= 1, 30):
+        # On the leecher's tracker: across nodes this is the seeder's record arriving.
+        if not wait_listed:
+            time.sleep(3)  # a control: the leecher starts whether or not its tracker lists the seeder
+        elif leech_tracker and not wait_for("the leecher's tracker to list the seeder",
+                                            lambda: leech_tracker.seeders(infohash) >= 1, 30):
             return False
         leecher = CLIENTS[leecher_kind](os.path.join(work, "l"))
-        leecher.add(torrent, leech_dir)
+        leecher.add(leech_torrent, leech_dir)
         got = os.path.join(leech_dir, "payload.bin")
         ok = wait_for(f"{leecher_kind} to finish", leecher.done, timeout) and wait_for(
             "the downloaded bytes to match", lambda: os.path.exists(got) and sha256(got) == sha256(data), 10)
         if ok and shoal:
             used = shoal.announces(proto) - before
-            print(f"    shoal answered {used} {proto} announces during the run")
-            ok = used >= 2
+            if leech:
+                by_leech = leech_tracker.announces(proto) - before_leech
+                print(f"    node 1 answered {used} {proto} announces (the seeder's), node 2 {by_leech} (the leecher's)")
+                ok = used >= 1 and by_leech >= 1
+            else:
+                print(f"    shoal answered {used} {proto} announces during the run")
+                ok = used >= 2
         return ok
     finally:
         for c in (leecher, seeder):
@@ -337,6 +359,11 @@ def main():
     ap.add_argument("--only", help="run only scenarios whose 'seeder->leecher proto' contains this")
     ap.add_argument("--negative-control", action="store_true",
                     help="run one scenario with no tracker listening; succeed only if the download fails")
+    ap.add_argument("--cluster", action="store_true",
+                    help="two nodes on one Redis and one PostgreSQL: the seeder announces to node 1 only, the leecher to node 2 only")
+    ap.add_argument("--cluster-negative-control", action="store_true",
+                    help="two nodes that share no bus: the same scenario must fail")
+    ap.add_argument("--dbserver", default="target/debug/dbserver", help="testkit's dbserver, for --cluster")
     args = ap.parse_args()
 
     if args.negative_control:
@@ -350,6 +377,8 @@ def main():
 
     if not args.shoal:
         ap.error("--shoal is required")
+    if args.cluster or args.cluster_negative_control:
+        return cluster(args)
     work = tempfile.mkdtemp(prefix="shoal-e2e-tracker-")
     shoal = Shoal(os.path.abspath(args.shoal), work)
     failures = []
@@ -375,6 +404,65 @@ def main():
         return 1
     shutil.rmtree(work, ignore_errors=True)
     print("all end-to-end scenarios passed")
+    return 0
+
+
+def cluster(args):
+    """Across nodes: node 1 and node 2 share a Redis stream and a PostgreSQL database, and
+    each client knows only its own node. The negative control runs two nodes on their own
+    SQLite files with no bus: the leecher's node never hears of the seeder."""
+    work = tempfile.mkdtemp(prefix="shoal-e2e-cluster-")
+    procs, nodes, failures = [], [], []
+    try:
+        if args.cluster:
+            rport = free_port()
+            procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                           "--appendonly", "no", "--dir", work], stdout=subprocess.DEVNULL))
+            pg = subprocess.Popen([os.path.abspath(args.dbserver), "postgres", "e2e", "--fast"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(pg)
+            db = next((l.strip()[4:] for l in pg.stdout if l.startswith("url=")), None)
+            if db is None:
+                raise RuntimeError("dbserver could not start PostgreSQL")
+            for n in (1, 2):
+                table = f'[cluster]\nredis_url = "redis://127.0.0.1:{rport}"\nnode_id = "e2e-{n}"\nsecret = "e2e"\n'
+                nodes.append(Shoal(os.path.abspath(args.shoal), os.path.join(work, f"n{n}"), db, table))
+        else:
+            nodes = [Shoal(os.path.abspath(args.shoal), os.path.join(work, f"n{n}")) for n in (1, 2)]
+        runs = [("libtorrent", "qbittorrent", "http"), ("transmission", "libtorrent", "udp")]
+        if args.cluster_negative_control:
+            runs = runs[:1]
+        for seeder, leecher, proto in runs:
+            urls = [f"{proto}://127.0.0.1:{n.udp if proto == 'udp' else n.http}/announce" for n in nodes]
+            print(f"{seeder} seeds via node 1 ({urls[0]}), {leecher} downloads via node 2 ({urls[1]})")
+            started = time.time()
+            timeout = 20 if args.cluster_negative_control else args.timeout
+            ok = scenario(seeder, leecher, urls[0], nodes[0], proto, timeout, leech=(urls[1], nodes[1]),
+                          wait_listed=not args.cluster_negative_control)
+            if args.cluster_negative_control:
+                if ok:
+                    failures.append("peers met across two nodes that share no bus")
+                else:
+                    print("ok: without a shared bus the leecher's node never lists the seeder, as it must")
+            elif ok:
+                print(f"    ok in {time.time() - started:.1f}s")
+            else:
+                failures.append(f"{seeder}->{leecher} {proto} across nodes")
+                print("    FAILED")
+    finally:
+        for n in nodes:
+            if n.stop() != 0:
+                failures.append("a node exited non-zero on SIGTERM")
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
+            p.terminate()
+            p.wait(30)
+    if failures:
+        print("end-to-end failures: " + ", ".join(failures) + f"; logs in {work}")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    print("cluster end-to-end passed")
     return 0
 
 
