@@ -219,8 +219,38 @@ fn redis_stopped_under_load_and_back_empty_converges() {
         udp_counts(n2.udp[0], ih).0 == 1
     });
 
+    // Load on node 1 throughout: 400 new peers over UDP from eight addresses, one every
+    // 10 ms, each answered.
+    const LOAD: u16 = 400;
+    let loaded = hash(30);
+    let udp1 = n1.udp[0];
+    let load = std::thread::spawn(move || {
+        // Eight addresses, 50 peers each: within limits.max_peers_per_ip.
+        let mut clients: Vec<_> = (2..10)
+            .map(|k| {
+                let socket = std::net::UdpSocket::bind(format!("127.0.0.{k}:0")).unwrap();
+                let mut c = UdpClient::from_socket(socket, udp1);
+                let cid = c.connect();
+                (c, cid)
+            })
+            .collect();
+        let mut answered = 0;
+        for i in 0..LOAD {
+            let (c, cid) = &mut clients[usize::from(i) % 8];
+            let started = AnnounceEvent::Started;
+            if let Response::Announce { .. } =
+                c.announce(*cid, loaded, peer_id(1), 10_000 + i, 5, started)
+            {
+                answered += 1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        answered
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
     redis.stop();
-    // Both keep answering from their own view, and say the bus is down.
+    // Both keep answering from their own view, and say the bus is down; changes wait.
     http_announce(n1.http[0], "/announce", &started(ih, 2, 6002)).unwrap();
     assert_eq!(udp_counts(n1.udp[0], ih).0, 2);
     wait_until(
@@ -232,13 +262,23 @@ fn redis_stopped_under_load_and_back_empty_converges() {
         },
     );
     assert!(n1.metric("shoal_cluster_bus_errors_total") > 0);
+    wait_until(
+        "changes to wait in the backlog",
+        Duration::from_secs(3),
+        || n1.metric("shoal_cluster_backlog") > 0,
+    );
 
     // Back, empty: each node republishes the peers it owns.
     redis.restart().unwrap();
+    assert_eq!(
+        load.join().unwrap(),
+        LOAD,
+        "every announce answered while the bus was away"
+    );
     wait_until(
-        "node 2 to learn the peer announced while the bus was down",
+        "node 2 to learn the peers announced while the bus was down",
         Duration::from_secs(10),
-        || udp_counts(n2.udp[0], ih).0 == 2,
+        || udp_counts(n2.udp[0], ih).0 == 2 && udp_counts(n2.udp[0], loaded).0 == u32::from(LOAD),
     );
     http_announce(n2.http[0], "/announce", &started(ih, 3, 6003)).unwrap();
     wait_until(
@@ -318,4 +358,52 @@ fn cluster_mode_is_refused_on_sqlite_and_without_a_secret() {
         text.contains("redis://:***@127.0.0.1:9/") && !text.contains("hunter2"),
         "{text}"
     );
+}
+
+#[test]
+fn rediss_with_a_private_ca() {
+    let redis = testkit::Redis::launch_tls().unwrap();
+    assert!(redis.url().starts_with("rediss://"));
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let start = |id: &str| {
+        let extra = format!(
+            "[cluster]\nredis_url = \"{}\"\nredis_ca_cert_path = \"{}\"\nnode_id = \"{id}\"\nsecret = \"s\"\n",
+            redis.url(),
+            redis.ca_path().display()
+        );
+        let s = Setup {
+            db_url: Some(db.clone()),
+            extra: &extra,
+            ..Setup::default()
+        }
+        .start(&dir.path().join(id).tap_mkdir());
+        wait_ready(&s);
+        s
+    };
+    let (n1, n2) = (start("n1"), start("n2"));
+    let ih = hash(8);
+    http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
+    wait_until("node 2 to see the peer over TLS", SECOND, || {
+        udp_counts(n2.udp[0], ih).0 == 1
+    });
+
+    // Without the CA the server's certificate is not trusted: the bus stays down, and the
+    // node still answers from its own view.
+    let extra = format!(
+        "[cluster]\nredis_url = \"{}\"\nnode_id = \"n3\"\nsecret = \"s\"\n",
+        redis.url()
+    );
+    let n3 = Setup {
+        db_url: Some(db.clone()),
+        extra: &extra,
+        ..Setup::default()
+    }
+    .start(&dir.path().join("n3").tap_mkdir());
+    wait_until(
+        "the untrusted bus to count errors",
+        Duration::from_secs(5),
+        || n3.metric("shoal_cluster_bus_errors_total") > 0,
+    );
+    assert_eq!(health(&n3).1["bus"]["up"], false);
 }

@@ -16,6 +16,8 @@ use crate::{READY_TIMEOUT, free_port, spawn_tied, sweep_stale};
 pub struct Redis {
     dir: PathBuf,
     port: u16,
+    /// Serving TLS only, with a certificate for 127.0.0.1 signed by `ca.pem` in `dir`.
+    tls: bool,
     pid: Option<u32>,
     exited: Option<mpsc::Receiver<()>>,
 }
@@ -23,6 +25,16 @@ pub struct Redis {
 impl Redis {
     /// Starts a server and waits until it answers PING.
     pub fn launch() -> Result<Redis, String> {
+        Self::launch_with(false)
+    }
+
+    /// Starts a server that speaks TLS only (`rediss://`), its certificate signed by a CA
+    /// made for it (`ca_path`), which no system trusts.
+    pub fn launch_tls() -> Result<Redis, String> {
+        Self::launch_with(true)
+    }
+
+    fn launch_with(tls: bool) -> Result<Redis, String> {
         let root = std::env::temp_dir().join("shoal-testkit");
         sweep_stale(&root);
         static N: AtomicU32 = AtomicU32::new(0);
@@ -32,9 +44,13 @@ impl Redis {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if tls {
+            make_certificates(&dir)?;
+        }
         let mut r = Redis {
             dir,
             port: free_port()?,
+            tls,
             pid: None,
             exited: None,
         };
@@ -47,7 +63,13 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     fn run(&mut self) -> Result<(), String> {
@@ -55,8 +77,19 @@ impl Redis {
             "redis-server is not installed (Debian package redis-server); scripts/test installs it",
         )?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.ca_path())
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .args(["--logfile", "redis.log", "--daemonize", "no"])
@@ -68,7 +101,10 @@ impl Redis {
         self.exited = Some(exited);
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            if self.ping() {
+            let log = fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+            if (self.tls && log.contains("Ready to accept connections"))
+                || (!self.tls && self.ping())
+            {
                 return Ok(());
             }
             if self.exited.as_ref().is_some_and(|rx| rx.try_recv().is_ok()) {
@@ -110,6 +146,74 @@ impl Drop for Redis {
         self.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, with the openssl command line.
+fn make_certificates(dir: &std::path::Path) -> Result<(), String> {
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=shoal test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .map_err(|e| e.to_string())?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ])
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -156,11 +156,28 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
+/// Where the bus is: its URL, and for `rediss://` the CA to trust (None: the system's).
+#[derive(Clone)]
+struct Bus {
+    url: String,
+    ca: Option<Vec<u8>>,
+}
+
+async fn connect(bus: &Bus) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)));
-    redis::Client::open(url)?
+    let client = match &bus.ca {
+        Some(pem) => redis::Client::build_with_tls(
+            bus.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        )?,
+        None => redis::Client::open(bus.url.as_str())?,
+    };
+    client
         .get_multiplexed_async_connection_with_config(&config)
         .await
 }
@@ -175,7 +192,14 @@ pub fn start(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let url = config.redis_url.expose().to_string();
+    // rustls needs one process-wide crypto provider for rediss://; a second install is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = Bus {
+        url: config.redis_url.expose().to_string(),
+        ca: (!config.redis_ca_cert_path.is_empty())
+            .then(|| std::fs::read(&config.redis_ca_cert_path).ok())
+            .flatten(),
+    };
     let retain_ms = u64::from(tracker.policy().peer_timeout) * 1000 + RETAIN_SLACK_MS;
     tasks.spawn(publish(
         url.clone(),
@@ -191,7 +215,7 @@ pub fn start(
 }
 
 async fn publish(
-    url: String,
+    url: Bus,
     tracker: Arc<Tracker>,
     state: Arc<BusState>,
     every: Duration,
@@ -347,7 +371,7 @@ fn entries(v: &Value) -> Vec<Entry> {
 }
 
 async fn read(
-    url: String,
+    url: Bus,
     tracker: Arc<Tracker>,
     store: AnyStore,
     state: Arc<BusState>,

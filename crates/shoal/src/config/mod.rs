@@ -147,6 +147,9 @@ pub struct ClusterConfig {
     /// `redis://` or `rediss://`; empty: one node.
     #[serde(serialize_with = "redacted_text")]
     pub redis_url: Secret,
+    /// PEM file of the CA that signed a `rediss://` server's certificate, when it is not in
+    /// the system's trust store; empty: the system's.
+    pub redis_ca_cert_path: String,
     /// Unique per node; empty: random at start.
     pub node_id: String,
     /// Shared by every node, so a connection id from one is valid on all.
@@ -163,6 +166,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             redis_url: Secret::default(),
+            redis_ca_cert_path: String::new(),
             node_id: String::new(),
             secret: Secret::default(),
             previous_secret: Secret::default(),
@@ -602,6 +606,20 @@ impl Config {
                 "cluster.redis_url",
                 "is set while database.url is SQLite: SQLite is one node's file, and every node of a cluster must flush into one shared PostgreSQL or MySQL/MariaDB database".into(),
             );
+        }
+        if !c.redis_ca_cert_path.is_empty() {
+            if !url.starts_with("rediss://") {
+                return bad(
+                    "cluster.redis_ca_cert_path",
+                    "is set but cluster.redis_url is not a rediss:// (TLS) URL".into(),
+                );
+            }
+            if let Err(e) = std::fs::read(&c.redis_ca_cert_path) {
+                return bad(
+                    "cluster.redis_ca_cert_path",
+                    format!("cannot read {}: {e}", c.redis_ca_cert_path),
+                );
+            }
         }
         if c.secret.expose().is_empty() {
             return bad(
