@@ -15,8 +15,20 @@ const TOKEN: &str = "cluster-token-0123456789";
 const SECOND: Duration = Duration::from_millis(1100);
 
 fn node(dir: &std::path::Path, db: &str, redis: &str, id: &str, mode: &str) -> Shoal {
+    node_with(dir, db, redis, id, mode, "")
+}
+
+/// `more` is appended to the config (e.g. an `[announce]` table).
+fn node_with(
+    dir: &std::path::Path,
+    db: &str,
+    redis: &str,
+    id: &str,
+    mode: &str,
+    more: &str,
+) -> Shoal {
     let extra = format!(
-        "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{id}\"\nsecret = \"shared-secret\"\n"
+        "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{id}\"\nsecret = \"shared-secret\"\n{more}"
     );
     let shoal = Setup {
         mode,
@@ -289,17 +301,22 @@ fn redis_stopped_under_load_and_back_empty_converges() {
 }
 
 #[test]
-fn a_killed_node_leaves_its_peers_on_the_others() {
+fn a_killed_node_leaves_its_peers_on_the_others_until_they_expire() {
     let redis = testkit::Redis::launch().unwrap();
     let db = database("postgres").unwrap();
     let dir = temp_dir();
-    let n1 = node(dir.path(), &db, &redis.url(), "n1", "public");
-    let n2 = node(dir.path(), &db, &redis.url(), "n2", "public");
+    // A 4 s peer timeout: leases renew every 2 s, expiry runs every second.
+    let short = "[announce]\ninterval = 1\nmin_interval = 1\npeer_timeout = 4\n";
+    let n1 = node_with(dir.path(), &db, &redis.url(), "n1", "public", short);
+    let n2 = node_with(dir.path(), &db, &redis.url(), "n2", "public", short);
     let ih = hash(4);
-    http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
-    wait_until("node 2 to see the peer", SECOND, || {
-        udp_counts(n2.udp[0], ih).0 == 1
-    });
+    // A peer that keeps announcing to node 1 for longer than a timeout stays on node 2:
+    // its lease renewals keep it alive there.
+    for _ in 0..12 {
+        http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(udp_counts(n2.udp[0], ih).0, 1, "renewed on node 2");
     n1.kill();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -307,6 +324,12 @@ fn a_killed_node_leaves_its_peers_on_the_others() {
         1,
         "kept until it expires or re-announces"
     );
+    let gone = wait_until(
+        "node 2 to expire the dead node's peer",
+        Duration::from_secs(8),
+        || udp_counts(n2.udp[0], ih).0 == 0,
+    );
+    eprintln!("expired on node 2 {gone:?} after the kill");
 }
 
 #[test]

@@ -21,11 +21,13 @@ use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 
 mod counts;
 mod family;
+mod limits;
 mod remote;
 mod slots;
 mod torrents;
 
 pub use counts::Loader;
+pub use limits::{Limits, Refusal};
 pub use remote::{PeerChange, PeerState};
 
 /// Torrents looked at per shard lock while expiring.
@@ -111,68 +113,6 @@ pub struct SwarmStats {
     pub pending_deltas: u64,
     /// Downloads of torrents without a count that `max_counted_torrents` kept from counting.
     pub uncounted_downloads: u64,
-}
-
-/// What the swarm may hold, so a hostile client cannot make it hold more (DESIGN section 7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Torrents with peers.
-    pub max_torrents: usize,
-    /// Peers in all torrents together.
-    pub max_peers: usize,
-    /// Peers in one torrent, both families together.
-    pub max_peers_per_torrent: usize,
-    /// Peers from one IP address in one torrent.
-    pub max_peers_per_ip: usize,
-    /// Download counts held (with peers or without); past it a first download of a torrent
-    /// is not counted. Counts loaded at start are always kept.
-    pub max_counted_torrents: usize,
-}
-
-impl Limits {
-    pub const NONE: Limits = Limits {
-        max_torrents: usize::MAX,
-        max_peers: usize::MAX,
-        max_peers_per_torrent: usize::MAX,
-        max_peers_per_ip: usize::MAX,
-        max_counted_torrents: usize::MAX,
-    };
-}
-
-/// Why an announce was not recorded: which limit it met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Torrents,
-    Peers,
-    PeersPerTorrent,
-    PeersPerIp,
-}
-
-impl Refusal {
-    /// The limit's configuration key under `[limits]`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Refusal::Torrents => "max_torrents",
-            Refusal::Peers => "max_peers",
-            Refusal::PeersPerTorrent => "max_peers_per_torrent",
-            Refusal::PeersPerIp => "max_peers_per_ip",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::Torrents => {
-                "tracker full: it holds limits.max_torrents torrents and takes no new one"
-            }
-            Refusal::Peers => "tracker full: it holds limits.max_peers peers and takes no new one",
-            Refusal::PeersPerTorrent => {
-                "swarm full: this torrent has limits.max_peers_per_torrent peers"
-            }
-            Refusal::PeersPerIp => {
-                "too many peers from your address in this torrent (limits.max_peers_per_ip)"
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,6 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod cluster;
+pub use cluster::ClusterConfig;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -138,52 +141,6 @@ impl Default for LimitsConfig {
             max_counted_torrents: n(10_000_000),
         }
     }
-}
-
-/// Several nodes on one Redis/Valkey stream and one SQL database (docs/scaling.md).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// `redis://` or `rediss://`; empty: one node.
-    #[serde(serialize_with = "redacted_text")]
-    pub redis_url: Secret,
-    /// PEM file of the CA that signed a `rediss://` server's certificate, when it is not in
-    /// the system's trust store; empty: the system's.
-    pub redis_ca_cert_path: String,
-    /// Unique per node; empty: random at start.
-    pub node_id: String,
-    /// Shared by every node, so a connection id from one is valid on all.
-    pub secret: Secret,
-    /// The secret before the last rotation, accepted for connection ids until removed.
-    pub previous_secret: Secret,
-    /// How often this node's peer changes go on the bus, in milliseconds.
-    pub batch_ms: NonZeroU64,
-    /// Changes waiting while the bus is away; past it they are dropped and counted.
-    pub max_backlog: NonZeroUsize,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            redis_url: Secret::default(),
-            redis_ca_cert_path: String::new(),
-            node_id: String::new(),
-            secret: Secret::default(),
-            previous_secret: Secret::default(),
-            batch_ms: NonZeroU64::new(100).unwrap(),
-            max_backlog: NonZeroUsize::new(1_000_000).unwrap(),
-        }
-    }
-}
-
-impl ClusterConfig {
-    pub fn enabled(&self) -> bool {
-        !self.redis_url.expose().is_empty()
-    }
-}
-
-fn redacted_text<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&store::redact_url(url.expose()))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -577,60 +534,6 @@ impl Config {
                     "'{}' is not a log filter such as info or shoal=debug",
                     self.log.level
                 ),
-            );
-        }
-        Ok(())
-    }
-
-    fn validate_cluster(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| {
-            Err(ConfigError::BadValue {
-                key: key.into(),
-                origin: String::new(),
-                message,
-            })
-        };
-        let c = &self.cluster;
-        let url = c.redis_url.expose();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return bad(
-                "cluster.redis_url",
-                format!(
-                    "{} is not a redis:// or rediss:// URL",
-                    store::redact_url(url)
-                ),
-            );
-        }
-        if self.database.url.backend().ok() == Some(store::Backend::Sqlite) {
-            return bad(
-                "cluster.redis_url",
-                "is set while database.url is SQLite: SQLite is one node's file, and every node of a cluster must flush into one shared PostgreSQL or MySQL/MariaDB database".into(),
-            );
-        }
-        if !c.redis_ca_cert_path.is_empty() {
-            if !url.starts_with("rediss://") {
-                return bad(
-                    "cluster.redis_ca_cert_path",
-                    "is set but cluster.redis_url is not a rediss:// (TLS) URL".into(),
-                );
-            }
-            if let Err(e) = std::fs::read(&c.redis_ca_cert_path) {
-                return bad(
-                    "cluster.redis_ca_cert_path",
-                    format!("cannot read {}: {e}", c.redis_ca_cert_path),
-                );
-            }
-        }
-        if c.secret.expose().is_empty() {
-            return bad(
-                "cluster.secret",
-                "must be set (the same on every node) when cluster.redis_url is: without it a connection id from one node is refused by the others".into(),
-            );
-        }
-        if self.announce.peer_timeout / 2 >= 1 << 15 {
-            return bad(
-                "announce.peer_timeout",
-                "must be below 65536 seconds in a cluster (leases are kept in 15 bits)".into(),
             );
         }
         Ok(())
