@@ -2,7 +2,7 @@
 
 use shoal::bench::{persistence as bench, udp_floor, udp_load};
 use shoal::cmd::{db, migrate, serve};
-use shoal::config;
+use shoal::config::{self, LogFormat};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -175,11 +175,15 @@ fn main() -> ExitCode {
             load_config(config.as_deref()).map(|c| print!("{}", c.to_toml()))
         }
         Command::Serve { config } => load_config(config.as_deref()).and_then(|c| {
-            tracing_subscriber::fmt()
+            let logs = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(&c.log.level))
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+                .with_writer(std::io::stderr);
+            match c.log.format {
+                LogFormat::Text => logs
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .init(),
+                LogFormat::Json => logs.json().init(),
+            }
             runtime()?.block_on(serve::run(c))
         }),
         Command::Migrate {

@@ -148,6 +148,16 @@ impl Default for LimitsConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `shoal=debug,sqlx=warn`, ...
     pub level: String,
+    /// `text` for people, `json` (one object per line) for Loki, ELK and the like.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A value that never shows in `Debug`, logs or `shoal config`.
@@ -283,6 +293,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

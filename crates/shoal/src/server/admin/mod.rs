@@ -225,15 +225,31 @@ async fn health(State(s): St) -> Response {
 }
 
 async fn metrics(State(s): St) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.tracker.metrics().render(&s.tracker.stats())
-            + &s.bus
-                .as_ref()
-                .map(|b| crate::cluster::metrics(b, &s.tracker))
-                .unwrap_or_default(),
-    )
-        .into_response()
+    let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
+    let up = matches!(db, Ok(Ok(()))) as u8;
+    let failing = s.tracker.metrics().flush_failing.load(Relaxed) as u8;
+    let mut text = s.tracker.metrics().render(&s.tracker.stats());
+    text += &format!(
+        "# HELP shoal_database_up 1 if the database answered a ping for this scrape.\n# TYPE shoal_database_up gauge\nshoal_database_up {up}\n\
+         # HELP shoal_flush_failing 1 while the last flush of download counts failed.\n# TYPE shoal_flush_failing gauge\nshoal_flush_failing {failing}\n"
+    );
+    if let Some(rss) = resident_bytes() {
+        text += &format!(
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        );
+    }
+    if let Some(b) = &s.bus {
+        text += &crate::cluster::metrics(b, &s.tracker);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// This process's resident set, from /proc (Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 async fn stats(State(s): St) -> Response {
