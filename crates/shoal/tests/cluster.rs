@@ -37,20 +37,9 @@ fn node_with(
         extra: &extra,
         ..Setup::default()
     }
-    .start(&dir.join(id).tap_mkdir());
+    .start(&subdir(dir, id));
     wait_ready(&shoal);
     shoal
-}
-
-trait Mkdir {
-    fn tap_mkdir(self) -> Self;
-}
-
-impl Mkdir for std::path::PathBuf {
-    fn tap_mkdir(self) -> Self {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
 }
 
 fn health(s: &Shoal) -> (u16, serde_json::Value) {
@@ -400,7 +389,7 @@ fn rediss_with_a_private_ca() {
             extra: &extra,
             ..Setup::default()
         }
-        .start(&dir.path().join(id).tap_mkdir());
+        .start(&subdir(dir.path(), id));
         wait_ready(&s);
         s
     };
@@ -422,7 +411,7 @@ fn rediss_with_a_private_ca() {
         extra: &extra,
         ..Setup::default()
     }
-    .start(&dir.path().join("n3").tap_mkdir());
+    .start(&subdir(dir.path(), "n3"));
     wait_until(
         "the untrusted bus to count errors",
         Duration::from_secs(5),

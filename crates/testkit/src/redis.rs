@@ -148,8 +148,9 @@ impl Drop for Redis {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, with the openssl command line.
-fn make_certificates(dir: &std::path::Path) -> Result<(), String> {
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`server.pem`, `server.key`)
+/// in `dir`, made with the openssl command line.
+pub fn make_certificates(dir: &std::path::Path) -> Result<(), String> {
     let run = |args: &[&str]| -> Result<(), String> {
         let out = Command::new("openssl")
             .args(args)
@@ -216,7 +217,8 @@ fn make_certificates(dir: &std::path::Path) -> Result<(), String> {
     ])
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+/// An installed program by name: on PATH, or in /usr/bin or /usr/sbin (Debian puts servers there).
+pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/bin".into(), "/usr/sbin".into()])

@@ -38,6 +38,18 @@ async fn serve_with(
     for addr in &config.udp.bind {
         udp_sockets.push(bind_udp(*addr).map_err(|e| format!("cannot bind udp.bind {addr}: {e}"))?);
     }
+    // A missing, unreadable or mismatched pair stops start-up here, naming the key.
+    let http_tls = match (
+        &config.http.tls_cert_path[..],
+        &config.http.tls_key_path[..],
+    ) {
+        ("", _) | (_, "") => None,
+        (cert, key) => Some(crate::server::tls::Certs::open(
+            cert,
+            key,
+            ("http.tls_cert_path", "http.tls_key_path"),
+        )?),
+    };
     let mut http_listeners = Vec::new();
     for addr in &config.http.bind {
         http_listeners
@@ -127,6 +139,13 @@ async fn serve_with(
                 .map_err(|e| format!("cannot start udp workers: {e}"))?,
         );
     }
+    if let Some(certs) = &http_tls {
+        tracing::info!(
+            "the http tracker speaks HTTPS with {}; reloaded on change and on SIGHUP",
+            config.http.tls_cert_path
+        );
+        servers.spawn(crate::server::tls::watch(vec![certs.clone()]));
+    }
     for listener in http_listeners {
         tracing::info!(
             "http tracker listening on {}",
@@ -137,6 +156,7 @@ async fn serve_with(
             tracker.clone(),
             config.http.clone(),
             http_stop.clone(),
+            http_tls.clone(),
         ));
     }
     tracing::info!(

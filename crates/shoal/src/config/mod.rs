@@ -69,6 +69,11 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// A request's head must arrive within this; an idle keep-alive connection closes after it.
     pub header_timeout_ms: NonZeroU64,
+    /// PEM certificate chain; with `tls_key_path`, the HTTP tracker speaks HTTPS.
+    pub tls_cert_path: String,
+    pub tls_key_path: String,
+    /// CIDRs whose `X-Forwarded-For` or PROXY protocol header names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -262,6 +267,9 @@ impl Default for HttpConfig {
             max_connections: NonZeroUsize::new(4096).unwrap(),
             max_header_bytes: 8192,
             header_timeout_ms: NonZeroU64::new(10_000).unwrap(),
+            tls_cert_path: String::new(),
+            tls_key_path: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -473,6 +481,18 @@ impl Config {
                     "{} is outside 8192..=1048576 (8192 is the HTTP library's floor)",
                     self.http.max_header_bytes
                 ),
+            );
+        }
+        if self.http.tls_cert_path.is_empty() != self.http.tls_key_path.is_empty() {
+            let key = if self.http.tls_cert_path.is_empty() {
+                "http.tls_cert_path"
+            } else {
+                "http.tls_key_path"
+            };
+            return bad(
+                key,
+                "must be set together with the other of http.tls_cert_path and http.tls_key_path"
+                    .into(),
             );
         }
         if self.api.token.expose().is_empty() && !self.api.bind.ip().is_loopback() {

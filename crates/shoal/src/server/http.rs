@@ -19,27 +19,32 @@ use swarm::Families;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::proxy::Proxies;
+use super::tls::Certs;
 use crate::config::HttpConfig;
 use crate::tracker::metrics::{Action, Protocol::Http};
 use crate::tracker::{PeerAnnounce, Tracker};
 
 /// Serves until `stop` turns true, then drains: no new connection is accepted, every open
 /// one finishes the request it is reading or answering and closes, and only then does this
-/// return, so the final flush comes after the last answered announce.
+/// return, so the final flush comes after the last answered announce. With `tls` it speaks
+/// HTTPS; a connection from `http.trusted_proxies` may name its client (see `proxy.rs`).
 pub async fn serve(
     listener: TcpListener,
     tracker: Arc<Tracker>,
     limits: HttpConfig,
     mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<Certs>>,
 ) {
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.get()));
     let header_timeout = Duration::from_millis(limits.header_timeout_ms.get());
+    let proxies = Proxies::new(&limits.trusted_proxies);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stopped(&mut stop) => break,
         };
-        let (stream, remote) = match accepted {
+        let (mut stream, remote) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -55,50 +60,110 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let tracker = tracker.clone();
-        let max_header_bytes = limits.max_header_bytes;
-        let mut stop = stop.clone();
+        let conn = Conn {
+            tracker: tracker.clone(),
+            proxies: proxies.clone(),
+            remote,
+            named: None,
+            header_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            stop: stop.clone(),
+        };
+        let tls = tls.as_ref().map(|c| c.acceptor());
         tokio::spawn(async move {
             let _permit = permit;
-            let counted = tracker.clone();
-            let service = service_fn(move |req: Request<Incoming>| {
-                let resp = handle(&tracker, &req, remote);
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_header_bytes)
-                .max_headers(64)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let served = tokio::select! {
-                served = conn.as_mut() => served,
-                _ = stopped(&mut stop) => {
-                    // Finish the request in flight, then close; an idle keep-alive closes now.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let mut conn = conn;
+            // A PROXY header comes first, before any TLS.
+            match conn
+                .proxies
+                .read_header(&mut stream, remote, header_timeout)
+                .await
+            {
+                Ok(named) => conn.named = named,
+                Err(_) => return conn.tracker.metrics().error(Http, None, "bad_proxy_header"),
+            }
+            match tls {
+                None => conn.serve(stream).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => conn.serve(tls).await,
+                        _ => conn.tracker.metrics().error(Http, None, "tls_handshake"),
+                    }
                 }
-            };
-            if let Err(e) = served {
-                let kind = if e.is_parse_too_large() {
-                    "head_too_large"
-                } else if e.is_timeout() {
-                    "head_timeout"
-                } else if e.is_parse() {
-                    "bad_http"
-                } else {
-                    // Resets and the like: the client went away; nothing to count.
-                    return;
-                };
-                counted.metrics().error(Http, None, kind);
             }
         });
     }
     drop(listener);
     // Every connection holds a permit until it has closed.
     let _ = open.acquire_many(limits.max_connections.get() as u32).await;
+}
+
+/// One accepted connection and what its requests need.
+struct Conn {
+    tracker: Arc<Tracker>,
+    proxies: Proxies,
+    remote: SocketAddr,
+    /// The client a trusted proxy's PROXY header named.
+    named: Option<SocketAddr>,
+    header_timeout: Duration,
+    max_header_bytes: usize,
+    stop: watch::Receiver<bool>,
+}
+
+impl Conn {
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            tracker,
+            proxies,
+            remote,
+            named,
+            header_timeout,
+            max_header_bytes,
+            mut stop,
+        } = self;
+        let counted = tracker.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let client = named.unwrap_or_else(|| {
+                let forwarded = req.headers().get_all("x-forwarded-for");
+                let values = forwarded.iter().filter_map(|v| v.to_str().ok());
+                SocketAddr::new(proxies.forwarded_for(remote.ip(), values), remote.port())
+            });
+            let resp = handle(&tracker, &req, client);
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_header_bytes)
+            .max_headers(64)
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let served = tokio::select! {
+            served = conn.as_mut() => served,
+            _ = stopped(&mut stop) => {
+                // Finish the request in flight, then close; an idle keep-alive closes now.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = served {
+            let kind = if e.is_parse_too_large() {
+                "head_too_large"
+            } else if e.is_timeout() {
+                "head_timeout"
+            } else if e.is_parse() {
+                "bad_http"
+            } else {
+                // Resets and the like: the client went away; nothing to count.
+                return;
+            };
+            counted.metrics().error(Http, None, kind);
+        }
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -3,4 +3,6 @@
 
 pub mod admin;
 pub mod http;
+pub mod proxy;
+pub mod tls;
 pub mod udp;

@@ -178,7 +178,7 @@ pub fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
 }
 
 /// The next response, or None when the connection closes (or times out) first.
-pub fn try_read_response(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
+pub fn try_read_response<S: Read>(stream: &mut S) -> Option<(u16, Vec<u8>)> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

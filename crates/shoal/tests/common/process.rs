@@ -240,6 +240,13 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -
     started.elapsed()
 }
 
+/// `dir/name`, created.
+pub fn subdir(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("shoal-test-")
