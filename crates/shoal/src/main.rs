@@ -1,7 +1,7 @@
 //! `shoal`: a BitTorrent tracker on an embedded SQLite database.
 
 use shoal::bench::{persistence as bench, udp_floor, udp_load};
-use shoal::cmd::{db, migrate, serve};
+use shoal::cmd::{admin, check, db, migrate, serve};
 use shoal::config::{self, LogFormat};
 
 use std::path::PathBuf;
@@ -65,12 +65,83 @@ enum Command {
         #[arg(long, short, value_name = "FILE", global = true)]
         config: Option<PathBuf>,
     },
+    /// Announce to and scrape trackers as a client would (udp://, http://, https://), on a
+    /// random info-hash unless one is given; report each step. Exit 0 only if all worked.
+    Check {
+        #[arg(required = true, value_name = "URL")]
+        urls: Vec<String>,
+        /// 40 hex digits; default: a random one.
+        #[arg(long, value_name = "HEX")]
+        info_hash: Option<String>,
+        /// A private tracker's key, appended to the announce path.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// PEM CA to trust for https:// (default: the system's roots).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// One JSON array instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change or show the whitelist of a running tracker through its admin API.
+    Whitelist {
+        #[command(subcommand)]
+        action: WhitelistAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Create, import, remove or show the keys of a running tracker through its admin API.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Print the effective configuration (file plus environment), secrets redacted.
     Config {
         /// TOML configuration file to read before the environment.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The admin API, e.g. http://127.0.0.1:1212 (default: api.bind of the configuration).
+    #[arg(long, value_name = "URL", global = true)]
+    api: Option<String>,
+    /// TOML configuration file for api.bind and api.token (SHOAL_API__TOKEN also works).
+    #[arg(long, short, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum WhitelistAction {
+    /// List an info-hash (40 hex digits).
+    Add { info_hash: String },
+    /// Unlist an info-hash.
+    Remove { info_hash: String },
+    /// Show every listed info-hash.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a random key, valid for SECS seconds or forever.
+    Add {
+        #[arg(long, value_name = "SECS")]
+        valid_for: Option<u64>,
+    },
+    /// Add a key of your own (32 characters).
+    Import {
+        key: String,
+        #[arg(long, value_name = "UNIX")]
+        valid_until: Option<i64>,
+    },
+    /// Remove a key.
+    Remove { key: String },
+    /// Show every key.
+    List,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -171,6 +242,43 @@ fn load_config(file: Option<&std::path::Path>) -> Result<config::Config, String>
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Check {
+            urls,
+            info_hash,
+            key,
+            ca_cert,
+            json,
+        } => info_hash
+            .map(|h| protocol::InfoHash::from_hex(&h).map_err(|e| format!("--info-hash: {e}")))
+            .transpose()
+            .and_then(|info_hash| {
+                check::run(check::Args {
+                    urls,
+                    info_hash,
+                    key,
+                    ca_cert,
+                    json,
+                })
+            }),
+        Command::Whitelist { action, api } => load_config(api.config.as_deref()).and_then(|c| {
+            let order = match action {
+                WhitelistAction::Add { info_hash } => admin::Order::List(info_hash),
+                WhitelistAction::Remove { info_hash } => admin::Order::Unlist(info_hash),
+                WhitelistAction::List => admin::Order::ShowWhitelist,
+            };
+            admin::run(api.api.as_deref(), &c, order)
+        }),
+        Command::Keys { action, api } => load_config(api.config.as_deref()).and_then(|c| {
+            let order = match action {
+                KeysAction::Add { valid_for } => admin::Order::NewKey { valid_for },
+                KeysAction::Import { key, valid_until } => {
+                    admin::Order::ImportKey { key, valid_until }
+                }
+                KeysAction::Remove { key } => admin::Order::RemoveKey(key),
+                KeysAction::List => admin::Order::ShowKeys,
+            };
+            admin::run(api.api.as_deref(), &c, order)
+        }),
         Command::Config { config } => {
             load_config(config.as_deref()).map(|c| print!("{}", c.to_toml()))
         }

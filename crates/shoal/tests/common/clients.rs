@@ -222,7 +222,8 @@ pub fn failure_reason(body: &[u8]) -> String {
     .unwrap()
 }
 
-/// One request to the admin API: (status, JSON body or Null when there is none).
+/// One request to the admin API: (status, JSON body or Null when there is none), through
+/// the same client the admin commands use.
 pub fn api(
     addr: SocketAddr,
     method: &str,
@@ -230,32 +231,21 @@ pub fn api(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head: {text:?}"));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    use shoal::cmd::client::{Client, Target};
+    let t = Target::parse(&format!("http://{addr}{target}")).unwrap();
+    let auth: Vec<String> = token
+        .map(|t| format!("Authorization: Bearer {t}"))
+        .into_iter()
+        .collect();
+    let (status, body) = Client::new(None)
+        .unwrap()
+        .request(method, &t, &auth, body)
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"));
     let json = if body.is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
     };
     (status, json)
 }

@@ -45,7 +45,16 @@ pub struct Setup<'a> {
     pub extra: &'a str,
 }
 
-impl Setup<'_> {
+impl<'a> Setup<'a> {
+    /// A tracker in `mode` whose admin API takes `token`.
+    pub fn mode(mode: &'a str, token: &'a str) -> Setup<'a> {
+        Setup {
+            mode,
+            token,
+            ..Setup::default()
+        }
+    }
+
     pub fn write(&self, dir: &Path) -> PathBuf {
         let path = dir.join("shoal.toml");
         let url = self

@@ -1,0 +1,126 @@
+//! `shoal whitelist …` and `shoal keys …`: the admin API of a running tracker, from the
+//! command line. The API's address defaults to the configured `api.bind`, the token to
+//! `api.token` (so `SHOAL_API__TOKEN` works); a refusal exits non-zero with the API's reason.
+
+use serde_json::Value;
+
+use super::client::{Client, Target};
+use crate::config::Config;
+
+pub enum Order {
+    List(String),
+    Unlist(String),
+    ShowWhitelist,
+    NewKey {
+        valid_for: Option<u64>,
+    },
+    ImportKey {
+        key: String,
+        valid_until: Option<i64>,
+    },
+    RemoveKey(String),
+    ShowKeys,
+}
+
+/// The API's base URL: `--api`, else `api.bind` (an unspecified address means this host).
+fn base(api: Option<&str>, config: &Config) -> String {
+    if let Some(a) = api {
+        return a.trim_end_matches('/').to_string();
+    }
+    let mut bind = config.api.bind;
+    if bind.ip().is_unspecified() {
+        bind.set_ip(if bind.is_ipv6() {
+            "::1".parse().unwrap()
+        } else {
+            [127, 0, 0, 1].into()
+        });
+    }
+    format!("http://{bind}")
+}
+
+pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<(), String> {
+    let client = Client::new(None)?;
+    let base = base(api, config);
+    let token = config.api.token.expose();
+    let call = |method: &str, path: &str, body: Option<&str>| -> Result<(u16, Value), String> {
+        let t = Target::parse(&format!("{base}/api/v1{path}"))?;
+        let auth = [format!("Authorization: Bearer {token}")];
+        let headers: &[String] = if token.is_empty() { &[] } else { &auth };
+        let (status, body) = client.request(method, &t, headers, body)?;
+        let v: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| format!("the API answered {status} with something not JSON: {e}"))?
+        };
+        if (200..300).contains(&status) {
+            Ok((status, v))
+        } else {
+            let why = v["error"]
+                .as_str()
+                .map_or_else(|| v.to_string(), str::to_string);
+            Err(format!("the API refused ({status}): {why}"))
+        }
+    };
+    let until = |v: &Value| match v["valid_until"].as_i64() {
+        Some(t) => format!("valid until {t} (unix)"),
+        None => "never expires".into(),
+    };
+    match order {
+        Order::List(h) => {
+            let (status, v) = call("PUT", &format!("/whitelist/{h}"), None)?;
+            let what = if status == 201 {
+                "listed"
+            } else {
+                "was already listed"
+            };
+            println!(
+                "{} {what} (since {})",
+                v["info_hash"].as_str().unwrap_or(&h),
+                v["added_at"]
+            );
+        }
+        Order::Unlist(h) => {
+            call("DELETE", &format!("/whitelist/{h}"), None)?;
+            println!("{h} unlisted");
+        }
+        Order::ShowWhitelist => {
+            let (_, v) = call("GET", "/whitelist", None)?;
+            for e in v.as_array().into_iter().flatten() {
+                println!(
+                    "{} {}",
+                    e["info_hash"].as_str().unwrap_or("?"),
+                    e["added_at"]
+                );
+            }
+        }
+        Order::NewKey { valid_for } => {
+            let body = match valid_for {
+                Some(s) => serde_json::json!({ "valid_for_secs": s }).to_string(),
+                None => "{}".to_string(),
+            };
+            let (_, v) = call("POST", "/keys", Some(&body))?;
+            println!("{} {}", v["key"].as_str().unwrap_or("?"), until(&v));
+        }
+        Order::ImportKey { key, valid_until } => {
+            let body = serde_json::json!({ "key": key, "valid_until": valid_until }).to_string();
+            let (_, v) = call("POST", "/keys", Some(&body))?;
+            println!(
+                "{} imported, {}",
+                v["key"].as_str().unwrap_or(&key),
+                until(&v)
+            );
+        }
+        Order::RemoveKey(k) => {
+            call("DELETE", &format!("/keys/{k}"), None)?;
+            println!("{k} removed");
+        }
+        Order::ShowKeys => {
+            let (_, v) = call("GET", "/keys", None)?;
+            for k in v.as_array().into_iter().flatten() {
+                println!("{} {}", k["key"].as_str().unwrap_or("?"), until(k));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! `shoal check <url>…`: announce to and scrape a tracker the way a client does, on a random
+//! info-hash unless one is given, and report each step with its latency. Works against any
+//! tracker, over `udp://`, `http://` and `https://`.
+
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use protocol::bencode::{self, Value};
+use protocol::udp::{AnnounceRequest, Request, Response, ScrapeRequest, TransactionId};
+use protocol::{AnnounceEvent, InfoHash, PeerId};
+
+use super::client::{Client, Target};
+
+pub struct Args {
+    pub urls: Vec<String>,
+    pub info_hash: Option<InfoHash>,
+    pub key: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub json: bool,
+}
+
+struct Step {
+    name: &'static str,
+    ok: bool,
+    ms: f64,
+    detail: String,
+}
+
+/// What one tracker answered, step by step; a failed step ends the walk.
+struct Report {
+    url: String,
+    steps: Vec<Step>,
+}
+
+impl Report {
+    fn step<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> Result<(T, String), String>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let r = f();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (ok, detail, value) = match r {
+            Ok((v, d)) => (true, d, Some(v)),
+            Err(e) => (false, e, None),
+        };
+        self.steps.push(Step {
+            name,
+            ok,
+            ms,
+            detail,
+        });
+        value
+    }
+
+    fn ok(&self) -> bool {
+        self.steps.iter().all(|s| s.ok)
+    }
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let _ = getrandom::fill(&mut b);
+    b
+}
+
+pub fn run(a: Args) -> Result<(), String> {
+    let info_hash = a.info_hash.unwrap_or_else(|| InfoHash(random()));
+    let mut peer_id = *b"-SH0100-000000000000";
+    peer_id[8..].copy_from_slice(&random::<12>());
+    let port = 10_000 + u16::from_le_bytes(random()) % 50_000;
+    let client = Client::new(a.ca_cert.as_deref())?;
+    let mut reports = Vec::new();
+    for url in &a.urls {
+        let mut r = Report {
+            url: url.clone(),
+            steps: Vec::new(),
+        };
+        let p = Probe {
+            info_hash,
+            peer_id: PeerId(peer_id),
+            port,
+            key: a.key.as_deref(),
+        };
+        if url.starts_with("udp://") {
+            p.udp(url, &mut r);
+        } else {
+            p.http(url, &client, &mut r);
+        }
+        reports.push(r);
+    }
+    if a.json {
+        let out: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "url": r.url,
+                    "ok": r.ok(),
+                    "info_hash": info_hash.to_hex(),
+                    "steps": r.steps.iter().map(|s| serde_json::json!({
+                        "step": s.name, "ok": s.ok, "ms": (s.ms * 100.0).round() / 100.0, "detail": s.detail,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        println!("info-hash {}", info_hash.to_hex());
+        for r in &reports {
+            println!("{}", r.url);
+            for s in &r.steps {
+                let mark = if s.ok { "ok  " } else { "FAIL" };
+                println!("  {mark} {:<9} {:>8.2} ms  {}", s.name, s.ms, s.detail);
+            }
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.ok()).count();
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} of {} trackers failed a step", reports.len())),
+    }
+}
+
+struct Probe<'a> {
+    info_hash: InfoHash,
+    peer_id: PeerId,
+    port: u16,
+    key: Option<&'a str>,
+}
+
+impl Probe<'_> {
+    fn udp(&self, url: &str, r: &mut Report) {
+        let Some(socket) = r.step("resolve", || {
+            let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+            let host = u
+                .host_str()
+                .ok_or("no host")?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let addr = (host.as_str(), u.port().ok_or("no port")?)
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("no address")?;
+            let bind = if addr.is_ipv6() {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+            s.connect(addr).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))
+                .map_err(|e| e.to_string())?;
+            let mut path = u.path().to_string();
+            if let Some(k) = self.key {
+                path = format!("{}/{k}", path.trim_end_matches('/'));
+            }
+            if let Some(q) = u.query() {
+                path = format!("{path}?{q}");
+            }
+            Ok(((s, path), addr.to_string()))
+        }) else {
+            return;
+        };
+        let (socket, url_data) = socket;
+        let exchange = |req: Request| -> Result<Response, String> {
+            let mut out = Vec::new();
+            req.write(&mut out);
+            let mut buf = [0u8; 65536];
+            // One resend: UDP may lose the first try.
+            for _ in 0..2 {
+                socket.send(&out).map_err(|e| e.to_string())?;
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let v6 = socket.peer_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+                    return Response::parse(&buf[..n], v6)
+                        .ok_or_else(|| "an answer that is not BEP 15".into());
+                }
+            }
+            Err("no answer within 6 s".into())
+        };
+        let tid = TransactionId(u32::from_le_bytes(random()));
+        let Some(cid) = r.step("connect", || {
+            match exchange(Request::Connect {
+                transaction_id: tid,
+            })? {
+                Response::Connect { connection_id, .. } => Ok((
+                    connection_id,
+                    format!("connection id {:016x}", connection_id.0),
+                )),
+                Response::Error { message, .. } => {
+                    Err(String::from_utf8_lossy(&message).into_owned())
+                }
+                other => Err(format!("unexpected {other:?}")),
+            }
+        }) else {
+            return;
+        };
+        let announce = |event, left| AnnounceRequest {
+            connection_id: cid,
+            transaction_id: tid,
+            info_hash: self.info_hash,
+            peer_id: self.peer_id,
+            downloaded: 0,
+            left,
+            uploaded: 0,
+            event,
+            ip: 0,
+            key: 0,
+            numwant: 50,
+            port: self.port,
+            url_data: url_data.as_bytes().to_vec(),
+        };
+        let announced = r.step("announce", || match exchange(Request::Announce(announce(AnnounceEvent::Started, 1 << 20)))? {
+            Response::Announce { interval, leechers, seeders, peers, .. } => Ok(((), format!(
+                "interval {interval} s, {seeders} seeders, {leechers} leechers, {} peers back", peers.len()
+            ))),
+            Response::Error { message, .. } => Err(format!("refused: {}", String::from_utf8_lossy(&message))),
+            other => Err(format!("unexpected {other:?}")),
+        });
+        if announced.is_none() {
+            return;
+        }
+        let scrape = ScrapeRequest {
+            connection_id: cid,
+            transaction_id: tid,
+            info_hashes: vec![self.info_hash],
+        };
+        r.step("scrape", || match exchange(Request::Scrape(scrape))? {
+            Response::Scrape { stats, .. } if stats.len() == 1 => Ok((
+                (),
+                format!(
+                    "{} seeders, {} leechers, {} downloads",
+                    stats[0].seeders, stats[0].leechers, stats[0].completed
+                ),
+            )),
+            Response::Error { message, .. } => {
+                Err(format!("refused: {}", String::from_utf8_lossy(&message)))
+            }
+            other => Err(format!("unexpected {other:?}")),
+        });
+        r.step("stop", || {
+            match exchange(Request::Announce(announce(AnnounceEvent::Stopped, 1 << 20)))? {
+                Response::Announce { .. } => Ok(((), "left the swarm".into())),
+                Response::Error { message, .. } => {
+                    Err(String::from_utf8_lossy(&message).into_owned())
+                }
+                other => Err(format!("unexpected {other:?}")),
+            }
+        });
+    }
+
+    fn http(&self, url: &str, client: &Client, r: &mut Report) {
+        let Some(mut target) = r.step("parse", || {
+            let t = Target::parse(url)?;
+            let what = format!("{}:{}{}", t.host, t.port, if t.tls { " (TLS)" } else { "" });
+            Ok((t, what))
+        }) else {
+            return;
+        };
+        if let Some(k) = self.key {
+            target.path = format!("{}/{k}", target.path.trim_end_matches('/'));
+        }
+        let (path, query) = match target.path.split_once('?') {
+            Some((p, q)) => (p.to_string(), format!("{q}&")),
+            None => (target.path.clone(), String::new()),
+        };
+        let request = |event| protocol::http::AnnounceRequest {
+            info_hash: self.info_hash,
+            peer_id: self.peer_id,
+            port: self.port,
+            uploaded: 0,
+            downloaded: 0,
+            left: 1 << 20,
+            event,
+            compact: true,
+            no_peer_id: true,
+            numwant: Some(50),
+        };
+        let get = |path: &str| -> Result<Value, String> {
+            let t = Target {
+                tls: target.tls,
+                host: target.host.clone(),
+                port: target.port,
+                path: path.to_string(),
+            };
+            let (status, body) = client.request("GET", &t, &[], None)?;
+            if status != 200 {
+                return Err(format!("HTTP {status}"));
+            }
+            let v = bencode::decode(&body).map_err(|e| format!("not bencode: {e}"))?;
+            match v.get("failure reason").and_then(Value::as_bytes) {
+                Some(reason) => Err(format!("refused: {}", String::from_utf8_lossy(reason))),
+                None => Ok(v),
+            }
+        };
+        let announced = r.step("announce", || {
+            let v = get(&format!(
+                "{path}?{query}{}",
+                request(AnnounceEvent::Started).to_query()
+            ))?;
+            let int = |k: &str| v.get(k).and_then(Value::as_int).unwrap_or(0);
+            let peers = v
+                .get("peers")
+                .and_then(Value::as_bytes)
+                .map_or(0, |p| p.len() / 6)
+                + v.get("peers6")
+                    .and_then(Value::as_bytes)
+                    .map_or(0, |p| p.len() / 18);
+            Ok((
+                (),
+                format!(
+                    "interval {} s, {} seeders, {} leechers, {peers} peers back",
+                    int("interval"),
+                    int("complete"),
+                    int("incomplete")
+                ),
+            ))
+        });
+        if announced.is_none() {
+            return;
+        }
+        // BEP 48: the scrape URL is the announce URL with its last `announce` made `scrape`.
+        match path.rfind("/announce") {
+            Some(at) => {
+                let scrape = format!("{}/scrape{}", &path[..at], &path[at + 9..]);
+                let q = format!(
+                    "{query}info_hash={}",
+                    protocol::percent::encode(&self.info_hash.0)
+                );
+                r.step("scrape", || {
+                    let v = get(&format!("{scrape}?{q}"))?;
+                    let Some(Value::Dict(files)) = v.get("files") else {
+                        return Err("no files dictionary".into());
+                    };
+                    let f = files
+                        .get(&self.info_hash.0.to_vec())
+                        .ok_or("the info-hash is not in the answer")?;
+                    let int = |k: &str| f.get(k).and_then(Value::as_int).unwrap_or(0);
+                    Ok((
+                        (),
+                        format!(
+                            "{} seeders, {} leechers, {} downloads",
+                            int("complete"),
+                            int("incomplete"),
+                            int("downloaded")
+                        ),
+                    ))
+                });
+            }
+            None => r.steps.push(Step {
+                name: "scrape",
+                ok: true,
+                ms: 0.0,
+                detail: "skipped: the announce URL has no /announce to turn into /scrape".into(),
+            }),
+        }
+        r.step("stop", || {
+            get(&format!(
+                "{path}?{query}{}",
+                request(AnnounceEvent::Stopped).to_query()
+            ))?;
+            Ok(((), "left the swarm".into()))
+        });
+    }
+}
