@@ -74,6 +74,22 @@ fn every_metric_the_rules_and_the_dashboard_name_is_served() {
     let rules = deploy("prometheus-rules.yml");
     let dashboard = deploy("grafana-dashboard.json");
     serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    // The rules are valid Prometheus rules (Debian's prometheus package has promtool).
+    let promtool = testkit::which("promtool")
+        .expect("promtool is not installed; scripts/test installs prometheus");
+    let rules_path = format!(
+        "{}/../../deploy/prometheus-rules.yml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let checked = std::process::Command::new(promtool)
+        .args(["check", "rules", &rules_path])
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let mut wanted = metric_names(&rules);
     wanted.extend(metric_names(&dashboard));
     assert!(wanted.len() >= 15, "{wanted:?}");
