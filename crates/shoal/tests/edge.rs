@@ -317,3 +317,32 @@ fn behind_a_real_haproxy_peers_keep_their_own_addresses() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+#[test]
+fn the_admin_api_speaks_https_when_given_a_pair() {
+    use shoal::cmd::client::{Client, Target};
+    let dir = temp_dir();
+    let certs = certificates(&dir.path().join("certs"));
+    // `extra` follows the config's [api] table, so these keys land in it.
+    let api_tls = format!(
+        "tls_cert_path = \"{}\"\ntls_key_path = \"{}\"\n",
+        certs.join("server.pem").display(),
+        certs.join("server.key").display()
+    );
+    let shoal = Shoal::start(&subdir(dir.path(), "run"), &api_tls);
+    let ca = certs.join("ca.pem");
+    let https = Target::parse(&format!("https://{}/health", shoal.api)).unwrap();
+    let (status, body) = Client::new(Some(&ca))
+        .unwrap()
+        .request("GET", &https, &[], None)
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let plain = Target::parse(&format!("http://{}/health", shoal.api)).unwrap();
+    assert!(
+        Client::new(None)
+            .unwrap()
+            .request("GET", &plain, &[], None)
+            .is_err(),
+        "plain HTTP is not answered"
+    );
+}

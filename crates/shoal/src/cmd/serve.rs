@@ -50,6 +50,14 @@ async fn serve_with(
             ("http.tls_cert_path", "http.tls_key_path"),
         )?),
     };
+    let api_tls = match (&config.api.tls_cert_path[..], &config.api.tls_key_path[..]) {
+        ("", _) | (_, "") => None,
+        (cert, key) => Some(crate::server::tls::Certs::open(
+            cert,
+            key,
+            ("api.tls_cert_path", "api.tls_key_path"),
+        )?),
+    };
     let mut http_listeners = Vec::new();
     for addr in &config.http.bind {
         http_listeners
@@ -139,12 +147,15 @@ async fn serve_with(
                 .map_err(|e| format!("cannot start udp workers: {e}"))?,
         );
     }
-    if let Some(certs) = &http_tls {
+    if http_tls.is_some() {
         tracing::info!(
             "the http tracker speaks HTTPS with {}; reloaded on change and on SIGHUP",
             config.http.tls_cert_path
         );
-        servers.spawn(crate::server::tls::watch(vec![certs.clone()]));
+    }
+    let watched: Vec<_> = http_tls.iter().chain(api_tls.iter()).cloned().collect();
+    if !watched.is_empty() {
+        servers.spawn(crate::server::tls::watch(watched));
     }
     for listener in http_listeners {
         tracing::info!(
@@ -181,11 +192,22 @@ async fn serve_with(
             .collect(),
         bus: bus.clone(),
     }));
-    servers.spawn(async move {
-        if let Err(e) = axum::serve(api_listener, app).await {
-            tracing::error!("admin api stopped: {e}");
+    match api_tls {
+        None => {
+            servers.spawn(async move {
+                if let Err(e) = axum::serve(api_listener, app).await {
+                    tracing::error!("admin api stopped: {e}");
+                }
+            });
         }
-    });
+        Some(certs) => {
+            tracing::info!(
+                "the admin api speaks HTTPS with {}",
+                config.api.tls_cert_path
+            );
+            servers.spawn(api::serve_tls(api_listener, app, certs));
+        }
+    }
     servers.spawn(clean_expired(tracker.clone()));
 
     let flusher = FlusherThread::start(

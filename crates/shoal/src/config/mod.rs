@@ -84,6 +84,9 @@ pub struct ApiConfig {
     /// Names (besides IP addresses and `localhost`) that a request's `Host` may carry: a
     /// browser tricked by DNS rebinding sends the attacker's name, which is refused.
     pub hosts: Vec<String>,
+    /// PEM chain and key: the admin API speaks HTTPS (for a bind that is not loopback).
+    pub tls_cert_path: String,
+    pub tls_key_path: String,
 }
 
 /// A UDP datagram carries at most 65,507 bytes: a 20-byte answer header, 18 per IPv6 peer.
@@ -280,6 +283,8 @@ impl Default for ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1212)),
             token: Secret::default(),
             hosts: Vec::new(),
+            tls_cert_path: String::new(),
+            tls_key_path: String::new(),
         }
     }
 }
@@ -483,17 +488,23 @@ impl Config {
                 ),
             );
         }
-        if self.http.tls_cert_path.is_empty() != self.http.tls_key_path.is_empty() {
-            let key = if self.http.tls_cert_path.is_empty() {
-                "http.tls_cert_path"
-            } else {
-                "http.tls_key_path"
-            };
-            return bad(
-                key,
-                "must be set together with the other of http.tls_cert_path and http.tls_key_path"
-                    .into(),
-            );
+        for (section, cert, key) in [
+            ("http", &self.http.tls_cert_path, &self.http.tls_key_path),
+            ("api", &self.api.tls_cert_path, &self.api.tls_key_path),
+        ] {
+            if cert.is_empty() != key.is_empty() {
+                let missing = if cert.is_empty() {
+                    "tls_cert_path"
+                } else {
+                    "tls_key_path"
+                };
+                return bad(
+                    &format!("{section}.{missing}"),
+                    format!(
+                        "must be set together with {section}.tls_cert_path and {section}.tls_key_path"
+                    ),
+                );
+            }
         }
         if self.api.token.expose().is_empty() && !self.api.bind.ip().is_loopback() {
             return bad(

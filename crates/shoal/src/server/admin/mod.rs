@@ -41,6 +41,33 @@ pub struct ApiState {
 
 type St = State<Arc<ApiState>>;
 
+/// The admin API over TLS: each connection's handshake, then the same router.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    certs: Arc<crate::server::tls::Certs>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (acceptor, app) = (certs.acceptor(), app.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+            let Ok(Ok(tls)) = handshake.await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/stats", get(stats))
