@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use hashbrown::{DefaultHashBuilder, HashMap};
 use protocol::{AnnounceEvent, PeerId, ResponsePeer};
 
-use crate::Refusal;
 use crate::slots::{Slots, prefetch, prefetch_range};
+use crate::{PeerState, Refusal};
 
 /// Below this many peers a list is searched linearly (a few cache lines); from it on, a hash
 /// index of positions keeps announces O(1) in swarms of any size.
@@ -41,16 +41,31 @@ pub(crate) struct Peer<A> {
     pub(crate) port: u16,
     pub(crate) seen: u32,
     /// In a cluster: `OWNED` if this node answered the peer's last announce, with the low
-    /// 15 bits of the second its record last went on the bus. It sits in what was padding,
-    /// so a peer is no larger for it.
+    /// 15 bits of the second its record last went on the bus; otherwise the `Origin::Node`
+    /// index of the incarnation whose record is the latest (0: none). It sits in what was
+    /// padding, so a peer is no larger for it.
     pub(crate) lease: u16,
 }
 
 /// `Peer::lease`: this node owns the peer and publishes its changes.
 pub(crate) const OWNED: u16 = 0x8000;
 
-fn lease_at(now: u32) -> u16 {
+pub(crate) fn lease_at(now: u32) -> u16 {
     OWNED | (now as u16 & 0x7fff)
+}
+
+/// Who wrote a record on the bus (docs/design.md, "Agreement"): this node's current
+/// incarnation, or another one, named by an index below `0x8000` that the cluster layer
+/// keeps per incarnation (indexes are local; only their equality matters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Me,
+    Node(u16),
+}
+
+impl Origin {
+    /// The largest index a `Node` may carry.
+    pub const MAX_NODE: u16 = 0x7fff;
 }
 
 impl<A: Ip> Peer<A> {
@@ -64,6 +79,15 @@ impl<A: Ip> Peer<A> {
 
     pub(crate) fn owned(&self) -> bool {
         self.lease & OWNED != 0
+    }
+
+    /// Whose record placed the peer here.
+    pub(crate) fn owner(&self) -> Origin {
+        if self.owned() {
+            Origin::Me
+        } else {
+            Origin::Node(self.lease)
+        }
     }
 
     /// Whether an owned peer's last record is `every` seconds old or more.
@@ -246,8 +270,10 @@ impl<A: Ip> Family<A> {
         let found = self.find(&p, hash);
         let clustered = lease_every > 0;
         if event == AnnounceEvent::Stopped {
+            // A stop is the client leaving: every node must hear it, whether or not this
+            // node knew the peer (its join may still be on its way here).
+            c.publish = clustered;
             if let Some(at) = found {
-                c.publish = clustered;
                 self.leave(at, hasher, &mut c);
             }
             return Ok(c);
@@ -257,11 +283,15 @@ impl<A: Ip> Family<A> {
             Some(at) => {
                 // The endpoint's latest announce wins, whatever peer id it carries now.
                 let q = &mut self.peers[at];
+                let new_id = q.id != p.id;
                 q.seen = p.seen;
                 q.id = p.id;
                 let was_seeder = at < self.seeders as usize;
                 if clustered
-                    && (!q.owned() || q.lease_due(p.seen, lease_every) || seeder != was_seeder)
+                    && (!q.owned()
+                        || q.lease_due(p.seen, lease_every)
+                        || seeder != was_seeder
+                        || new_id)
                 {
                     c.publish = true;
                     q.lease = lease_at(p.seen);
@@ -282,29 +312,60 @@ impl<A: Ip> Family<A> {
         Ok(c)
     }
 
-    /// Applies another node's record of `p`: `seeder` is its role, or None when it left. The
-    /// peer becomes the other node's. A departure does not remove a peer this node owns: its
-    /// client announced here after it announced there.
+    /// Applies a record read from the bus; `p` carries the time and lease `Swarm::apply`
+    /// made for its origin, `stale` says its lease ran out before it arrived. Every node
+    /// applies every record in stream order by these rules, so two nodes that read the same
+    /// entries hold the same view (docs/design.md, "Agreement"):
+    /// - this node's own record, read back while it still owns the peer, changes nothing:
+    ///   its view is as new as the record or newer;
+    /// - a join or role change places the peer, owned by its writer;
+    /// - a stop removes the endpoint whoever owns it: the client left;
+    /// - an expiry removes it only if its writer owns it here: a node that saw the client
+    ///   later keeps it.
     pub(crate) fn apply(
         &mut self,
         p: Peer<A>,
-        seeder: Option<bool>,
+        origin: Origin,
+        state: PeerState,
+        stale: bool,
         hasher: &DefaultHashBuilder,
         room: Room,
     ) -> Result<Change, Refusal> {
         let mut c = Change::default();
         let hash = p.hash(hasher);
-        match (self.find(&p, hash), seeder) {
-            (Some(at), None) if !self.peers[at].owned() => self.leave(at, hasher, &mut c),
-            (_, None) => {}
-            (Some(at), Some(seeder)) => {
+        let found = self.find(&p, hash);
+        if origin == Origin::Me && found.is_some_and(|at| self.peers[at].owned()) {
+            return Ok(c);
+        }
+        let seeder = match state {
+            PeerState::Stopped => {
+                if let Some(at) = found {
+                    self.leave(at, hasher, &mut c);
+                }
+                return Ok(c);
+            }
+            PeerState::Expired => {
+                if let Some(at) = found.filter(|&at| self.peers[at].owner() == origin) {
+                    self.leave(at, hasher, &mut c);
+                }
+                return Ok(c);
+            }
+            PeerState::Seeder => true,
+            PeerState::Leecher => false,
+        };
+        match found {
+            // The latest record of an endpoint wins; one whose lease already ran out leaves
+            // it as a sweep would.
+            Some(at) if stale => self.leave(at, hasher, &mut c),
+            None if stale => {}
+            Some(at) => {
                 let q = &mut self.peers[at];
                 q.seen = p.seen;
                 q.id = p.id;
-                q.lease = 0;
+                q.lease = p.lease;
                 self.set_role(at, seeder, hasher, &mut c);
             }
-            (None, Some(seeder)) => self.join(p, hash, seeder, hasher, room, &mut c)?,
+            None => self.join(p, hash, seeder, hasher, room, &mut c)?,
         }
         Ok(c)
     }
@@ -442,11 +503,12 @@ impl<A: Ip> Family<A> {
         }
     }
 
-    /// Drops peers last seen before `cutoff`, telling `owned_gone` of each this node owned;
-    /// returns how many seeders and leechers went.
-    pub(crate) fn expire(
+    /// Drops the peers `gone` picks (last seen before a cutoff, or every remote one),
+    /// telling `owned_gone` of each this node owned; returns how many seeders and leechers
+    /// went.
+    pub(crate) fn remove_where(
         &mut self,
-        cutoff: u32,
+        gone: impl Fn(&Peer<A>) -> bool,
         hasher: &DefaultHashBuilder,
         mut owned_gone: impl FnMut(&Peer<A>),
     ) -> (usize, usize) {
@@ -455,7 +517,7 @@ impl<A: Ip> Family<A> {
         let mut kept_seeders = 0;
         // `retain` keeps order, so seeders stay in front.
         self.peers.retain(|p| {
-            let keep = p.seen >= cutoff;
+            let keep = !gone(p);
             if !keep && p.owned() {
                 owned_gone(p);
             }

@@ -27,8 +27,9 @@ mod slots;
 mod torrents;
 
 pub use counts::Loader;
+pub use family::Origin;
 pub use limits::{Limits, Refusal};
-pub use remote::{PeerChange, PeerState};
+pub use remote::{Delivery, PeerChange, PeerState, PeerView};
 
 /// Torrents looked at per shard lock while expiring.
 const EXPIRE_CHUNK: usize = 1024;
@@ -210,6 +211,17 @@ impl Swarm {
         let at = match torrents.position(&h, th) {
             Some(at) => at,
             None if a.event == AnnounceEvent::Stopped => {
+                if self.lease_every > 0 {
+                    // Other nodes may know the peer even if this one does not yet.
+                    let c = PeerChange {
+                        info_hash: h,
+                        peer_id: a.peer_id,
+                        addr: a.addr,
+                        state: PeerState::Stopped,
+                        completed: false,
+                    };
+                    self.publish(outbox, c);
+                }
                 return Ok(TorrentStats {
                     downloaded: counts.get(&h),
                     ..TorrentStats::default()
@@ -280,7 +292,7 @@ impl Swarm {
         let stats = torrent.stats();
         if change.publish {
             let state = match (a.event, a.left) {
-                (AnnounceEvent::Stopped, _) => PeerState::Left,
+                (AnnounceEvent::Stopped, _) => PeerState::Stopped,
                 (_, 0) => PeerState::Seeder,
                 _ => PeerState::Leecher,
             };
@@ -449,10 +461,16 @@ impl Swarm {
     }
 
     /// Removes peers last seen before `cutoff` and drops torrents left without peers; their
-    /// download counts stay. A shard is locked for `EXPIRE_CHUNK` torrents at a time, so
-    /// announces wait at most that long however many torrents there are; entries moved by
-    /// announces in between may be looked at twice or wait for the next pass.
+    /// download counts stay. The expiry of a peer this node owns goes on the bus.
     pub fn remove_expired(&self, cutoff: u32) -> Expired {
+        self.remove_where(|seen, _| seen < cutoff)
+    }
+
+    /// Removes the peers `gone` picks by their last-seen time and whether this node owns
+    /// them; the removal of an owned one goes on the bus as its expiry. A shard is locked for `EXPIRE_CHUNK` torrents at a time, so announces
+    /// wait at most that long however many torrents there are; entries moved by announces
+    /// in between may be looked at twice or wait for the next pass.
+    fn remove_where(&self, gone: impl Fn(u32, bool) -> bool) -> Expired {
         let mut expired = Expired::default();
         for i in 0..self.shards.len() {
             let mut from = Some(0);
@@ -463,25 +481,30 @@ impl Swarm {
                 let before = shard.torrents.len();
                 let outbox = &mut shard.outbox;
                 from = shard.torrents.retain_some(at, EXPIRE_CHUNK, |h, t| {
-                    // An owner tells the others its peers left; they expire them anyway.
-                    let mut gone = |addr, peer_id| {
-                        let state = PeerState::Left;
+                    // An owner tells the others its peers' leases ran out.
+                    let mut owned_gone = |addr, peer_id| {
                         let c = PeerChange {
                             info_hash: *h,
                             peer_id,
                             addr,
-                            state,
+                            state: PeerState::Expired,
                             completed: false,
                         };
                         self.publish(outbox, c);
                     };
-                    let (s, l) =
-                        t.v4.expire(cutoff, &self.hasher, |p| gone(p.ip.socket(p.port), p.id));
+                    let (s, l) = t.v4.remove_where(
+                        |p| gone(p.seen, p.owned()),
+                        &self.hasher,
+                        |p| owned_gone(p.ip.socket(p.port), p.id),
+                    );
                     gone_s += s;
                     gone_l += l;
                     if let Some(f) = &mut t.v6 {
-                        let (s, l) =
-                            f.expire(cutoff, &self.hasher, |p| gone(p.ip.socket(p.port), p.id));
+                        let (s, l) = f.remove_where(
+                            |p| gone(p.seen, p.owned()),
+                            &self.hasher,
+                            |p| owned_gone(p.ip.socket(p.port), p.id),
+                        );
                         gone_s += s;
                         gone_l += l;
                         if f.is_empty() {

@@ -6,15 +6,43 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use protocol::{InfoHash, PeerId};
 
-use crate::family::{Asker, Ip, Room};
+use crate::family::{Asker, Ip, Origin, Room, lease_at};
 use crate::torrents::{Shard, Torrent};
 use crate::{Refusal, Swarm};
 
+/// What a record says of its peer. Departures say why: a stop removes the endpoint on
+/// every node, an expiry only where its writer owns it (docs/design.md, "Agreement").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {
     Seeder,
     Leecher,
-    Left,
+    /// The client said `stopped`.
+    Stopped,
+    /// The owner's lease ran out: the client stopped announcing there.
+    Expired,
+}
+
+/// How a record read from the bus is applied here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub origin: Origin,
+    /// When the record was written, on this node's clock.
+    pub at: u32,
+    /// Peers last seen before it are expired here (now minus one peer timeout).
+    pub cutoff: u32,
+    /// Whether a `completed` raises the count here (not while replaying history the
+    /// database already holds, nor for this node's own records, counted when announced).
+    pub count: bool,
+}
+
+/// A peer as one node sees it, for comparing views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerView {
+    pub addr: SocketAddr,
+    pub peer_id: [u8; 20],
+    pub seeder: bool,
+    /// None: this node owns it; else the `Origin::Node` index of its latest record's writer.
+    pub owner: Option<u16>,
 }
 
 /// One peer's change as it travels between nodes: a join, a role change, a departure or a
@@ -70,18 +98,24 @@ impl Swarm {
         }
     }
 
-    /// Applies another node's record, as seen at `now` (the record's time on this node's
-    /// clock: the peer expires here one timeout after it). `count` says whether a
-    /// `completed` raises the count here (not while replaying history the database already
-    /// holds); it never becomes a pending delta: its own node flushes it.
-    pub fn apply(&self, c: &PeerChange, now: u32, count: bool) -> Result<(), Refusal> {
+    /// Applies a record read from the bus (docs/design.md, "Agreement"). A peer placed by
+    /// another node's record lives here one lease interval longer than on its owner, so the
+    /// owner's expiry record, not this node's clock, normally removes it; a peer of a node
+    /// that died expires here by the same clock on every node.
+    pub fn apply(&self, c: &PeerChange, d: &Delivery) -> Result<(), Refusal> {
         let mut guard = self.shard(&c.info_hash);
         let shard = &mut *guard;
         let h = c.info_hash;
+        let (seen, lease) = match d.origin {
+            Origin::Me => (d.at, lease_at(d.at)),
+            Origin::Node(i) => (d.at.saturating_add(self.lease_every), i & Origin::MAX_NODE),
+        };
+        let stale = seen < d.cutoff;
+        let joins = matches!(c.state, PeerState::Seeder | PeerState::Leecher) && !stale;
         let th = shard.torrents.hash(&h);
         let at = match shard.torrents.position(&h, th) {
             Some(at) => at,
-            None if c.state == PeerState::Left => return Ok(()),
+            None if !joins => return Ok(()),
             None => {
                 if self.held.load(Relaxed) >= self.limits.max_torrents {
                     return Err(Refusal::Torrents);
@@ -100,18 +134,23 @@ impl Swarm {
             torrent_full: torrent.peers() >= self.limits.max_peers_per_torrent,
             per_ip: self.limits.max_peers_per_ip,
         };
-        let seeder = match c.state {
-            PeerState::Seeder => Some(true),
-            PeerState::Leecher => Some(false),
-            PeerState::Left => None,
-        };
-        let change = match Asker::new(c.peer_id, c.addr, now) {
-            Asker::V4(p) => torrent.v4.apply(p, seeder, &self.hasher, room),
-            Asker::V6(p) => {
+        let change = match Asker::new(c.peer_id, c.addr, seen) {
+            Asker::V4(mut p) => {
+                p.lease = lease;
                 torrent
-                    .v6
-                    .get_or_insert_with(Box::default)
-                    .apply(p, seeder, &self.hasher, room)
+                    .v4
+                    .apply(p, d.origin, c.state, stale, &self.hasher, room)
+            }
+            Asker::V6(mut p) => {
+                p.lease = lease;
+                torrent.v6.get_or_insert_with(Box::default).apply(
+                    p,
+                    d.origin,
+                    c.state,
+                    stale,
+                    &self.hasher,
+                    room,
+                )
             }
         };
         let change = match change {
@@ -128,7 +167,7 @@ impl Swarm {
             -1 => self.peers.fetch_sub(1, Relaxed),
             _ => 0,
         };
-        if c.completed && count {
+        if c.completed && d.count && d.origin != Origin::Me {
             if shard.counts.has(&h)
                 || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents
             {
@@ -139,6 +178,40 @@ impl Swarm {
         }
         self.drop_if_empty(&mut shard.torrents, at);
         Ok(())
+    }
+
+    /// Drops every peer another node's record placed here: the bus lost the records they
+    /// stand on (a Redis that restarted empty), and their owners publish them again.
+    pub fn forget_remote(&self) -> u64 {
+        self.remove_where(|_, owned| !owned).peers
+    }
+
+    /// Every peer of a torrent as this node sees it, for comparing nodes' views.
+    pub fn peers(&self, h: &InfoHash) -> Vec<PeerView> {
+        let shard = self.shard(h);
+        let mut out = Vec::new();
+        if let Some(t) = shard.torrents.get(h) {
+            views(&t.v4, &mut out);
+            if let Some(f) = &t.v6 {
+                views(f, &mut out);
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn views<A: Ip>(f: &crate::family::Family<A>, out: &mut Vec<PeerView>) {
+    for (i, p) in f.peers.iter().enumerate() {
+        out.push(PeerView {
+            addr: p.ip.socket(p.port),
+            peer_id: p.id.0,
+            seeder: i < f.seeders as usize,
+            owner: match p.owner() {
+                Origin::Me => None,
+                Origin::Node(n) => Some(n),
+            },
+        });
     }
 }
 

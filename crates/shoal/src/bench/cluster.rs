@@ -55,14 +55,15 @@ pub async fn run(a: Args) -> Result<(), String> {
         swarm::Limits::NONE,
         1,
     );
+    let other = swarm::Origin::Node(1);
     let started = Instant::now();
     for c in &changes {
-        let _ = t.apply_remote(c, 0, true);
+        let _ = t.apply_remote(c, other, 0, true);
     }
     let join_ns = started.elapsed().as_nanos() as f64 / a.changes as f64;
     let started = Instant::now();
     for c in &changes {
-        let _ = t.apply_remote(c, 0, true);
+        let _ = t.apply_remote(c, other, 0, true);
     }
     let renew_ns = started.elapsed().as_nanos() as f64 / a.changes as f64;
     let held = t.stats();
@@ -175,7 +176,10 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
             swarm::Limits::NONE,
             1_000_000,
         ));
-        let state = Arc::new(crate::cluster::BusState::new(id.into()));
+        let state = Arc::new(crate::cluster::BusState::new(
+            id.into(),
+            std::time::Duration::from_secs(5),
+        ));
         let tasks =
             crate::cluster::start(&config, t.clone(), db.clone(), state.clone(), stop.clone());
         nodes.push((t, state, tasks));

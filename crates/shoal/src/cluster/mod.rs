@@ -2,6 +2,7 @@
 //! stream in batches; every other node's are read from it and applied to the local swarm.
 //! Nothing on the request path waits on Redis: announces only fill the swarm's outbox.
 
+pub mod follow;
 pub mod record;
 
 use std::collections::{HashMap, VecDeque};
@@ -13,12 +14,18 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use store::AnyStore;
 
+use self::follow::{Entry, Follower};
 use self::record::Record;
 use crate::config::ClusterConfig;
 use crate::tracker::Tracker;
 
 /// The stream every node writes to and reads from.
 pub const STREAM: &str = "shoal:swarm";
+/// A random value the first node to reach an empty Redis sets: when it changes, the bus
+/// lost its data (a Redis restarted empty) and every node starts the stream afresh.
+pub const EPOCH: &str = "shoal:epoch";
+/// While the bus stays unreachable, its error is logged again at most this often.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Records per stream entry at most.
 const ENTRY_RECORDS: usize = 10_000;
 /// How long after a peer's last record the stream keeps it, beyond one peer timeout.
@@ -31,6 +38,8 @@ const PRESENCE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct BusState {
     pub node_id: String,
+    /// This start of the node: entries of its earlier incarnations are another node's.
+    pub incarnation: String,
     /// The stream has been replayed: the swarm holds every other node's peers.
     pub ready: AtomicBool,
     pub up: AtomicBool,
@@ -44,14 +53,98 @@ pub struct BusState {
     /// Milliseconds from a record's publication to its application here, last batch.
     pub lag_ms: AtomicU64,
     nodes: Mutex<HashMap<String, Instant>>,
+    /// Past it, a node that has not read the stream serves as degraded.
+    catch_up_by: Option<Instant>,
+    trouble: Mutex<Trouble>,
+}
+
+/// The bus's current outage, as logged and shown.
+#[derive(Default)]
+struct Trouble {
+    /// The last error, with its kind: shown by `/health` while the bus is away.
+    last: Option<String>,
+    /// Errors since the outage began, and since the last log line.
+    errors: u64,
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+/// What `/health` makes of the bus.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BusHealth {
+    Ready,
+    /// Replaying the stream, within `cluster.catch_up_timeout_ms`: not ready.
+    CatchingUp,
+    /// Serving from this node's own view: the bus is away, or could not be read in time.
+    Degraded(String),
 }
 
 impl BusState {
-    pub fn new(node_id: String) -> Self {
+    pub fn new(node_id: String, catch_up_timeout: Duration) -> Self {
+        let mut r = [0u8; 8];
+        // Without the OS's randomness, the time still tells two starts apart.
+        if getrandom::fill(&mut r).is_err() {
+            r = (unix_ms() as u64).to_le_bytes();
+        }
         BusState {
             node_id,
+            incarnation: format!("{:016x}", u64::from_le_bytes(r)),
+            catch_up_by: Instant::now().checked_add(catch_up_timeout),
             ..Default::default()
         }
+    }
+
+    pub fn health(&self) -> BusHealth {
+        let up = self.up.load(Relaxed);
+        let ready = self.ready.load(Relaxed);
+        if up && ready {
+            return BusHealth::Ready;
+        }
+        let why = || {
+            let t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+            t.last.clone().unwrap_or_else(|| "not connected yet".into())
+        };
+        if !ready {
+            if self.catch_up_by.is_some_and(|t| Instant::now() < t) {
+                return BusHealth::CatchingUp;
+            }
+            return BusHealth::Degraded(format!(
+                "has not read the stream within cluster.catch_up_timeout_ms: {}",
+                why()
+            ));
+        }
+        BusHealth::Degraded(format!("bus unreachable: {}", why()))
+    }
+
+    /// Counts a failed bus operation and logs it: the first of an outage at once, then at
+    /// most once a minute with how many there were.
+    fn error(&self, what: &str, e: &redis::RedisError) {
+        self.errors.fetch_add(1, Relaxed);
+        self.up.store(false, Relaxed);
+        let line = format!("{what} ({}): {e}", kind(e));
+        let mut t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        t.errors += 1;
+        t.unlogged += 1;
+        t.last = Some(line.clone());
+        if t.logged_at.is_none_or(|at| at.elapsed() >= ERROR_LOG_EVERY) {
+            if t.errors == 1 {
+                tracing::warn!("{line}; answering from this node's view until it returns");
+            } else {
+                tracing::warn!("{line}; {} bus errors since the last report", t.unlogged);
+            }
+            t.logged_at = Some(Instant::now());
+            t.unlogged = 0;
+        }
+    }
+
+    /// The bus answered: ends an outage, saying so if one was logged.
+    fn reached(&self) {
+        self.up.store(true, Relaxed);
+        let mut t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
+        if t.errors > 0 {
+            tracing::info!("the bus is reachable again after {} errors", t.errors);
+        }
+        *t = Trouble::default();
     }
 
     /// Nodes heard from within `window`, this one included.
@@ -69,8 +162,14 @@ impl BusState {
 /// The bus as `/health` and `/api/v1/stats` show it.
 pub fn json(b: &BusState, tracker: &Tracker) -> serde_json::Value {
     let window = Duration::from_secs(u64::from(tracker.policy().peer_timeout));
+    let problem = match b.health() {
+        BusHealth::Degraded(why) => Some(why),
+        _ => None,
+    };
     serde_json::json!({
         "node_id": b.node_id,
+        "incarnation": b.incarnation,
+        "problem": problem,
         "up": b.up.load(Relaxed),
         "ready": b.ready.load(Relaxed),
         "nodes": b.nodes(window),
@@ -150,6 +249,28 @@ pub fn metrics(b: &BusState, tracker: &Tracker) -> String {
     out
 }
 
+/// A failed bus operation's kind, for the log line an operator reads first.
+fn kind(e: &redis::RedisError) -> &'static str {
+    let text = e.to_string().to_ascii_lowercase();
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("wrongpass")
+        || text.contains("noauth")
+        || text.contains("auth")
+    {
+        "authentication"
+    } else if e.is_connection_refusal() {
+        "refused"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if text.contains("tls") || text.contains("certificate") || text.contains("handshake") {
+        "TLS"
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection"
+    } else {
+        "server"
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -180,6 +301,31 @@ async fn connect(bus: &Bus) -> redis::RedisResult<MultiplexedConnection> {
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
+}
+
+/// This node's view of the bus's epoch (`EPOCH`), one per task: the publisher republishes
+/// and the reader forgets and rereads when it changes.
+#[derive(Default)]
+struct Epoch(Option<String>);
+
+impl Epoch {
+    /// Reads the bus's epoch, setting one if the bus has none; true if it changed since the
+    /// last call (never on the first).
+    async fn changed(&mut self, c: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
+        let mut r = [0u8; 8];
+        let _ = getrandom::fill(&mut r);
+        let mine = format!("{:016x}", u64::from_le_bytes(r) ^ unix_ms());
+        let _: Value = redis::cmd("SET")
+            .arg(EPOCH)
+            .arg(&mine)
+            .arg("NX")
+            .query_async(c)
+            .await?;
+        let now: String = redis::cmd("GET").arg(EPOCH).query_async(c).await?;
+        let changed = self.0.as_ref().is_some_and(|known| *known != now);
+        self.0 = Some(now);
+        Ok(changed)
+    }
 }
 
 /// Starts the publisher and the reader. The reader first replays one peer timeout of the
@@ -225,9 +371,11 @@ async fn publish(
 ) {
     let mut backlog: VecDeque<Record> = VecDeque::new();
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut epoch = Epoch::default();
     let mut last_sent: Option<Instant> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let me = (state.node_id.as_str(), state.incarnation.as_str());
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
@@ -242,25 +390,30 @@ async fn publish(
             state.dropped.fetch_add(1, Relaxed);
         }
         if conn.is_none() {
-            match connect(&url).await {
-                Ok(c) => {
+            let connected = match connect(&url).await {
+                Ok(mut c) => epoch.changed(&mut c).await.map(|lost| (c, lost)),
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok((c, lost)) => {
                     conn = Some(c);
-                    if !state.up.swap(true, Relaxed) {
-                        // The bus may have lost everything (a Redis restarted empty): the
-                        // other nodes learn this node's peers again.
+                    state.reached();
+                    if lost {
+                        // The bus lost everything (a Redis restarted empty): the other
+                        // nodes learn this node's peers again.
                         tracker.republish_owned();
                         backlog.extend(tracker.take_changes().into_iter().map(Record::Peer));
                     }
                 }
-                Err(e) => bus_error(&state, &format!("cannot reach the bus: {e}")),
+                Err(e) => state.error("cannot reach the bus", &e),
             }
         }
         if let Some(c) = &mut conn {
             if backlog.is_empty() && last_sent.is_none_or(|t| t.elapsed() >= PRESENCE) {
-                match add(c, &state.node_id, &[], retain_ms).await {
+                match add(c, me, &[], retain_ms).await {
                     Ok(()) => last_sent = Some(Instant::now()),
                     Err(e) => {
-                        bus_error(&state, &format!("cannot publish to the bus: {e}"));
+                        state.error("cannot publish to the bus", &e);
                         conn = None;
                     }
                 }
@@ -270,7 +423,7 @@ async fn publish(
             while !backlog.is_empty() {
                 let n = backlog.len().min(ENTRY_RECORDS);
                 let batch: Vec<Record> = backlog.range(..n).copied().collect();
-                match add(c, &state.node_id, &batch, retain_ms).await {
+                match add(c, me, &batch, retain_ms).await {
                     Ok(()) => {
                         last_sent = Some(Instant::now());
                         backlog.drain(..n);
@@ -278,7 +431,7 @@ async fn publish(
                         state.published.fetch_add(peers.count() as u64, Relaxed);
                     }
                     Err(e) => {
-                        bus_error(&state, &format!("cannot publish to the bus: {e}"));
+                        state.error("cannot publish to the bus", &e);
                         conn = None;
                         break;
                     }
@@ -292,16 +445,9 @@ async fn publish(
     }
 }
 
-fn bus_error(state: &BusState, what: &str) {
-    state.errors.fetch_add(1, Relaxed);
-    if state.up.swap(false, Relaxed) {
-        tracing::warn!("{what}; answering from this node's view until it returns");
-    }
-}
-
 async fn add(
     c: &mut MultiplexedConnection,
-    node: &str,
+    (node, inc): (&str, &str),
     batch: &[Record],
     retain_ms: u64,
 ) -> redis::RedisResult<()> {
@@ -316,19 +462,13 @@ async fn add(
         .arg("*")
         .arg("node")
         .arg(node)
+        .arg("inc")
+        .arg(inc)
         .arg("d")
         .arg(record::encode(batch))
         .query_async(c)
         .await?;
     Ok(())
-}
-
-/// A stream entry: its id's milliseconds, the node that wrote it, its records.
-struct Entry {
-    id: String,
-    ms: u64,
-    node: String,
-    data: Vec<u8>,
 }
 
 fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -357,15 +497,22 @@ fn entries(v: &Value) -> Vec<Entry> {
             .next()
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
-        let (mut node, mut data) = (String::new(), Vec::new());
+        let (mut node, mut inc, mut data) = (String::new(), String::new(), Vec::new());
         for kv in fields.chunks(2) {
             match (kv.first().and_then(bytes), kv.get(1).and_then(bytes)) {
                 (Some(k), Some(v)) if k == b"node" => node = String::from_utf8_lossy(&v).into(),
+                (Some(k), Some(v)) if k == b"inc" => inc = String::from_utf8_lossy(&v).into(),
                 (Some(k), Some(v)) if k == b"d" => data = v,
                 _ => {}
             }
         }
-        out.push(Entry { id, ms, node, data });
+        out.push(Entry {
+            id,
+            ms,
+            node,
+            inc,
+            data,
+        });
     }
     out
 }
@@ -383,20 +530,37 @@ async fn read(
     let mut last = format!("{}-0", unix_ms().saturating_sub(retain_ms));
     let mut replaying = true;
     let mut conn: Option<MultiplexedConnection> = None;
+    let mut epoch = Epoch::default();
+    let mut follower = Follower::new(&state.node_id, &state.incarnation);
     loop {
         if *stop.borrow() {
             return;
         }
         if conn.is_none() {
-            match connect(&url).await {
-                Ok(mut c) => {
+            let connected = match connect(&url).await {
+                Ok(mut c) => epoch.changed(&mut c).await.map(|lost| (c, lost)),
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok((mut c, lost)) => {
+                    if lost {
+                        // What this node learned from the lost stream stands on nothing
+                        // now; the owners publish their peers again, read from the start.
+                        let n = tracker.forget_remote();
+                        tracing::warn!(
+                            "the bus lost its data (Redis restarted empty?): forgot {n} peers of other nodes; rereading the stream as the nodes republish"
+                        );
+                        last = "0-0".into();
+                    } else if !replaying {
+                        after_reconnect(&mut c, &mut last).await;
+                    }
                     if !replaying {
-                        after_reconnect(&mut c, &mut last, &tracker, &store).await;
+                        reload_access(&tracker, &store, "after a bus reconnect").await;
                     }
                     conn = Some(c);
                 }
                 Err(e) => {
-                    bus_error(&state, &format!("cannot reach the bus: {e}"));
+                    state.error("cannot reach the bus", &e);
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                         _ = stop.changed() => {}
@@ -430,7 +594,7 @@ async fn read(
         let reply = match reply {
             Ok(v) => v,
             Err(e) => {
-                bus_error(&state, &format!("cannot read the bus: {e}"));
+                state.error("cannot read the bus", &e);
                 conn = None;
                 continue;
             }
@@ -454,16 +618,33 @@ async fn read(
             replaying = false;
             state.ready.store(true, Relaxed);
             tracing::info!("caught up with the bus: the swarm holds every node's peers");
+            // A node that could not read the stream in time took no notices either.
+            reload_access(&tracker, &store, "after catching up").await;
             continue;
         }
         let now = unix_ms();
         for e in &batch {
             last.clone_from(&e.id);
-            if e.node == state.node_id {
-                continue;
+            if (e.node.as_str(), e.inc.as_str()) != (&state.node_id, &state.incarnation) {
+                state.heard(&e.node);
             }
-            state.heard(&e.node);
-            apply(&tracker, &store, &state, e, now, !replaying).await;
+            let age = (now.saturating_sub(e.ms) / 1000) as u32;
+            let applied = follower.entry(e, |c, origin| {
+                // A refusal (a limit met) leaves the peer out of this node's view only.
+                let _ = tracker.apply_remote(c, origin, age, !replaying);
+            });
+            if applied.malformed {
+                state.errors.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    "bus entry {} from node {} is malformed; skipped",
+                    e.id,
+                    e.node
+                );
+            }
+            state.applied.fetch_add(applied.peers as u64, Relaxed);
+            if applied.access_changed && !replaying {
+                reload_access(&tracker, &store, "after a notice").await;
+            }
         }
         if let Some(e) = batch.last() {
             state.lag_ms.store(now.saturating_sub(e.ms), Relaxed);
@@ -471,15 +652,15 @@ async fn read(
     }
 }
 
-/// After the bus was away: if the stream was lost (Redis restarted empty) read it from its
-/// start, since its ids began again; reload the whitelist and keys, whose notices may have
-/// been missed.
-async fn after_reconnect(
-    c: &mut MultiplexedConnection,
-    last: &mut String,
-    tracker: &Tracker,
-    store: &AnyStore,
-) {
+async fn reload_access(tracker: &Tracker, store: &AnyStore, when: &str) {
+    if let Err(e) = tracker.access().reload(store).await {
+        tracing::warn!("cannot reload the whitelist and keys {when}: {e}");
+    }
+}
+
+/// After the bus was away with its data kept: if the stream's ids went back (a Redis
+/// restored from an older snapshot), read it from its start.
+async fn after_reconnect(c: &mut MultiplexedConnection, last: &mut String) {
     let ours = last
         .split('-')
         .next()
@@ -506,43 +687,5 @@ async fn after_reconnect(
     };
     if theirs.is_none_or(|t| t < ours) {
         *last = "0-0".into();
-    }
-    if let Err(e) = tracker.access().reload(store).await {
-        tracing::warn!("cannot reload the whitelist and keys after a bus reconnect: {e}");
-    }
-}
-
-async fn apply(
-    tracker: &Tracker,
-    store: &AnyStore,
-    state: &BusState,
-    e: &Entry,
-    now_ms: u64,
-    live: bool,
-) {
-    let Some(records) = record::decode(&e.data) else {
-        state.errors.fetch_add(1, Relaxed);
-        tracing::warn!(
-            "bus entry {} from node {} is malformed; skipped",
-            e.id,
-            e.node
-        );
-        return;
-    };
-    let age = (now_ms.saturating_sub(e.ms) / 1000) as u32;
-    for r in records {
-        match r {
-            Record::Peer(c) => {
-                // A refusal (a limit met) leaves the peer out of this node's view only.
-                let _ = tracker.apply_remote(&c, age, live);
-                state.applied.fetch_add(1, Relaxed);
-            }
-            Record::AccessChanged if live => {
-                if let Err(err) = tracker.access().reload(store).await {
-                    tracing::warn!("cannot reload the whitelist and keys: {err}");
-                }
-            }
-            Record::AccessChanged => {}
-        }
     }
 }

@@ -1,15 +1,19 @@
 //! What travels on the bus: one stream entry per batch, its records packed end to end.
 //!
-//! A record is a tag byte (0 leecher, 1 seeder, 2 left, 3 "whitelist or keys changed"), a
-//! flags byte (bit 0: completed), and for peers the info-hash, the peer id, the family byte
-//! (4 or 6), the address and the port: 49 bytes for IPv4, 61 for IPv6.
+//! A record is a tag byte (0 leecher, 1 seeder, 2 stopped, 3 "whitelist or keys changed",
+//! 4 expired), a flags byte (bit 0: completed), and for peers the info-hash, the peer id,
+//! the family byte (4 or 6), the address and the port: 49 bytes for IPv4, 61 for IPv6.
+//!
+//! Version 1 entries (before departures said why) are still read: their tag 2 meant "left"
+//! for a stop and an expiry alike, and is read as an expiry, the reading that never evicts
+//! a peer another node owns.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use protocol::{InfoHash, PeerId};
 use swarm::{PeerChange, PeerState};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const NOTICE: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +33,8 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
                 out.push(match c.state {
                     PeerState::Leecher => 0,
                     PeerState::Seeder => 1,
-                    PeerState::Left => 2,
+                    PeerState::Stopped => 2,
+                    PeerState::Expired => 4,
                 });
                 out.push(c.completed as u8);
                 out.extend_from_slice(&c.info_hash.0);
@@ -54,7 +59,7 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
 /// Reads a batch; None if any of it is malformed (another version, a cut entry).
 pub fn decode(b: &[u8]) -> Option<Vec<Record>> {
     let (&version, mut b) = b.split_first()?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return None;
     }
     let mut out = Vec::new();
@@ -68,7 +73,9 @@ pub fn decode(b: &[u8]) -> Option<Vec<Record>> {
         let state = match head[0] {
             0 => PeerState::Leecher,
             1 => PeerState::Seeder,
-            2 => PeerState::Left,
+            2 if version == 1 => PeerState::Expired,
+            2 => PeerState::Stopped,
+            4 => PeerState::Expired,
             NOTICE => {
                 out.push(Record::AccessChanged);
                 continue;
@@ -112,18 +119,31 @@ mod tests {
         let batch = vec![
             peer("10.0.0.1:6881", PeerState::Seeder, true),
             Record::AccessChanged,
-            peer("[2001:db8::1]:1", PeerState::Left, false),
+            peer("[2001:db8::1]:1", PeerState::Stopped, false),
             peer("10.0.0.2:2", PeerState::Leecher, false),
         ];
+        let mut batch = batch;
+        batch.push(peer("10.0.0.3:3", PeerState::Expired, false));
         let b = encode(&batch);
-        assert_eq!(b.len(), 1 + 49 + 2 + 61 + 49);
-        assert_eq!(decode(&b), Some(batch));
+        assert_eq!(b.len(), 1 + 49 + 2 + 61 + 49 + 49);
+        assert_eq!(decode(&b).as_ref(), Some(&batch));
         for cut in 1..b.len() {
             if let Some(r) = decode(&b[..cut]) {
                 // Only a cut exactly between records can read, and then as a prefix.
-                assert!(r.len() < 4, "cut at {cut}");
+                assert!(r.len() < 5, "cut at {cut}");
             }
         }
-        assert_eq!(decode(&[2]), None, "another version");
+        assert_eq!(decode(&[3]), None, "another version");
+        // A version 1 "left" reads as an expiry.
+        let mut v1 = encode(&batch[2..3]);
+        v1[0] = 1;
+        let r = decode(&v1).expect("v1 is read");
+        assert!(matches!(
+            r[..],
+            [Record::Peer(PeerChange {
+                state: PeerState::Expired,
+                ..
+            })]
+        ));
     }
 }

@@ -119,12 +119,16 @@ async fn serve_with(
             "" => format!("{:016x}", rand_u64()),
             id => id.to_string(),
         };
-        Arc::new(crate::cluster::BusState::new(node_id))
+        Arc::new(crate::cluster::BusState::new(
+            node_id,
+            Duration::from_millis(cluster.catch_up_timeout_ms.get()),
+        ))
     });
     if let Some(state) = &bus {
         tracing::info!(
-            "cluster node {} on bus {} (stream {}); catching up before /health reports ready",
+            "cluster node {} (incarnation {}) on bus {} (stream {}); catching up before /health reports ready",
             state.node_id,
+            state.incarnation,
             store::redact_url(cluster.redis_url.expose()),
             crate::cluster::STREAM
         );

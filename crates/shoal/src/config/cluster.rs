@@ -26,6 +26,9 @@ pub struct ClusterConfig {
     pub batch_ms: NonZeroU64,
     /// Changes waiting while the bus is away; past it they are dropped and counted.
     pub max_backlog: NonZeroUsize,
+    /// How long a starting node may take to read the stream before it serves as degraded
+    /// (`/health` 200, the reason shown) instead of catching up (503), in milliseconds.
+    pub catch_up_timeout_ms: NonZeroU64,
 }
 
 impl Default for ClusterConfig {
@@ -38,6 +41,7 @@ impl Default for ClusterConfig {
             previous_secret: Secret::default(),
             batch_ms: NonZeroU64::new(100).unwrap(),
             max_backlog: NonZeroUsize::new(1_000_000).unwrap(),
+            catch_up_timeout_ms: NonZeroU64::new(5_000).unwrap(),
         }
     }
 }

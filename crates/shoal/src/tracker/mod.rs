@@ -10,8 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use protocol::{AnnounceEvent, CanonicalIp, InfoHash, PeerId, ResponsePeer};
 use swarm::{
-    Announce, Expired, Families, Limits, Loader, PeerChange, Refusal, Swarm, SwarmStats,
-    TorrentStats, Warm,
+    Announce, Delivery, Expired, Families, Limits, Loader, Origin, PeerChange, PeerView, Refusal,
+    Swarm, SwarmStats, TorrentStats, Warm,
 };
 
 use self::access::Access;
@@ -145,11 +145,33 @@ impl Tracker {
         self.swarm.republish_owned();
     }
 
-    /// Applies another node's peer change, recorded `age_secs` ago; `count` is false while
-    /// replaying history whose downloads the database already holds.
-    pub fn apply_remote(&self, c: &PeerChange, age_secs: u32, count: bool) -> Result<(), Refusal> {
-        let seen = self.clock().saturating_sub(age_secs);
-        self.swarm.apply(c, seen, count)
+    /// Applies a peer change read from the bus, written by `origin` `age_secs` ago; `count`
+    /// is false while replaying history whose downloads the database already holds.
+    pub fn apply_remote(
+        &self,
+        c: &PeerChange,
+        origin: Origin,
+        age_secs: u32,
+        count: bool,
+    ) -> Result<(), Refusal> {
+        let now = self.clock();
+        let d = Delivery {
+            origin,
+            at: now.saturating_sub(age_secs),
+            cutoff: now - self.policy.peer_timeout,
+            count,
+        };
+        self.swarm.apply(c, &d)
+    }
+
+    /// Drops every peer learned from the bus, for a bus that lost its data.
+    pub fn forget_remote(&self) -> u64 {
+        self.swarm.forget_remote()
+    }
+
+    /// A torrent's peers as this node sees them.
+    pub fn peers(&self, h: &InfoHash) -> Vec<PeerView> {
+        self.swarm.peers(h)
     }
 
     /// Persisted download counts, streamed in at start.

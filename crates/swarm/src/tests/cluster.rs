@@ -19,11 +19,21 @@ fn at(s: &Swarm, a: Announce, now: u32) -> Vec<ResponsePeer> {
     out
 }
 
+/// How `to` applies a record another node wrote at `now`.
+fn from_other(now: u32) -> Delivery {
+    Delivery {
+        origin: Origin::Node(1),
+        at: now,
+        cutoff: now.saturating_sub(1800),
+        count: true,
+    }
+}
+
 /// Everything `from` published, applied to `to`; returns how many records went.
 fn relay(from: &Swarm, to: &Swarm, now: u32) -> usize {
     let changes = from.take_changes();
     for c in &changes {
-        to.apply(c, now, true).unwrap();
+        to.apply(c, &from_other(now)).unwrap();
     }
     changes.len()
 }
@@ -54,7 +64,7 @@ fn a_peer_announced_on_one_node_is_answered_by_the_other() {
     let changes = a.take_changes();
     assert_eq!(changes.len(), 1);
     assert!(changes[0].completed && changes[0].state == PeerState::Seeder);
-    b.apply(&changes[0], 200, true).unwrap();
+    b.apply(&changes[0], &from_other(200)).unwrap();
     let st = b.scrape(&IH);
     assert_eq!((st.seeders, st.leechers, st.downloaded), (1, 1, 1));
     // Counted in memory on both, but flushed only by the node that was announced to.
@@ -78,14 +88,16 @@ fn remote_peers_expire_by_the_local_clock_and_owners_announce_their_expiry() {
     let (a, b) = (node(), node());
     at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 10);
     relay(&a, &b, 10);
-    // b drops the remote peer one timeout after its record, publishing nothing.
-    assert_eq!(b.remove_expired(11).peers, 1);
-    assert!(b.take_changes().is_empty());
-    // a owns it: its expiry goes out as a departure.
+    // a owns it: its expiry goes out, saying why.
     assert_eq!(a.remove_expired(11).peers, 1);
     let gone = a.take_changes();
     assert_eq!(gone.len(), 1);
-    assert_eq!(gone[0].state, PeerState::Left);
+    assert_eq!(gone[0].state, PeerState::Expired);
+    // b keeps a remote peer one lease interval longer than its owner would, then drops it
+    // by its own clock, publishing nothing.
+    assert_eq!(b.remove_expired(11).peers, 0);
+    assert_eq!(b.remove_expired(10 + 900 + 1).peers, 1);
+    assert!(b.take_changes().is_empty());
 }
 
 #[test]
@@ -100,18 +112,76 @@ fn a_client_that_moves_to_another_node_is_owned_there() {
     // record could not remove b's live peer anyway.
     a.remove_expired(6);
     assert!(a.take_changes().is_empty());
-    let left = PeerChange {
+    let mut left = PeerChange {
         info_hash: IH,
         peer_id: PeerId([1; 20]),
         addr: "10.0.0.1:1".parse().unwrap(),
-        state: PeerState::Left,
+        state: PeerState::Expired,
         completed: false,
     };
-    b.apply(&left, 6, true).unwrap();
+    b.apply(&left, &from_other(6)).unwrap();
     assert_eq!(
         b.scrape(&IH).leechers,
         1,
-        "a departure from elsewhere cannot evict an owned peer"
+        "an expiry from elsewhere cannot evict an owned peer"
+    );
+    // A stop is the client leaving, wherever it said so.
+    left.state = PeerState::Stopped;
+    b.apply(&left, &from_other(7)).unwrap();
+    assert_eq!(b.scrape(&IH).leechers, 0);
+}
+
+#[test]
+fn a_stop_is_published_even_where_the_peer_was_unknown() {
+    let (a, b) = (node(), node());
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    relay(&a, &b, 0);
+    let c = node();
+    at(&c, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Stopped), 1);
+    let stop = c.take_changes();
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0].state, PeerState::Stopped);
+    a.apply(&stop[0], &from_other(1)).unwrap();
+    b.apply(&stop[0], &from_other(1)).unwrap();
+    assert_eq!(a.scrape(&IH).leechers, 0, "the owner too");
+    assert_eq!(b.scrape(&IH).leechers, 0);
+}
+
+#[test]
+fn a_nodes_own_record_read_back_restores_what_a_foreign_record_took() {
+    let (a, b) = (node(), node());
+    // a takes the peer; before a's record is read, b's earlier stop of it arrives at a.
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    let mine = a.take_changes();
+    at(&b, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Stopped), 0);
+    relay(&b, &a, 0);
+    assert_eq!(a.scrape(&IH).leechers, 0);
+    // Then a reads its own join back: the stream says the client is a's again.
+    let me = Delivery {
+        origin: Origin::Me,
+        ..from_other(0)
+    };
+    a.apply(&mine[0], &me).unwrap();
+    assert_eq!(a.peers(&IH)[0].owner, None);
+    // A record of a's own read back while a still owns the peer changes nothing.
+    at(&a, peer(1, "10.0.0.1:1", 0, AnnounceEvent::Completed), 1);
+    a.apply(&mine[0], &me).unwrap();
+    assert_eq!((a.scrape(&IH).seeders, a.scrape(&IH).leechers), (1, 0));
+}
+
+#[test]
+fn forgetting_the_bus_keeps_only_owned_peers() {
+    let (a, b) = (node(), node());
+    at(&a, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    at(&b, peer(2, "10.0.0.2:2", 5, AnnounceEvent::Started), 0);
+    relay(&b, &a, 0);
+    assert_eq!(a.scrape(&IH).leechers, 2);
+    assert_eq!(a.forget_remote(), 1);
+    assert_eq!(a.peers(&IH).len(), 1);
+    assert!(
+        a.take_changes()
+            .iter()
+            .all(|c| c.state != PeerState::Expired)
     );
 }
 

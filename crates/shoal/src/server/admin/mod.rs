@@ -220,10 +220,12 @@ async fn health(State(s): St) -> Response {
     // Reachable is not enough: a read-only file or a full disk answers SELECT 1 but refuses writes.
     let flushing = !m.flush_failing.load(std::sync::atomic::Ordering::Relaxed);
     let healthy = reachable && flushing;
-    // Until the stream is replayed this node lacks other nodes' peers: not ready. A bus
-    // that is down leaves the node answering from its own view: degraded, still served.
-    let catching_up = s.bus.as_ref().is_some_and(|b| !b.ready.load(Relaxed));
-    let bus_down = s.bus.as_ref().is_some_and(|b| !b.up.load(Relaxed));
+    // Until the stream is replayed this node lacks other nodes' peers: not ready, unless
+    // that takes past cluster.catch_up_timeout_ms. A bus that is down leaves the node
+    // answering from its own view: degraded, still served.
+    let bus = s.bus.as_ref().map(|b| b.health());
+    let catching_up = bus == Some(crate::cluster::BusHealth::CatchingUp);
+    let bus_degraded = matches!(bus, Some(crate::cluster::BusHealth::Degraded(_)));
     let status = if healthy && !catching_up {
         StatusCode::OK
     } else {
@@ -232,7 +234,7 @@ async fn health(State(s): St) -> Response {
     let word = match () {
         _ if !healthy => "degraded",
         _ if catching_up => "catching_up",
-        _ if bus_down => "degraded",
+        _ if bus_degraded => "degraded",
         _ => "ok",
     };
     let mut body = json!({
