@@ -316,8 +316,8 @@ impl<A: Ip> Family<A> {
     /// made for its origin, `stale` says its lease ran out before it arrived. Every node
     /// applies every record in stream order by these rules, so two nodes that read the same
     /// entries hold the same view (docs/design.md, "Agreement"):
-    /// - this node's own record, read back while it still owns the peer, changes nothing:
-    ///   its view is as new as the record or newer;
+    /// - a record is applied the same way by its writer, when it reads it back, as by every
+    ///   other node: a newer local change of the writer's comes back later in the stream;
     /// - a join or role change places the peer, owned by its writer;
     /// - a stop removes the endpoint whoever owns it: the client left;
     /// - an expiry removes it only if its writer owns it here: a node that saw the client
@@ -334,9 +334,6 @@ impl<A: Ip> Family<A> {
         let mut c = Change::default();
         let hash = p.hash(hasher);
         let found = self.find(&p, hash);
-        if origin == Origin::Me && found.is_some_and(|at| self.peers[at].owned()) {
-            return Ok(c);
-        }
         let seeder = match state {
             PeerState::Stopped => {
                 if let Some(at) = found {
@@ -360,9 +357,12 @@ impl<A: Ip> Family<A> {
             None if stale => {}
             Some(at) => {
                 let q = &mut self.peers[at];
-                q.seen = p.seen;
+                // Read back by its writer, a record is older than the announces since.
+                if !(origin == Origin::Me && q.owned()) {
+                    q.seen = p.seen;
+                    q.lease = p.lease;
+                }
                 q.id = p.id;
-                q.lease = p.lease;
                 self.set_role(at, seeder, hasher, &mut c);
             }
             None => self.join(p, hash, seeder, hasher, room, &mut c)?,

@@ -110,7 +110,9 @@ impl Swarm {
             Origin::Me => (d.at, lease_at(d.at)),
             Origin::Node(i) => (d.at.saturating_add(self.lease_every), i & Origin::MAX_NODE),
         };
-        let stale = seen < d.cutoff;
+        // Another node's record whose lease ran out on the way places nothing. This node's
+        // own is placed: its sweep announces the expiry to everyone.
+        let stale = d.origin != Origin::Me && seen < d.cutoff;
         let joins = matches!(c.state, PeerState::Seeder | PeerState::Leecher) && !stale;
         let th = shard.torrents.hash(&h);
         let at = match shard.torrents.position(&h, th) {

@@ -82,6 +82,13 @@ impl Follower {
         Origin::Node(i)
     }
 
+    /// The incarnation behind an `Origin::Node` index (node id, incarnation).
+    pub fn name(&self, i: u16) -> Option<&(String, String)> {
+        self.last
+            .get(usize::from(i).checked_sub(1)?)
+            .map(|(k, _)| k)
+    }
+
     /// Reads an entry and hands each peer record to `apply` with its origin.
     pub fn entry(&mut self, e: &Entry, mut apply: impl FnMut(&PeerChange, Origin)) -> Applied {
         let Some(records) = record::decode(&e.data) else {

@@ -4,6 +4,8 @@
 
 pub mod follow;
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -28,7 +30,7 @@ pub const EPOCH: &str = "shoal:epoch";
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Records per stream entry at most.
 const ENTRY_RECORDS: usize = 10_000;
-/// How long after a peer's last record the stream keeps it, beyond one peer timeout.
+/// How long after a peer's last record the stream keeps it, beyond one timeout and one lease.
 const RETAIN_SLACK_MS: u64 = 60_000;
 /// A node that had nothing to say for this long says so (an empty entry), so every node
 /// knows which nodes are alive.
@@ -346,7 +348,10 @@ pub fn start(
             .then(|| std::fs::read(&config.redis_ca_cert_path).ok())
             .flatten(),
     };
-    let retain_ms = u64::from(tracker.policy().peer_timeout) * 1000 + RETAIN_SLACK_MS;
+    // A peer of another node lives here one timeout and one lease past its last record
+    // (swarm `apply`): a node replaying the stream must see that far back.
+    let timeout = tracker.policy().peer_timeout;
+    let retain_ms = u64::from(timeout + (timeout / 2).max(1)) * 1000 + RETAIN_SLACK_MS;
     tasks.spawn(publish(
         url.clone(),
         tracker.clone(),

@@ -1,0 +1,547 @@
+//! The agreement property (docs/design.md, "Agreement"), checked against a model: several
+//! in-process nodes on the real `Swarm`, the real record encoding and the real `Follower`,
+//! joined by an in-memory stream whose delivery the test controls. Proptest draws the
+//! operations (announces from clients on any node, clients moving between nodes, batches
+//! published and read in any order, time passing, sweeps, graceful restarts and kills,
+//! Redis down, Redis restarted empty) and shrinks a failure to its shortest sequence.
+//!
+//! Once traffic stops and every batch is published and read, every node must hold the same
+//! view of every swarm (endpoint, peer id, role, owning incarnation) and that view must be
+//! the model's: the records of the stream applied in stream order by a single map, where a
+//! join places a peer, a stop removes it, an expiry removes it only from its owner, and a
+//! peer of an incarnation that is gone expires one peer timeout plus one lease after its
+//! last record. `PROPTEST_CASES` sets the number of cases (scripts/agreement for long runs).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+
+use proptest::prelude::*;
+use protocol::{AnnounceEvent, InfoHash, PeerId};
+use swarm::{Announce, Delivery, Families, PeerState, Policy, Swarm};
+
+use super::follow::{Entry, Follower};
+use super::record::{self, Record};
+
+const T: u32 = 100;
+const LEASE: u32 = T / 2;
+/// As `cluster::retain_ms`: one timeout and one lease, and some slack.
+const RETAIN: u32 = T + LEASE + 10;
+const NODES: usize = 3;
+const CLIENTS: u8 = 6;
+const TORRENTS: [InfoHash; 2] = [InfoHash([1; 20]), InfoHash([2; 20])];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Announce {
+        client: u8,
+        node: usize,
+        torrent: usize,
+        event: u8,
+        seeder: bool,
+        id: u8,
+    },
+    Publish(usize),
+    Read(usize, usize),
+    Tick(u32),
+    Sweep(usize),
+    Flush(usize),
+    Restart {
+        node: usize,
+        kill: bool,
+    },
+    BusDown,
+    BusUp,
+    BusWiped,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (0..CLIENTS, 0..NODES, 0..2usize, 0..4u8, any::<bool>(), 0..2u8).prop_map(
+            |(client, node, torrent, event, seeder, id)| Op::Announce {
+                client,
+                node,
+                torrent,
+                event,
+                seeder,
+                id
+            }
+        ),
+        4 => (0..NODES).prop_map(Op::Publish),
+        4 => (0..NODES, 1..4usize).prop_map(|(n, k)| Op::Read(n, k)),
+        2 => (1..=60u32).prop_map(Op::Tick),
+        1 => (0..NODES).prop_map(Op::Sweep),
+        1 => (0..NODES).prop_map(Op::Flush),
+        1 => (0..NODES, any::<bool>()).prop_map(|(node, kill)| Op::Restart { node, kill }),
+        1 => Just(Op::BusDown),
+        1 => Just(Op::BusUp),
+        1 => Just(Op::BusWiped),
+    ]
+}
+
+struct StreamEntry {
+    seq: u64,
+    secs: u32,
+    node: String,
+    inc: String,
+    data: Vec<u8>,
+}
+
+/// One node: what `cluster::publish` and `cluster::read` keep, without Redis.
+struct Node {
+    name: String,
+    inc: String,
+    swarm: Swarm,
+    follower: Follower,
+    /// The sequence number of the next entry to read.
+    next: u64,
+    replaying: bool,
+    backlog: Vec<Record>,
+    pub_epoch: Option<u64>,
+    read_epoch: Option<u64>,
+}
+
+impl Node {
+    fn start(name: String, inc: String, db: &BTreeMap<InfoHash, u64>) -> Self {
+        let swarm = Swarm::with_policy(
+            4,
+            Policy {
+                lease_every: LEASE,
+                max_outbox: 1 << 20,
+                ..Policy::default()
+            },
+        );
+        swarm.load_downloads(db.iter().map(|(h, n)| (*h, *n)));
+        Node {
+            follower: Follower::new(&name, &inc),
+            name,
+            inc,
+            swarm,
+            next: 0,
+            replaying: true,
+            backlog: Vec::new(),
+            pub_epoch: None,
+            read_epoch: None,
+        }
+    }
+}
+
+struct Sim {
+    now: u32,
+    stream: Vec<StreamEntry>,
+    next_seq: u64,
+    epoch: u64,
+    up: bool,
+    nodes: Vec<Node>,
+    starts: u64,
+    db: BTreeMap<InfoHash, u64>,
+    /// Completions the nodes answered as counted, and those a kill lost unflushed.
+    counted: u64,
+    lost: u64,
+    /// A restart or a lost stream: a node's in-memory counts may miss increments the
+    /// database holds (docs/scaling.md, "Agreement"), so only the database is compared.
+    counts_may_lag: bool,
+}
+
+type View = BTreeMap<(InfoHash, SocketAddr), ([u8; 20], bool, (String, String))>;
+
+impl Sim {
+    fn new() -> Self {
+        let mut sim = Sim {
+            now: 1000,
+            stream: Vec::new(),
+            next_seq: 0,
+            epoch: 0,
+            up: true,
+            nodes: Vec::new(),
+            starts: 0,
+            db: BTreeMap::new(),
+            counted: 0,
+            lost: 0,
+            counts_may_lag: false,
+        };
+        for n in 0..NODES {
+            let node = sim.incarnation(n);
+            sim.nodes.push(node);
+            sim.read(n, usize::MAX);
+        }
+        sim
+    }
+
+    fn incarnation(&mut self, n: usize) -> Node {
+        self.starts += 1;
+        Node::start(format!("n{n}"), format!("i{}", self.starts), &self.db)
+    }
+
+    fn run(&mut self, op: &Op) {
+        match *op {
+            Op::Announce {
+                client,
+                node,
+                torrent,
+                event,
+                seeder,
+                id,
+            } => self.announce(client, node, torrent, event, seeder, id),
+            Op::Publish(n) => self.publish(n),
+            Op::Read(n, k) => self.read(n, k),
+            Op::Tick(s) => self.now += s,
+            Op::Sweep(n) => {
+                self.nodes[n].swarm.remove_expired(self.now - T);
+            }
+            Op::Flush(n) => self.flush(n),
+            Op::Restart { node, kill } => {
+                if kill {
+                    self.lost += self.nodes[node].swarm.stats().pending_deltas;
+                } else {
+                    // SIGTERM: the publisher's last batch, the flusher's last flush.
+                    self.publish(node);
+                    self.flush(node);
+                }
+                self.nodes[node] = self.incarnation(node);
+                self.counts_may_lag = true;
+                self.read(node, usize::MAX);
+            }
+            Op::BusDown => self.up = false,
+            Op::BusUp => self.up = true,
+            Op::BusWiped => {
+                self.stream.clear();
+                self.epoch += 1;
+                self.counts_may_lag = true;
+                self.up = true;
+            }
+        }
+    }
+
+    fn announce(&mut self, client: u8, n: usize, torrent: usize, event: u8, seeder: bool, id: u8) {
+        let addr: SocketAddr = if client == CLIENTS - 1 {
+            "[2001:db8::9]:6881".parse().unwrap()
+        } else {
+            format!("10.0.0.{client}:6881").parse().unwrap()
+        };
+        let event = match event {
+            0 => AnnounceEvent::None,
+            1 => AnnounceEvent::Started,
+            2 => AnnounceEvent::Completed,
+            _ => AnnounceEvent::Stopped,
+        };
+        let a = Announce {
+            info_hash: TORRENTS[torrent],
+            peer_id: PeerId([client * 2 + id; 20]),
+            addr,
+            left: if seeder || event == AnnounceEvent::Completed {
+                0
+            } else {
+                100
+            },
+            event,
+            numwant: 50,
+            families: Families::Both,
+        };
+        let node = &mut self.nodes[n];
+        let before = node.swarm.stats().pending_deltas;
+        node.swarm.announce(&a, self.now, &mut Vec::new()).unwrap();
+        self.counted += node.swarm.stats().pending_deltas - before;
+        // The outbox and the backlog are one queue: moving it early changes nothing, and
+        // shows what the announce published. A stop must reach every node, known here or
+        // not: a single tracker fed the same announces would drop the peer.
+        let changes = node.swarm.take_changes();
+        if event == AnnounceEvent::Stopped {
+            assert!(
+                changes
+                    .iter()
+                    .any(|c| c.addr == addr && c.state == PeerState::Stopped),
+                "a stop was not published"
+            );
+        }
+        node.backlog.extend(changes.into_iter().map(Record::Peer));
+    }
+
+    fn flush(&mut self, n: usize) {
+        for (h, d) in self.nodes[n].swarm.take_pending() {
+            *self.db.entry(h).or_default() += d;
+        }
+    }
+
+    /// One tick of `cluster::publish`.
+    fn publish(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        node.backlog
+            .extend(node.swarm.take_changes().into_iter().map(Record::Peer));
+        if !self.up {
+            return;
+        }
+        if node.pub_epoch.is_some_and(|e| e != self.epoch) {
+            node.swarm.republish_owned();
+            node.backlog
+                .extend(node.swarm.take_changes().into_iter().map(Record::Peer));
+        }
+        node.pub_epoch = Some(self.epoch);
+        if node.backlog.is_empty() {
+            return;
+        }
+        self.stream.push(StreamEntry {
+            seq: self.next_seq,
+            secs: self.now,
+            node: node.name.clone(),
+            inc: node.inc.clone(),
+            data: record::encode(&node.backlog),
+        });
+        node.backlog.clear();
+        self.next_seq += 1;
+        // XADD MINID: entries older than the retention go.
+        let now = self.now;
+        self.stream.retain(|e| e.secs + RETAIN >= now);
+    }
+
+    /// `cluster::read` taking up to `k` entries.
+    fn read(&mut self, n: usize, k: usize) {
+        if !self.up {
+            return;
+        }
+        let node = &mut self.nodes[n];
+        if node.read_epoch.is_some_and(|e| e != self.epoch) {
+            node.swarm.forget_remote();
+            node.next = 0;
+        }
+        node.read_epoch = Some(self.epoch);
+        let from = self.stream.partition_point(|e| e.seq < node.next);
+        let cutoff = self.now - T;
+        for e in self.stream[from..].iter().take(k) {
+            let entry = Entry {
+                id: e.seq.to_string(),
+                ms: u64::from(e.secs) * 1000,
+                node: e.node.clone(),
+                inc: e.inc.clone(),
+                data: e.data.clone(),
+            };
+            let (swarm, count) = (&node.swarm, !node.replaying);
+            let applied = node.follower.entry(&entry, |c, origin| {
+                let d = Delivery {
+                    origin,
+                    at: e.secs,
+                    cutoff,
+                    count,
+                };
+                swarm.apply(c, &d).unwrap();
+            });
+            assert!(!applied.malformed);
+            node.next = e.seq + 1;
+        }
+        if self.stream.last().is_none_or(|e| e.seq < node.next) {
+            node.replaying = false;
+        }
+    }
+
+    /// Traffic stopped: every batch published and read, twice over for what reading one
+    /// makes others publish.
+    fn settle(&mut self) {
+        self.up = true;
+        for _ in 0..3 {
+            for n in 0..NODES {
+                self.publish(n);
+            }
+            for n in 0..NODES {
+                self.read(n, usize::MAX);
+            }
+        }
+    }
+
+    fn view(&self, n: usize) -> View {
+        let node = &self.nodes[n];
+        let mut out = View::new();
+        for h in TORRENTS {
+            for p in node.swarm.peers(&h) {
+                let owner = match p.owner {
+                    None => (node.name.clone(), node.inc.clone()),
+                    Some(i) => node.follower.name(i).cloned().expect("a known origin"),
+                };
+                out.insert((h, p.addr), (p.peer_id, p.seeder, owner));
+            }
+        }
+        out
+    }
+
+    /// The stream applied in order by one map.
+    fn model(&self) -> View {
+        let mut m: BTreeMap<(InfoHash, SocketAddr), ([u8; 20], bool, (String, String), u32)> =
+            BTreeMap::new();
+        for e in &self.stream {
+            let writer = (e.node.clone(), e.inc.clone());
+            for r in record::decode(&e.data).unwrap() {
+                let Record::Peer(c) = r else { continue };
+                let key = (c.info_hash, c.addr);
+                match c.state {
+                    PeerState::Seeder | PeerState::Leecher => {
+                        let seeder = c.state == PeerState::Seeder;
+                        m.insert(key, (c.peer_id.0, seeder, writer.clone(), e.secs));
+                    }
+                    PeerState::Stopped => {
+                        m.remove(&key);
+                    }
+                    PeerState::Expired => {
+                        if m.get(&key).is_some_and(|v| v.2 == writer) {
+                            m.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+        let alive: HashSet<(String, String)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.inc.clone()))
+            .collect();
+        let cutoff = self.now - T;
+        m.into_iter()
+            .filter(|(_, v)| alive.contains(&v.2) || v.3 + LEASE >= cutoff)
+            .map(|(k, v)| (k, (v.0, v.1, v.2)))
+            .collect()
+    }
+}
+
+fn agree(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new();
+    for op in ops {
+        sim.run(op);
+    }
+    sim.settle();
+    for n in 0..NODES {
+        sim.nodes[n].swarm.remove_expired(sim.now - T);
+    }
+    sim.settle();
+    let model = sim.model();
+    for n in 0..NODES {
+        prop_assert_eq!(&sim.view(n), &model, "node {} differs from the model", n);
+    }
+    for n in 0..NODES {
+        sim.flush(n);
+    }
+    let db: u64 = sim.db.values().sum();
+    prop_assert_eq!(
+        db,
+        sim.counted - sim.lost,
+        "every counted download flushed once"
+    );
+    if !sim.counts_may_lag {
+        for h in TORRENTS {
+            let counts: Vec<u64> = (0..NODES)
+                .map(|n| sim.nodes[n].swarm.scrape(&h).downloaded)
+                .collect();
+            prop_assert!(
+                counts
+                    .iter()
+                    .all(|c| *c == sim.db.get(&h).copied().unwrap_or(0)),
+                "download counts {:?} vs database {:?}",
+                counts,
+                sim.db.get(&h)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #[test]
+    fn every_node_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..150)) {
+        agree(&ops)?;
+    }
+}
+
+/// The four cases issue 18 reported, as operation sequences.
+mod reported {
+    use super::*;
+
+    fn announce(client: u8, node: usize, event: u8) -> Op {
+        Op::Announce {
+            client,
+            node,
+            torrent: 0,
+            event,
+            seeder: false,
+            id: 0,
+        }
+    }
+
+    fn all_read() -> Vec<Op> {
+        (0..NODES)
+            .map(Op::Publish)
+            .chain((0..NODES).map(|n| Op::Read(n, usize::MAX)))
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_node_keeps_the_peers_its_previous_incarnation_owned() {
+        let mut ops: Vec<Op> = (0..3).map(|c| announce(c, c as usize, 1)).collect();
+        ops.extend(all_read());
+        ops.push(Op::Restart {
+            node: 1,
+            kill: false,
+        });
+        let mut sim = Sim::new();
+        for op in &ops {
+            sim.run(op);
+        }
+        assert_eq!(sim.nodes[1].swarm.scrape(&TORRENTS[0]).leechers, 3);
+        // The client of the old incarnation stops at the new one: everyone drops it.
+        sim.run(&announce(1, 1, 3));
+        sim.settle();
+        for n in 0..NODES {
+            assert_eq!(sim.nodes[n].swarm.scrape(&TORRENTS[0]).leechers, 2);
+        }
+        agree(&ops).unwrap();
+    }
+
+    #[test]
+    fn a_stop_at_the_previous_node_removes_the_peer_from_its_owner() {
+        let mut ops = vec![announce(0, 0, 1)];
+        ops.extend(all_read());
+        ops.push(announce(0, 1, 0));
+        ops.extend(all_read());
+        ops.push(announce(0, 0, 3));
+        ops.extend(all_read());
+        let mut sim = Sim::new();
+        for op in &ops {
+            sim.run(op);
+        }
+        for n in 0..NODES {
+            assert_eq!(sim.nodes[n].swarm.scrape(&TORRENTS[0]).leechers, 0);
+        }
+        agree(&ops).unwrap();
+    }
+
+    #[test]
+    fn announces_to_two_nodes_within_one_batch_leave_one_owner() {
+        let ops = vec![announce(0, 0, 1), announce(0, 1, 1)];
+        let mut sim = Sim::new();
+        for op in &ops {
+            sim.run(op);
+        }
+        sim.settle();
+        let owners: Vec<_> = (0..NODES)
+            .map(|n| sim.view(n).values().next().unwrap().2.clone())
+            .collect();
+        assert!(owners.iter().all(|o| *o == owners[0]), "{owners:?}");
+        // The owner renews the lease and announces the expiry; nobody else does.
+        let owner = (0..NODES)
+            .find(|&n| sim.nodes[n].swarm.peers(&TORRENTS[0])[0].owner.is_none())
+            .expect("one node owns the peer");
+        sim.run(&Op::Tick(T + 1));
+        for n in 0..NODES {
+            sim.run(&Op::Sweep(n));
+        }
+        let expiries: Vec<usize> = (0..NODES)
+            .map(|n| sim.nodes[n].swarm.take_changes().len())
+            .collect();
+        assert_eq!(expiries.iter().sum::<usize>(), 1);
+        assert_eq!(expiries[owner], 1);
+        agree(&ops).unwrap();
+    }
+}
