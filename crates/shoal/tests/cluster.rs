@@ -6,57 +6,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::nodes::*;
 use common::*;
 use protocol::udp::Response;
 use protocol::{AnnounceEvent, InfoHash};
 
-const TOKEN: &str = "cluster-token-0123456789";
 /// Every bullet's deadline: "within one second", plus the polling step.
 const SECOND: Duration = Duration::from_millis(1100);
-
-fn node(dir: &std::path::Path, db: &str, redis: &str, id: &str, mode: &str) -> Shoal {
-    node_with(dir, db, redis, id, mode, "")
-}
-
-/// `more` is appended to the config (e.g. an `[announce]` table).
-fn node_with(
-    dir: &std::path::Path,
-    db: &str,
-    redis: &str,
-    id: &str,
-    mode: &str,
-    more: &str,
-) -> Shoal {
-    let extra = format!(
-        "[cluster]\nredis_url = \"{redis}\"\nnode_id = \"{id}\"\nsecret = \"shared-secret\"\n{more}"
-    );
-    let shoal = Setup {
-        mode,
-        db_url: Some(db.to_string()),
-        token: TOKEN,
-        extra: &extra,
-        ..Setup::default()
-    }
-    .start(&subdir(dir, id));
-    wait_ready(&shoal);
-    shoal
-}
-
-fn health(s: &Shoal) -> (u16, serde_json::Value) {
-    api(s.api, "GET", "/health", None, None)
-}
-
-fn wait_ready(s: &Shoal) {
-    wait_until("the node to catch up", Duration::from_secs(20), || {
-        health(s).0 == 200
-    });
-}
-
-/// Leechers, seeders and downloads as a UDP scrape of `node` reports them.
-fn udp_counts(node: SocketAddr, ih: InfoHash) -> (u32, u32, u32) {
-    let s = udp_scrape(node, ih).unwrap();
-    (s.leechers, s.seeders, s.completed)
-}
 
 fn http_peer_ports(node: SocketAddr, ih: InfoHash, peer: u8, port: u16) -> Vec<u16> {
     let v = http_announce(node, "/announce", &started(ih, peer, port)).unwrap();
