@@ -2,9 +2,11 @@
 //! do to this node's swarm. The Redis reader and the agreement property test
 //! (`cluster/tests.rs`) both go through `Follower`, so the test proves the code that runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 
-use swarm::{Origin, PeerChange};
+use protocol::{InfoHash, PeerId};
+use swarm::{Origin, PeerChange, PeerState};
 
 use super::record::{self, Record};
 
@@ -110,6 +112,59 @@ impl Follower {
             }
         }
         out
+    }
+}
+
+/// The agreement rule as one map (docs/design.md, "Agreement"): the stream's records applied
+/// in stream order, where a join places a peer owned by its writer, a stop removes it, and
+/// an expiry removes it only from its owner. Once every node has read the same entries,
+/// each node's view must equal this; the property tests hold the nodes to it.
+#[derive(Debug, Default)]
+pub struct Model {
+    pub peers: BTreeMap<(InfoHash, SocketAddr), ModelPeer>,
+    /// Records that carried a counted `completed`, per torrent.
+    pub completed: BTreeMap<InfoHash, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPeer {
+    pub peer_id: PeerId,
+    pub seeder: bool,
+    /// (node id, incarnation) of the latest record's writer.
+    pub writer: (String, String),
+    /// That record's entry time.
+    pub ms: u64,
+}
+
+impl Model {
+    pub fn entry(&mut self, e: &Entry) {
+        let writer = (e.node.clone(), e.inc.clone());
+        for r in record::decode(&e.data).unwrap_or_default() {
+            let Record::Peer(c) = r else { continue };
+            if c.completed {
+                *self.completed.entry(c.info_hash).or_default() += 1;
+            }
+            let key = (c.info_hash, c.addr);
+            match c.state {
+                PeerState::Seeder | PeerState::Leecher => {
+                    let p = ModelPeer {
+                        peer_id: c.peer_id,
+                        seeder: c.state == PeerState::Seeder,
+                        writer: writer.clone(),
+                        ms: e.ms,
+                    };
+                    self.peers.insert(key, p);
+                }
+                PeerState::Stopped => {
+                    self.peers.remove(&key);
+                }
+                PeerState::Expired => {
+                    if self.peers.get(&key).is_some_and(|p| p.writer == writer) {
+                        self.peers.remove(&key);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -485,7 +485,7 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
 }
 
 /// Entries of an XRANGE reply, or of one stream of an XREAD reply.
-fn entries(v: &Value) -> Vec<Entry> {
+pub fn entries(v: &Value) -> Vec<Entry> {
     let Value::Array(items) = v else {
         return Vec::new();
     };

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use protocol::{AnnounceEvent, InfoHash, PeerId};
 use swarm::{Announce, Delivery, Families, PeerState, Policy, Swarm};
 
-use super::follow::{Entry, Follower};
+use super::follow::{Entry, Follower, Model};
 use super::record::{self, Record};
 
 const T: u32 = 100;
@@ -361,30 +361,18 @@ impl Sim {
         out
     }
 
-    /// The stream applied in order by one map.
+    /// The stream applied in order by one map, less the peers of incarnations that are
+    /// gone and whose lease ran out.
     fn model(&self) -> View {
-        let mut m: BTreeMap<(InfoHash, SocketAddr), ([u8; 20], bool, (String, String), u32)> =
-            BTreeMap::new();
+        let mut m = Model::default();
         for e in &self.stream {
-            let writer = (e.node.clone(), e.inc.clone());
-            for r in record::decode(&e.data).unwrap() {
-                let Record::Peer(c) = r else { continue };
-                let key = (c.info_hash, c.addr);
-                match c.state {
-                    PeerState::Seeder | PeerState::Leecher => {
-                        let seeder = c.state == PeerState::Seeder;
-                        m.insert(key, (c.peer_id.0, seeder, writer.clone(), e.secs));
-                    }
-                    PeerState::Stopped => {
-                        m.remove(&key);
-                    }
-                    PeerState::Expired => {
-                        if m.get(&key).is_some_and(|v| v.2 == writer) {
-                            m.remove(&key);
-                        }
-                    }
-                }
-            }
+            m.entry(&Entry {
+                id: e.seq.to_string(),
+                ms: u64::from(e.secs) * 1000,
+                node: e.node.clone(),
+                inc: e.inc.clone(),
+                data: e.data.clone(),
+            });
         }
         let alive: HashSet<(String, String)> = self
             .nodes
@@ -392,9 +380,10 @@ impl Sim {
             .map(|n| (n.name.clone(), n.inc.clone()))
             .collect();
         let cutoff = self.now - T;
-        m.into_iter()
-            .filter(|(_, v)| alive.contains(&v.2) || v.3 + LEASE >= cutoff)
-            .map(|(k, v)| (k, (v.0, v.1, v.2)))
+        m.peers
+            .into_iter()
+            .filter(|(_, p)| alive.contains(&p.writer) || (p.ms / 1000) as u32 + LEASE >= cutoff)
+            .map(|(k, p)| (k, (p.peer_id.0, p.seeder, p.writer)))
             .collect()
     }
 }

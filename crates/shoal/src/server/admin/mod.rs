@@ -73,6 +73,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/stats", get(stats))
         .route("/torrents", get(torrents))
         .route("/torrents/{info_hash}", get(torrent))
+        .route("/torrents/{info_hash}/peers", get(peers))
         .route("/whitelist", get(whitelist))
         .route("/whitelist/{info_hash}", put(list).delete(unlist))
         .route("/keys", get(keys).post(add_key))
@@ -322,18 +323,25 @@ struct Paging {
     limit: Option<usize>,
 }
 
-async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Response {
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100));
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        );
+impl Paging {
+    fn read(q: Result<Query<Paging>, QueryRejection>) -> Result<(usize, usize), Response> {
+        let Query(p) = q.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100));
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        Ok((offset, limit))
     }
+}
+
+async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Response {
+    let (offset, limit) = match Paging::read(q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let (total, page) = s.tracker.torrents(offset, limit);
     let list: Vec<Value> = page.iter().map(|(h, t)| torrent_json(h, t)).collect();
     Json(json!({ "total": total, "offset": offset, "limit": limit, "torrents": list }))
@@ -352,6 +360,39 @@ async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
             format!("torrent {h} is unknown to this tracker"),
         ),
     }
+}
+
+/// A torrent's peers as this node sees them, by endpoint: to compare nodes of a cluster,
+/// or to see who is in a swarm.
+async fn peers(
+    State(s): St,
+    Path(raw): Path<String>,
+    q: Result<Query<Paging>, QueryRejection>,
+) -> Response {
+    let h = match parse_hash(&raw) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let (offset, limit) = match Paging::read(q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let all = s.tracker.peers(&h);
+    let list: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|p| {
+            json!({
+                "addr": p.addr.to_string(),
+                "peer_id": p.peer_id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "seeder": p.seeder,
+                "owned": p.owner.is_none(),
+            })
+        })
+        .collect();
+    Json(json!({ "info_hash": h.to_hex(), "total": all.len(), "offset": offset, "limit": limit, "peers": list }))
+        .into_response()
 }
 
 fn entry_json(e: &WhitelistEntry) -> Value {
