@@ -1,5 +1,5 @@
 //! Shoal, the program: a BitTorrent tracker on SQLite, PostgreSQL or MySQL/MariaDB. One
-//! folder per part (DESIGN section 1); `main.rs` only reads the command line.
+//! folder per part (docs/design.md, "Crates"); `main.rs` only reads the command line.
 //!
 //! Dependencies between the parts point one way: `cmd` → `server`, `persist` → `tracker`
 //! → `config`; `bench` stands beside them.

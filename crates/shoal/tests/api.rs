@@ -306,7 +306,7 @@ fn raw(addr: std::net::SocketAddr, head: &str, body: &str) -> (u16, String) {
     (status, text)
 }
 
-/// DESIGN section 6: a web page cannot drive the API, even with the default empty token.
+/// docs/design.md, "The admin API": a web page cannot drive the API, even with the default empty token.
 /// A cross-site form posts text/plain with a foreign Origin; DNS rebinding sends the
 /// attacker's name as Host and would read the answer.
 #[test]

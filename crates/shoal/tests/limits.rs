@@ -1,4 +1,4 @@
-//! A hostile client against the limits (DESIGN section 7): one address makes torrent after
+//! A hostile client against the limits (docs/design.md, "Peers"): one address makes torrent after
 //! torrent, counts downloads on each and floods one swarm with peer ids, while honest peers
 //! on other addresses keep announcing. The tracker must refuse past each limit, keep serving
 //! the honest peers, and stay within the memory the limits allow.

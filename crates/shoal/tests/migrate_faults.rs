@@ -1,4 +1,4 @@
-//! `shoal migrate` is all or nothing (DESIGN section 5): whatever stops a copy halfway (an
+//! `shoal migrate` is all or nothing (docs/design.md, "Moving data"): whatever stops a copy halfway (an
 //! interrupt, a lost source or destination server, a full disk) leaves the destination
 //! exactly as it was, and the same command then simply succeeds.
 //!
@@ -238,7 +238,7 @@ fn a_full_destination_disk_writes_nothing() {
     succeeds_again(&from, &to, &before);
 }
 
-/// DESIGN section 5: a database is never copied into itself, whatever its URL looks like;
+/// docs/design.md, "Moving data": a database is never copied into itself, whatever its URL looks like;
 /// `--merge add` into itself used to double every count.
 #[test]
 fn a_database_is_never_copied_into_itself() {

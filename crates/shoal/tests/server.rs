@@ -99,7 +99,7 @@ fn http_announce_compact_dictionary_and_ipv6() {
     assert!(peers[0].get("peer id").is_none(), "no_peer_id honoured");
 }
 
-/// DESIGN section 7: a peer is its endpoint. A client that restarts announces from the same
+/// docs/design.md, "Peers": a peer is its endpoint. A client that restarts announces from the same
 /// IP and port with a new peer id: it replaces its old record and is never handed itself.
 #[test]
 fn a_restarted_client_is_one_peer_and_never_its_own_peer() {

@@ -1,6 +1,6 @@
 //! What the swarm may hold, and the refusal an announce gets past a limit.
 
-/// What the swarm may hold, so a hostile client cannot make it hold more (DESIGN section 7).
+/// What the swarm may hold, so a hostile client cannot make it hold more (docs/design.md, "Peers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Torrents with peers.

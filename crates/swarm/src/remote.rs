@@ -1,4 +1,4 @@
-//! Several nodes, one swarm (DESIGN section 8): what this node's peers did, for the
+//! Several nodes, one swarm (docs/design.md, "Several nodes"): what this node's peers did, for the
 //! publisher to put on the bus, and what other nodes' peers did, applied here.
 
 use std::net::SocketAddr;
@@ -114,6 +114,11 @@ impl Swarm {
         // own is placed: its sweep announces the expiry to everyone.
         let stale = d.origin != Origin::Me && seen < d.cutoff;
         let joins = matches!(c.state, PeerState::Seeder | PeerState::Leecher) && !stale;
+        // The download happened whatever this node makes of the peer, even a record too
+        // late to place it: count it first.
+        let downloaded = (c.completed && d.count && d.origin != Origin::Me)
+            .then(|| self.count_remote(&mut shard.counts, h))
+            .flatten();
         let th = shard.torrents.hash(&h);
         let at = match shard.torrents.position(&h, th) {
             Some(at) => at,
@@ -169,17 +174,23 @@ impl Swarm {
             -1 => self.peers.fetch_sub(1, Relaxed),
             _ => 0,
         };
-        if c.completed && d.count && d.origin != Origin::Me {
-            if shard.counts.has(&h)
-                || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents
-            {
-                torrent.downloaded = shard.counts.add_remote(h);
-            } else {
-                self.counted.fetch_sub(1, Relaxed);
-            }
+        if let Some(n) = downloaded {
+            torrent.downloaded = n;
         }
         self.drop_if_empty(&mut shard.torrents, at);
         Ok(())
+    }
+
+    /// Counts another node's download in memory (its node flushes it), within
+    /// `max_counted_torrents`; the new count, or None past that limit.
+    fn count_remote(&self, counts: &mut crate::counts::Counts, h: InfoHash) -> Option<u64> {
+        if counts.has(&h) || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents
+        {
+            Some(counts.add_remote(h))
+        } else {
+            self.counted.fetch_sub(1, Relaxed);
+            None
+        }
     }
 
     /// Drops every peer another node's record placed here: the bus lost the records they

@@ -1,4 +1,4 @@
-//! Several nodes, one swarm (DESIGN section 8): this node's peer changes go into a Redis
+//! Several nodes, one swarm (docs/design.md, "Several nodes"): this node's peer changes go into a Redis
 //! stream in batches; every other node's are read from it and applied to the local swarm.
 //! Nothing on the request path waits on Redis: announces only fill the swarm's outbox.
 
@@ -136,6 +136,14 @@ impl BusState {
             }
             t.logged_at = Some(Instant::now());
             t.unlogged = 0;
+        }
+    }
+
+    /// A bus operation succeeded: after an error elsewhere (the other task's connection),
+    /// this connection shows the bus is back.
+    fn answered(&self) {
+        if !self.up.load(Relaxed) {
+            self.reached();
         }
     }
 
@@ -430,6 +438,7 @@ async fn publish(
                 let batch: Vec<Record> = backlog.range(..n).copied().collect();
                 match add(c, me, &batch, retain_ms).await {
                     Ok(()) => {
+                        state.answered();
                         last_sent = Some(Instant::now());
                         backlog.drain(..n);
                         let peers = batch.iter().filter(|r| matches!(r, Record::Peer(_)));
@@ -597,7 +606,10 @@ async fn read(
                 .await
         };
         let reply = match reply {
-            Ok(v) => v,
+            Ok(v) => {
+                state.answered();
+                v
+            }
             Err(e) => {
                 state.error("cannot read the bus", &e);
                 conn = None;
@@ -630,7 +642,7 @@ async fn read(
         let now = unix_ms();
         for e in &batch {
             last.clone_from(&e.id);
-            if (e.node.as_str(), e.inc.as_str()) != (&state.node_id, &state.incarnation) {
+            if e.node != state.node_id {
                 state.heard(&e.node);
             }
             let age = (now.saturating_sub(e.ms) / 1000) as u32;

@@ -137,8 +137,9 @@ struct Sim {
     /// Completions the nodes answered as counted, and those a kill lost unflushed.
     counted: u64,
     lost: u64,
-    /// A restart or a lost stream: a node's in-memory counts may miss increments the
-    /// database holds (docs/scaling.md, "Agreement"), so only the database is compared.
+    /// A restart, a lost stream, or entries trimmed before a node read them: a node's
+    /// in-memory counts may miss increments the database holds (docs/scaling.md,
+    /// "Agreement"), so only the database is compared.
     counts_may_lag: bool,
 }
 
@@ -288,8 +289,13 @@ impl Sim {
         });
         node.backlog.clear();
         self.next_seq += 1;
-        // XADD MINID: entries older than the retention go.
+        // XADD MINID: entries older than the retention go. A node that had not read one
+        // misses the downloads it carried (its peers expired anyway).
         let now = self.now;
+        let gone = self.stream.iter().filter(|e| e.secs + RETAIN < now);
+        if let Some(last) = gone.map(|e| e.seq).max() {
+            self.counts_may_lag |= self.nodes.iter().any(|n| n.next <= last);
+        }
         self.stream.retain(|e| e.secs + RETAIN >= now);
     }
 

@@ -1,6 +1,6 @@
 //! Who may announce and scrape: the mode, with the whitelist and keys held in memory. The
 //! store is the source of truth; these caches are filled from it at start and changed only
-//! after the store has accepted a change (see `api.rs`).
+//! after the store has accepted a change (`server/admin/mod.rs`).
 
 use std::collections::HashMap;
 use std::fmt;

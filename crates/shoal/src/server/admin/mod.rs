@@ -121,7 +121,7 @@ fn host_allowed(host: &str, names: &[String]) -> bool {
         || names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// A web page must not drive the API (DESIGN section 6): a foreign `Host` is DNS rebinding,
+/// A web page must not drive the API (docs/design.md, "The admin API"): a foreign `Host` is DNS rebinding,
 /// a foreign `Origin` is a cross-site request, and a body that is not `application/json` is
 /// what a cross-site form can send without a CORS preflight (an empty body is no body: the
 /// Origin check covers a bodiless cross-site POST). Runs after the token check, so that 401
