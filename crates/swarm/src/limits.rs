@@ -36,16 +36,6 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The limit's configuration key under `[limits]`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Refusal::Torrents => "max_torrents",
-            Refusal::Peers => "max_peers",
-            Refusal::PeersPerTorrent => "max_peers_per_torrent",
-            Refusal::PeersPerIp => "max_peers_per_ip",
-        }
-    }
-
     pub fn message(self) -> &'static str {
         match self {
             Refusal::Torrents => {

@@ -184,8 +184,7 @@ impl Swarm {
     /// Counts another node's download in memory (its node flushes it), within
     /// `max_counted_torrents`; the new count, or None past that limit.
     fn count_remote(&self, counts: &mut crate::counts::Counts, h: InfoHash) -> Option<u64> {
-        if counts.has(&h) || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents
-        {
+        if counts.has(&h) || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents {
             Some(counts.add_remote(h))
         } else {
             self.counted.fetch_sub(1, Relaxed);

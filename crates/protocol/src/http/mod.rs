@@ -45,21 +45,6 @@ impl fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
-impl RequestError {
-    /// A short stable label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RequestError::Missing(_) => "missing_param",
-            RequestError::BadEscape(_) => "bad_escape",
-            RequestError::WrongLength { .. } => "wrong_length",
-            RequestError::NotANumber(_) => "not_a_number",
-            RequestError::PortZero => "port_zero",
-            RequestError::UnknownEvent(_) => "unknown_event",
-            RequestError::TooManyInfoHashes(_) => "too_many_info_hashes",
-        }
-    }
-}
-
 fn pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     query
         .split(|&b| b == b'&')

@@ -118,21 +118,6 @@ impl ParseError {
             | ParseError::PortZero { .. } => Some(Action::Announce),
         }
     }
-
-    /// A short stable label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ParseError::TooShort(_) => "too_short",
-            ParseError::TooLong(_) => "oversized",
-            ParseError::BadProtocolId { .. } => "bad_protocol_id",
-            ParseError::UnknownAction { .. } => "unknown_action",
-            ParseError::Truncated { .. } => "truncated",
-            ParseError::ScrapeLength { .. } => "scrape_length",
-            ParseError::UnknownEvent { .. } => "unknown_event",
-            ParseError::BadOptions { .. } => "bad_options",
-            ParseError::PortZero { .. } => "port_zero",
-        }
-    }
 }
 
 impl fmt::Display for ParseError {

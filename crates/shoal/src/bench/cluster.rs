@@ -13,13 +13,22 @@ use crate::cluster::record::{self, Record};
 use crate::config::{AnnounceConfig, Mode};
 use crate::tracker::Tracker;
 
+/// The cost of several nodes: applying another node's peer changes (ns each) and the Redis
+/// memory of a stream that holds one million live peers; prints one JSON object.
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, value_name = "URL")]
     pub redis_url: String,
-    /// Announces whose travel from one node to another is timed.
+    /// Announces timed from one node to another (two nodes in this process on the bus).
+    #[arg(long, default_value_t = 300, value_name = "N")]
     pub lag_samples: usize,
-    pub changes: usize,
-    pub torrents: usize,
+    /// Peer changes to apply and to write (two records each) into the stream.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub changes: u64,
+    #[arg(long, default_value_t = 100_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub torrents: u64,
     /// Records per stream entry: a node publishing every 100 ms at this many changes per batch.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub per_entry: usize,
 }
 
@@ -46,7 +55,9 @@ fn change(i: usize, torrents: usize) -> PeerChange {
 }
 
 pub async fn run(a: Args) -> Result<(), String> {
-    let changes: Vec<PeerChange> = (0..a.changes).map(|i| change(i, a.torrents)).collect();
+    let changes: Vec<PeerChange> = (0..a.changes as usize)
+        .map(|i| change(i, a.torrents as usize))
+        .collect();
 
     // Applying: every change a join (the dearest kind), then every one again as a renewal.
     let t = Tracker::clustered(
@@ -198,6 +209,7 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
         tokio::time::sleep(std::time::Duration::from_millis(7)).await;
         let started = Instant::now();
         let _ = a.announce(
+            crate::tracker::Protocol::Http,
             &crate::tracker::PeerAnnounce {
                 info_hash: c.info_hash,
                 peer_id: c.peer_id,
@@ -206,15 +218,16 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
                 left: 1,
                 event: protocol::AnnounceEvent::Started,
                 numwant: Some(1),
-                families: swarm::Families::Both,
+                key: None,
             },
+            a.now(),
             &mut out,
         );
         let deadline = started + std::time::Duration::from_secs(5);
-        while b.scrape(&c.info_hash).leechers == 0 && Instant::now() < deadline {
+        while b.torrent(&c.info_hash).is_none_or(|t| t.leechers == 0) && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_micros(500)).await;
         }
-        if b.scrape(&c.info_hash).leechers == 0 {
+        if b.torrent(&c.info_hash).is_none_or(|t| t.leechers == 0) {
             return Err(format!("sample {i} never reached the other node"));
         }
         lags.push(started.elapsed().as_secs_f64() * 1000.0);

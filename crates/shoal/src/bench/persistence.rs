@@ -14,10 +14,20 @@ use store::{
     WhitelistEntry, WhitelistStore,
 };
 
+/// Time every store operation on a throwaway database; prints one JSON report.
+#[derive(clap::Args)]
 pub struct Args {
+    /// The database to measure (it is migrated, written to and left with the rows).
+    #[arg(long, value_name = "URL")]
     pub db_url: String,
+    /// Repetitions of each per-row operation.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub ops: usize,
+    /// Tasks for the concurrent runs.
+    #[arg(long, default_value_t = 4, value_name = "C")]
     pub concurrency: usize,
+    /// Persisted counts for the start-up load (load_all_1m).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub rows: usize,
 }
 

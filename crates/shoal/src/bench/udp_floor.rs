@@ -8,7 +8,27 @@ use std::time::{Duration, Instant};
 
 use crate::server::udp::io::{Io, MsgBatch};
 
-pub fn run(bind: SocketAddr, seconds: u64, peers: usize) -> Result<(), String> {
+/// A UDP responder that answers BEP 15 connect, announce and scrape with correctly sized
+/// packets and does no tracker work: the throughput floor for scripts/bench-throughput.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
+    pub bind: SocketAddr,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    pub seconds: u64,
+    /// Peers in every announce answer (fewer if the request wants fewer).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub peers: usize,
+}
+
+pub fn run(
+    Args {
+        bind,
+        seconds,
+        peers,
+    }: Args,
+) -> Result<(), String> {
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))

@@ -9,14 +9,24 @@ use std::time::{Duration, Instant};
 use protocol::udp::{AnnounceRequest, ConnectionId, Request, ScrapeRequest, TransactionId};
 use protocol::{AnnounceEvent, InfoHash, PeerId};
 
+/// Send BEP 15 requests at a fixed rate (aquatic_udp_load_test's default mix) and count
+/// answers: for measuring a tracker's CPU per response below saturation.
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
     pub server: SocketAddr,
+    /// Requests per second.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub rate: u64,
+    #[arg(long, default_value_t = 20, value_name = "S")]
     pub seconds: u64,
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub torrents: usize,
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub peers: usize,
     /// Every peer keeps its role and re-announces without an event (a settled swarm);
     /// otherwise announces flip between `started` leechers and `completed` seeders.
+    #[arg(long)]
     pub steady: bool,
 }
 

@@ -7,6 +7,85 @@ use serde_json::Value;
 use super::client::{Client, Target};
 use crate::config::Config;
 
+/// Where the running tracker's admin API is.
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    /// The admin API, e.g. http://127.0.0.1:1212 (default: api.bind of the configuration).
+    #[arg(long, value_name = "URL", global = true)]
+    pub api: Option<String>,
+    /// TOML configuration file for api.bind and api.token (SHOAL_API__TOKEN also works).
+    #[arg(long, short, value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Change or show the whitelist of a running tracker through its admin API.
+#[derive(clap::Args)]
+pub struct WhitelistArgs {
+    #[command(subcommand)]
+    pub action: WhitelistAction,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum WhitelistAction {
+    /// List an info-hash (40 hex digits).
+    Add { info_hash: String },
+    /// Unlist an info-hash.
+    Remove { info_hash: String },
+    /// Show every listed info-hash.
+    List,
+}
+
+/// Create, import, remove or show the keys of a running tracker through its admin API.
+#[derive(clap::Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysAction {
+    /// Create a random key, valid for SECS seconds or forever.
+    Add {
+        #[arg(long, value_name = "SECS")]
+        valid_for: Option<u64>,
+    },
+    /// Add a key of your own (32 characters).
+    Import {
+        key: String,
+        #[arg(long, value_name = "UNIX")]
+        valid_until: Option<i64>,
+    },
+    /// Remove a key.
+    Remove { key: String },
+    /// Show every key.
+    List,
+}
+
+impl From<WhitelistAction> for Order {
+    fn from(a: WhitelistAction) -> Order {
+        match a {
+            WhitelistAction::Add { info_hash } => Order::List(info_hash),
+            WhitelistAction::Remove { info_hash } => Order::Unlist(info_hash),
+            WhitelistAction::List => Order::ShowWhitelist,
+        }
+    }
+}
+
+impl From<KeysAction> for Order {
+    fn from(a: KeysAction) -> Order {
+        match a {
+            KeysAction::Add { valid_for } => Order::NewKey { valid_for },
+            KeysAction::Import { key, valid_until } => Order::ImportKey { key, valid_until },
+            KeysAction::Remove { key } => Order::RemoveKey(key),
+            KeysAction::List => Order::ShowKeys,
+        }
+    }
+}
+
 pub enum Order {
     List(String),
     Unlist(String),

@@ -12,11 +12,23 @@ use protocol::{AnnounceEvent, InfoHash, PeerId};
 
 use super::client::{Client, Target};
 
+/// Announce to and scrape trackers as a client would (udp://, http://, https://), on a
+/// random info-hash unless one is given; report each step. Exit 0 only if all worked.
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
+    /// 40 hex digits; default: a random one.
+    #[arg(long, value_name = "HEX", value_parser = |s: &str| InfoHash::from_hex(s))]
     pub info_hash: Option<InfoHash>,
+    /// A private tracker's key, appended to the announce path.
+    #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
+    /// PEM CA to trust for https:// (default: the system's roots).
+    #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// One JSON array instead of lines.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -4,6 +4,24 @@ use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
 
 use crate::config::Config;
 
+/// Show or apply the database migrations without serving.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+    /// TOML configuration file (database.url); the environment applies as for serve.
+    #[arg(long, short, value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// List every migration: applied, pending, or one this binary refuses (changed, unknown).
+    Status,
+    /// Apply pending migrations and exit.
+    Upgrade,
+}
+
 async fn open(config: &Config) -> Result<(AnyStore, DatabaseUrl), String> {
     let url = config.database.url.clone();
     let store = AnyStore::open(&url, 1).await.map_err(|e| e.to_string())?;

@@ -10,12 +10,44 @@ use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
 
 use crate::persist::explain;
 
+/// Copy every row (torrents, counters, whitelist, keys) from one database to another and
+/// verify both sides. Any pair of sqlite:, postgresql: and mysql: URLs, either way; a
+/// Torrust Tracker database is read with torrust+sqlite://, torrust+mysql:// or
+/// torrust+postgresql://. The source is never written to.
+#[derive(clap::Args)]
 pub struct Args {
+    /// The database to read.
+    #[arg(long, value_name = "URL")]
     pub from: String,
+    /// The database to write; its migrations are applied first. Must be empty unless --merge.
+    #[arg(long, value_name = "URL")]
     pub to: String,
-    pub merge: Option<Merge>,
+    /// Copy into a database that already holds rows: `add` adds download counts, `max`
+    /// keeps the larger; whitelist entries and keys already there are kept either way.
+    #[arg(long, value_name = "HOW")]
+    pub merge: Option<MergeArg>,
+    /// Leave source rows that cannot be read (bad hex, wrong length) behind and list them,
+    /// instead of stopping.
+    #[arg(long)]
     pub skip_invalid: bool,
-    pub batch_rows: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 5000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_rows: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum MergeArg {
+    Add,
+    Max,
+}
+
+impl From<MergeArg> for Merge {
+    fn from(m: MergeArg) -> Merge {
+        match m {
+            MergeArg::Add => Merge::Add,
+            MergeArg::Max => Merge::Max,
+        }
+    }
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -74,9 +106,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
     let printer = tokio::spawn(show_progress(progress.clone(), started));
     let opts = CopyOptions {
-        merge: args.merge,
+        merge: args.merge.map(Merge::from),
         skip_invalid: args.skip_invalid,
-        batch_rows: args.batch_rows,
+        batch_rows: args.batch_rows as usize,
     };
     let result = copy::copy(&src, format, &dst, opts, progress.clone()).await;
     printer.abort();

@@ -16,6 +16,19 @@ use crate::persist::flusher::FlusherThread;
 use crate::server::{admin as api, http, udp};
 use crate::tracker::Tracker;
 
+/// Logs to stderr as `[log]` says: text (coloured on a terminal) or JSON lines.
+pub fn init_logs(log: &crate::config::LogConfig) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&log.level))
+        .with_writer(std::io::stderr);
+    match log.format {
+        crate::config::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        crate::config::LogFormat::Json => logs.json().init(),
+    }
+}
+
 pub async fn run(config: Config) -> Result<(), String> {
     let url = config.database.url.clone();
     let store = AnyStore::open(&url, config.database.max_connections.get())

@@ -15,15 +15,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use protocol::http::{
     AnnounceRequest, AnnounceResponse, ScrapeRequest, SwarmCounts, write_failure, write_scrape,
 };
-use swarm::Families;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::proxy::Proxies;
 use super::tls::Certs;
 use crate::config::HttpConfig;
-use crate::tracker::metrics::{Action, Protocol::Http};
-use crate::tracker::{PeerAnnounce, Tracker};
+use crate::tracker::{Action, ErrorKind, PeerAnnounce, Protocol::Http, Tracker};
 
 /// Serves until `stop` turns true, then drains: no new connection is accepted, every open
 /// one finishes the request it is reading or answering and closes, and only then does this
@@ -55,7 +53,7 @@ pub async fn serve(
         };
         // Over the limit: close at once, before hyper spends anything on the connection.
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracker.metrics().error(Http, None, "too_many_connections");
+            tracker.count_error(Http, None, ErrorKind::TooManyConnections);
             drop(stream);
             continue;
         };
@@ -80,14 +78,20 @@ pub async fn serve(
                 .await
             {
                 Ok(named) => conn.named = named,
-                Err(_) => return conn.tracker.metrics().error(Http, None, "bad_proxy_header"),
+                Err(_) => {
+                    return conn
+                        .tracker
+                        .count_error(Http, None, ErrorKind::BadProxyHeader);
+                }
             }
             match tls {
                 None => conn.serve(stream).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => conn.serve(tls).await,
-                        _ => conn.tracker.metrics().error(Http, None, "tls_handshake"),
+                        _ => conn
+                            .tracker
+                            .count_error(Http, None, ErrorKind::TlsHandshake),
                     }
                 }
             }
@@ -152,16 +156,16 @@ impl Conn {
         };
         if let Err(e) = served {
             let kind = if e.is_parse_too_large() {
-                "head_too_large"
+                ErrorKind::HeadTooLarge
             } else if e.is_timeout() {
-                "head_timeout"
+                ErrorKind::HeadTimeout
             } else if e.is_parse() {
-                "bad_http"
+                ErrorKind::BadHttp
             } else {
                 // Resets and the like: the client went away; nothing to count.
                 return;
             };
-            counted.metrics().error(Http, None, kind);
+            counted.count_error(Http, None, kind);
         }
     }
 }
@@ -179,14 +183,14 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
-fn failure(t: &Tracker, action: Action, kind: &'static str, reason: &str) -> Response<Full<Bytes>> {
-    t.metrics().error(Http, Some(action), kind);
+/// A BEP 3 failure: it travels in a 200 response, as clients read the body, not the status.
+fn failure(reason: &str) -> Response<Full<Bytes>> {
     let mut body = Vec::with_capacity(32 + reason.len());
     write_failure(reason, &mut body);
-    // BEP 3 failures travel in a 200 response: clients read the body, not the status.
     reply(StatusCode::OK, body)
 }
 
+/// The codec around `Tracker`: routes, parses, and encodes what the tracker decided.
 pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("").as_bytes();
     // `/announce/<key>` and `/scrape/<key>` carry a private tracker's key.
@@ -199,7 +203,7 @@ pub fn handle<B>(t: &Tracker, req: &Request<B>, remote: SocketAddr) -> Response<
         "announce" => announce(t, query, key, remote),
         "scrape" => scrape(t, query, key),
         _ => {
-            t.metrics().error(Http, None, "not_found");
+            t.count_error(Http, None, ErrorKind::NotFound);
             let mut body = Vec::new();
             write_failure(
                 "not found: this tracker answers /announce and /scrape",
@@ -218,40 +222,33 @@ fn announce(
 ) -> Response<Full<Bytes>> {
     let req = match AnnounceRequest::parse(query) {
         Ok(r) => r,
-        Err(e) => return failure(t, Action::Announce, e.kind(), &e.to_string()),
+        Err(e) => {
+            t.count_error(Http, Some(Action::Announce), ErrorKind::from(&e));
+            return failure(&e.to_string());
+        }
     };
-    if let Err(refusal) = t
-        .access()
-        .check_announce(&req.info_hash, key, Tracker::unix_now())
-    {
-        return failure(t, Action::Announce, refusal.kind(), &refusal.to_string());
-    }
-    t.metrics().request(Http, Action::Announce);
+    let announce = PeerAnnounce {
+        info_hash: req.info_hash,
+        peer_id: req.peer_id,
+        // The socket's address (or a trusted proxy's word), never the `ip` parameter.
+        ip: remote.ip(),
+        port: req.port,
+        left: req.left,
+        event: req.event,
+        numwant: req.numwant,
+        key,
+    };
     let mut peers = Vec::new();
-    let announced = t.announce(
-        &PeerAnnounce {
-            info_hash: req.info_hash,
-            peer_id: req.peer_id,
-            // The socket's address, never the `ip` parameter: anyone could claim any address.
-            ip: remote.ip(),
-            port: req.port,
-            left: req.left,
-            event: req.event,
-            numwant: req.numwant,
-            families: Families::Both,
-        },
-        &mut peers,
-    );
-    let stats = match announced {
-        Ok(stats) => stats,
-        Err(limit) => return failure(t, Action::Announce, limit.key(), limit.message()),
+    let answer = match t.announce(Http, &announce, t.now(), &mut peers) {
+        Ok(answer) => answer,
+        Err(refused) => return failure(&refused.to_string()),
     };
     let mut body = Vec::with_capacity(96 + peers.len() * 18);
     AnnounceResponse {
-        interval: t.policy().interval.get(),
-        min_interval: t.policy().min_interval,
-        complete: stats.seeders,
-        incomplete: stats.leechers,
+        interval: answer.interval,
+        min_interval: answer.min_interval,
+        complete: answer.seeders,
+        incomplete: answer.leechers,
         peers: &peers,
     }
     .write(req.compact, req.no_peer_id, &mut body);
@@ -261,20 +258,20 @@ fn announce(
 fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>> {
     let req = match ScrapeRequest::parse(query) {
         Ok(r) => r,
-        Err(e) => return failure(t, Action::Scrape, e.kind(), &e.to_string()),
+        Err(e) => {
+            t.count_error(Http, Some(Action::Scrape), ErrorKind::from(&e));
+            return failure(&e.to_string());
+        }
     };
-    if let Err(refusal) = t
-        .access()
-        .check_scrape(&req.info_hashes, Some(key), Tracker::unix_now())
-    {
-        return failure(t, Action::Scrape, refusal.kind(), &refusal.to_string());
-    }
-    t.metrics().request(Http, Action::Scrape);
+    let counts = match t.scrape(Http, &req.info_hashes, key, t.now()) {
+        Ok(counts) => counts,
+        Err(refused) => return failure(&refused.to_string()),
+    };
     let mut files: Vec<_> = req
         .info_hashes
         .iter()
-        .map(|h| {
-            let s = t.scrape(h);
+        .zip(counts)
+        .map(|(h, s)| {
             (
                 *h,
                 SwarmCounts {
@@ -288,4 +285,85 @@ fn scrape(t: &Tracker, query: &[u8], key: Option<&[u8]>) -> Response<Full<Bytes>
     let mut body = Vec::with_capacity(16 + files.len() * 80);
     write_scrape(&mut files, &mut body);
     reply(StatusCode::OK, body)
+}
+
+/// The HTTP handler in process, without sockets: the codec around `Tracker`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AnnounceConfig, Mode};
+
+    fn get(t: &Tracker, target: &str, from: &str) -> (StatusCode, Vec<u8>) {
+        let req = Request::builder().uri(target).body(()).unwrap();
+        let resp = handle(t, &req, from.parse().unwrap());
+        let status = resp.status();
+        let body = body_of(resp);
+        (status, body)
+    }
+
+    fn body_of(resp: Response<Full<Bytes>>) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(resp.into_body().collect())
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    fn query(port: u16, peer: u8) -> String {
+        let ih = "%03".repeat(20);
+        let id = format!("%{peer:02x}").repeat(20);
+        format!("info_hash={ih}&peer_id={id}&port={port}&uploaded=0&downloaded=0&left=5&compact=1")
+    }
+
+    #[test]
+    fn an_announce_is_answered_with_the_other_peers_and_counted() {
+        let t = Tracker::new(AnnounceConfig::default(), Mode::Public, swarm::Limits::NONE);
+        get(
+            &t,
+            &format!("/announce?{}", query(6881, 1)),
+            "10.0.0.1:5000",
+        );
+        let (status, body) = get(
+            &t,
+            &format!("/announce?{}", query(6882, 2)),
+            "10.0.0.2:5000",
+        );
+        assert_eq!(status, StatusCode::OK);
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("10:incompletei2e"), "{text}");
+        // The other peer, compact: 10.0.0.1:6881.
+        assert!(
+            body.windows(6).any(|w| w == [10, 0, 0, 1, 0x1a, 0xe1]),
+            "{text}"
+        );
+        let m = t.metrics().render(&t.stats());
+        assert!(m.contains("shoal_requests_total{protocol=\"http\",action=\"announce\"} 2"));
+    }
+
+    #[test]
+    fn refusals_and_malformed_queries_are_failures_with_their_kind() {
+        let t = Tracker::new(
+            AnnounceConfig::default(),
+            Mode::Private,
+            swarm::Limits::NONE,
+        );
+        let (status, body) = get(
+            &t,
+            &format!("/announce?{}", query(6881, 1)),
+            "10.0.0.1:5000",
+        );
+        assert_eq!(status, StatusCode::OK, "BEP 3 failures travel in a 200");
+        assert!(String::from_utf8_lossy(&body).contains("failure reason"));
+        let (_, body) = get(&t, "/announce?info_hash=short", "10.0.0.1:5000");
+        assert!(String::from_utf8_lossy(&body).contains("failure reason"));
+        let (status, _) = get(&t, "/nowhere", "10.0.0.1:5000");
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let m = t.metrics().render(&t.stats());
+        for kind in ["missing_key", "wrong_length", "not_found"] {
+            assert!(m.contains(&format!("kind=\"{kind}\"}} 1")), "{kind} in {m}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use store::{AuthKey, Store, StoreError, WhitelistEntry};
 
 use crate::config::Mode;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     NotListed(InfoHash),
     MissingKey,
@@ -22,20 +22,6 @@ pub enum Refusal {
     ExpiredKey,
     /// UDP scrapes carry no URL data, so they cannot carry a key.
     ScrapeNeedsKey,
-}
-
-impl Refusal {
-    /// The metrics label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Refusal::NotListed(_) => "not_listed",
-            Refusal::MissingKey => "missing_key",
-            Refusal::MalformedKey => "malformed_key",
-            Refusal::UnknownKey => "unknown_key",
-            Refusal::ExpiredKey => "expired_key",
-            Refusal::ScrapeNeedsKey => "scrape_needs_key",
-        }
-    }
 }
 
 impl fmt::Display for Refusal {

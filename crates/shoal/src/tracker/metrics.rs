@@ -35,45 +35,132 @@ impl From<protocol::udp::Action> for Action {
     }
 }
 
-/// Every error kind the servers report, sorted; anything else is counted as "other". A fixed
-/// table of atomics, so a flood of malformed packets never serialises the UDP workers on a lock.
-const KINDS: &[&str] = &[
-    "bad_connection_id",
-    "bad_escape",
-    "bad_http",
-    "bad_options",
-    "bad_protocol_id",
-    "bad_proxy_header",
-    "expired_key",
-    "head_timeout",
-    "head_too_large",
-    "malformed_key",
-    "max_peers",
-    "max_peers_per_ip",
-    "max_peers_per_torrent",
-    "max_torrents",
-    "missing_key",
-    "missing_param",
-    "not_a_number",
-    "not_found",
-    "not_listed",
-    "other",
-    "oversized",
-    "port_zero",
-    "scrape_length",
-    "scrape_needs_key",
-    "tls_handshake",
-    "too_many_connections",
-    "too_many_info_hashes",
-    "too_short",
-    "truncated",
-    "unknown_action",
-    "unknown_event",
-    "unknown_key",
-    "wrong_length",
-];
+/// Declares `ErrorKind` and its labels from one table, so a kind and its label cannot
+/// drift apart, and a kind nobody registered cannot be counted.
+macro_rules! error_kinds {
+    ($($kind:ident => $label:literal,)*) => {
+        /// Why a request was malformed, refused or dropped: one counter per protocol each.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorKind {
+            $($kind,)*
+        }
 
-struct ErrorCounts([[AtomicU64; KINDS.len()]; 2]);
+        impl ErrorKind {
+            pub const ALL: &[ErrorKind] = &[$(ErrorKind::$kind,)*];
+
+            /// The `kind` label of `shoal_errors_total`.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $label,)*
+                }
+            }
+        }
+    };
+}
+
+error_kinds! {
+    // The connection, before a request.
+    TooManyConnections => "too_many_connections",
+    BadProxyHeader => "bad_proxy_header",
+    TlsHandshake => "tls_handshake",
+    BadHttp => "bad_http",
+    HeadTimeout => "head_timeout",
+    HeadTooLarge => "head_too_large",
+    NotFound => "not_found",
+    // A UDP datagram.
+    TooShort => "too_short",
+    Oversized => "oversized",
+    BadProtocolId => "bad_protocol_id",
+    UnknownAction => "unknown_action",
+    Truncated => "truncated",
+    ScrapeLength => "scrape_length",
+    BadOptions => "bad_options",
+    BadConnectionId => "bad_connection_id",
+    // An HTTP query.
+    MissingParam => "missing_param",
+    BadEscape => "bad_escape",
+    WrongLength => "wrong_length",
+    NotANumber => "not_a_number",
+    TooManyInfoHashes => "too_many_info_hashes",
+    // Either.
+    UnknownEvent => "unknown_event",
+    PortZero => "port_zero",
+    // The access policy.
+    NotListed => "not_listed",
+    MissingKey => "missing_key",
+    MalformedKey => "malformed_key",
+    UnknownKey => "unknown_key",
+    ExpiredKey => "expired_key",
+    ScrapeNeedsKey => "scrape_needs_key",
+    // The swarm's limits.
+    MaxTorrents => "max_torrents",
+    MaxPeers => "max_peers",
+    MaxPeersPerTorrent => "max_peers_per_torrent",
+    MaxPeersPerIp => "max_peers_per_ip",
+}
+
+const KINDS: usize = ErrorKind::ALL.len();
+
+impl From<&protocol::udp::ParseError> for ErrorKind {
+    fn from(e: &protocol::udp::ParseError) -> Self {
+        use protocol::udp::ParseError as P;
+        match e {
+            P::TooShort(_) => ErrorKind::TooShort,
+            P::TooLong(_) => ErrorKind::Oversized,
+            P::BadProtocolId { .. } => ErrorKind::BadProtocolId,
+            P::UnknownAction { .. } => ErrorKind::UnknownAction,
+            P::Truncated { .. } => ErrorKind::Truncated,
+            P::ScrapeLength { .. } => ErrorKind::ScrapeLength,
+            P::UnknownEvent { .. } => ErrorKind::UnknownEvent,
+            P::BadOptions { .. } => ErrorKind::BadOptions,
+            P::PortZero { .. } => ErrorKind::PortZero,
+        }
+    }
+}
+
+impl From<&protocol::http::RequestError> for ErrorKind {
+    fn from(e: &protocol::http::RequestError) -> Self {
+        use protocol::http::RequestError as R;
+        match e {
+            R::Missing(_) => ErrorKind::MissingParam,
+            R::BadEscape(_) => ErrorKind::BadEscape,
+            R::WrongLength { .. } => ErrorKind::WrongLength,
+            R::NotANumber(_) => ErrorKind::NotANumber,
+            R::PortZero => ErrorKind::PortZero,
+            R::UnknownEvent(_) => ErrorKind::UnknownEvent,
+            R::TooManyInfoHashes(_) => ErrorKind::TooManyInfoHashes,
+        }
+    }
+}
+
+impl From<super::access::Refusal> for ErrorKind {
+    fn from(r: super::access::Refusal) -> Self {
+        use super::access::Refusal as A;
+        match r {
+            A::NotListed(_) => ErrorKind::NotListed,
+            A::MissingKey => ErrorKind::MissingKey,
+            A::MalformedKey => ErrorKind::MalformedKey,
+            A::UnknownKey => ErrorKind::UnknownKey,
+            A::ExpiredKey => ErrorKind::ExpiredKey,
+            A::ScrapeNeedsKey => ErrorKind::ScrapeNeedsKey,
+        }
+    }
+}
+
+impl From<swarm::Refusal> for ErrorKind {
+    fn from(r: swarm::Refusal) -> Self {
+        match r {
+            swarm::Refusal::Torrents => ErrorKind::MaxTorrents,
+            swarm::Refusal::Peers => ErrorKind::MaxPeers,
+            swarm::Refusal::PeersPerTorrent => ErrorKind::MaxPeersPerTorrent,
+            swarm::Refusal::PeersPerIp => ErrorKind::MaxPeersPerIp,
+        }
+    }
+}
+
+/// [protocol][kind]: a fixed table of atomics, so a flood of malformed packets never
+/// serialises the UDP workers on a lock.
+struct ErrorCounts([[AtomicU64; KINDS]; 2]);
 
 impl Default for ErrorCounts {
     fn default() -> Self {
@@ -83,17 +170,11 @@ impl Default for ErrorCounts {
     }
 }
 
-fn kind_slot(kind: &str) -> usize {
-    KINDS
-        .binary_search(&kind)
-        .unwrap_or_else(|_| KINDS.binary_search(&"other").expect("other is a kind"))
-}
-
 #[derive(Default)]
 pub struct Metrics {
     /// [protocol][action]
     requests: [[AtomicU64; 3]; 2],
-    /// Malformed or refused requests, by protocol and kind (`KINDS`).
+    /// Malformed or refused requests, by protocol and `ErrorKind`.
     errors: ErrorCounts,
     /// The same, by protocol and action ([protocol][connect, announce, scrape, unknown]).
     failed: [[AtomicU64; 4]; 2],
@@ -118,9 +199,9 @@ impl Metrics {
     }
 
     /// `action` is `None` when the request was too broken to tell.
-    pub fn error(&self, p: Protocol, action: Option<Action>, kind: &'static str) {
+    pub fn error(&self, p: Protocol, action: Option<Action>, kind: ErrorKind) {
         self.failed[p as usize][action.map_or(3, |a| a as usize)].fetch_add(1, Relaxed);
-        self.errors.0[p as usize][kind_slot(kind)].fetch_add(1, Relaxed);
+        self.errors.0[p as usize][kind as usize].fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text: these counters, and the swarm's gauges as `g` says.
@@ -146,13 +227,14 @@ impl Metrics {
         }
         out.push_str("# HELP shoal_errors_total Malformed, refused or dropped requests, by protocol and kind.\n# TYPE shoal_errors_total counter\n");
         for p in [Protocol::Udp, Protocol::Http] {
-            for (kind, n) in KINDS.iter().zip(&self.errors.0[p as usize]) {
+            for (kind, n) in ErrorKind::ALL.iter().zip(&self.errors.0[p as usize]) {
                 let n = n.load(Relaxed);
                 if n > 0 {
                     let _ = writeln!(
                         out,
-                        "shoal_errors_total{{protocol=\"{}\",kind=\"{kind}\"}} {n}",
-                        p.label()
+                        "shoal_errors_total{{protocol=\"{}\",kind=\"{}\"}} {n}",
+                        p.label(),
+                        kind.label()
                     );
                 }
             }
@@ -275,29 +357,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_has_its_own_counter() {
-        assert!(KINDS.is_sorted(), "kind_slot searches KINDS by bisection");
+    fn every_kind_has_its_own_counter_and_label() {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "ALL is in declaration order");
+        }
+        let mut labels: Vec<_> = ErrorKind::ALL.iter().map(|k| k.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), KINDS, "labels are distinct");
         let m = Metrics::default();
-        m.error(Protocol::Udp, None, "too_short");
-        m.error(Protocol::Udp, None, "too_short");
-        m.error(Protocol::Http, Some(Action::Announce), "max_peers_per_ip");
-        m.error(Protocol::Http, None, "no such kind");
-        let g = swarm::SwarmStats::default();
-        let text = m.render(&g);
+        m.error(Protocol::Udp, None, ErrorKind::TooShort);
+        m.error(Protocol::Udp, None, ErrorKind::TooShort);
+        m.error(
+            Protocol::Http,
+            Some(Action::Announce),
+            swarm::Refusal::PeersPerIp.into(),
+        );
+        let text = m.render(&swarm::SwarmStats::default());
         for line in [
             "shoal_errors_total{protocol=\"udp\",kind=\"too_short\"} 2",
             "shoal_errors_total{protocol=\"http\",kind=\"max_peers_per_ip\"} 1",
-            "shoal_errors_total{protocol=\"http\",kind=\"other\"} 1",
         ] {
             assert!(text.contains(line), "{line} in {text}");
-        }
-        for refusal in [
-            swarm::Refusal::Torrents,
-            swarm::Refusal::Peers,
-            swarm::Refusal::PeersPerTorrent,
-            swarm::Refusal::PeersPerIp,
-        ] {
-            assert_ne!(KINDS[kind_slot(refusal.key())], "other", "{refusal:?}");
         }
     }
 }

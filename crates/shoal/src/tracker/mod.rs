@@ -16,6 +16,7 @@ use swarm::{
 
 use self::access::Access;
 use self::metrics::Metrics;
+pub use self::metrics::{Action, ErrorKind, Protocol};
 use crate::config::{AnnounceConfig, Mode};
 
 pub struct Tracker {
@@ -34,16 +35,68 @@ pub struct Now {
     pub uptime: u32,
 }
 
-/// An announce after decoding, in the protocol-neutral form.
-pub struct PeerAnnounce {
+/// An announce after decoding, in the protocol-neutral form every server hands over.
+pub struct PeerAnnounce<'a> {
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
+    /// The client's address: the socket's, or a trusted proxy's word for it; never a
+    /// parameter anyone could set.
     pub ip: IpAddr,
     pub port: u16,
     pub left: u64,
     pub event: AnnounceEvent,
     pub numwant: Option<u32>,
-    pub families: Families,
+    /// A private tracker's key, as the request carried it (HTTP path, BEP 41 URL data).
+    pub key: Option<&'a [u8]>,
+}
+
+/// What an announce's answer says besides its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub interval: u32,
+    pub min_interval: u32,
+    pub seeders: u32,
+    pub leechers: u32,
+}
+
+/// Why a request was refused: the access policy or a limit, with its metric kind and the
+/// message the client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Access(access::Refusal),
+    Limit(swarm::Refusal),
+}
+
+impl Refused {
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Refused::Access(r) => r.into(),
+            Refused::Limit(r) => r.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Access(r) => r.fmt(f),
+            Refused::Limit(r) => f.write_str(r.message()),
+        }
+    }
+}
+
+/// The announces of one batch, for `Tracker::prefetch`.
+#[derive(Default)]
+pub struct Batch(Vec<Warm>);
+
+impl Batch {
+    pub fn with_capacity(n: usize) -> Self {
+        Batch(Vec::with_capacity(n))
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 impl Tracker {
@@ -101,11 +154,6 @@ impl Tracker {
         &self.access
     }
 
-    /// A torrent's counts, zero when the tracker knows nothing of it.
-    pub fn scrape(&self, h: &InfoHash) -> TorrentStats {
-        self.swarm.scrape(h)
-    }
-
     /// A torrent's counts, or None when it has neither peers nor a download count.
     pub fn torrent(&self, h: &InfoHash) -> Option<TorrentStats> {
         self.swarm.torrent(h)
@@ -120,9 +168,29 @@ impl Tracker {
         self.swarm.stats()
     }
 
+    /// Adds an announce about to be answered to `batch`.
+    pub fn warm(&self, batch: &mut Batch, h: InfoHash, ip: IpAddr, port: u16, left: u64) {
+        batch.0.push(Warm {
+            info_hash: h,
+            addr: CanonicalIp::from(ip).with_port(port),
+            only_leechers: self.swarm.only_leechers(left),
+        });
+    }
+
     /// Starts the cache misses of a batch of announces about to be answered.
-    pub fn prefetch(&self, batch: &[Warm]) {
-        self.swarm.prefetch(batch);
+    pub fn prefetch(&self, batch: &Batch) {
+        self.swarm.prefetch(&batch.0);
+    }
+
+    /// Counts what only a server can see go wrong: a malformed request, a bad connection
+    /// id, a refused connection. `action` is None when the request was too broken to tell.
+    pub fn count_error(&self, p: Protocol, action: Option<Action>, kind: ErrorKind) {
+        self.metrics.error(p, action, kind);
+    }
+
+    /// Counts a UDP connect, the one request that needs no policy.
+    pub fn count_connect(&self) {
+        self.metrics.request(Protocol::Udp, Action::Connect);
     }
 
     /// Download increments since the last call, for the flusher.
@@ -220,26 +288,24 @@ impl Tracker {
         }
     }
 
-    /// Whether an announce with `left` bytes to go gets leechers only in its answer.
-    pub fn only_leechers(&self, left: u64) -> bool {
-        self.swarm.only_leechers(left)
-    }
-
+    /// One announce, for every protocol: the access policy, the count, the swarm, the
+    /// limits and the answer's timing, in that order. `now` as `now()` returned it, read
+    /// once per batch. The peers to answer with go to `peers`.
     pub fn announce(
         &self,
+        p: Protocol,
         a: &PeerAnnounce,
-        out: &mut Vec<ResponsePeer>,
-    ) -> Result<TorrentStats, Refusal> {
-        self.announce_at(a, self.clock(), out)
-    }
-
-    /// `announce` with the clock already read (`uptime` as in `now()`).
-    pub fn announce_at(
-        &self,
-        a: &PeerAnnounce,
-        uptime: u32,
-        out: &mut Vec<ResponsePeer>,
-    ) -> Result<TorrentStats, Refusal> {
+        now: Now,
+        peers: &mut Vec<ResponsePeer>,
+    ) -> Result<Answer, Refused> {
+        let refuse = |r: Refused| {
+            self.metrics.error(p, Some(Action::Announce), r.kind());
+            r
+        };
+        self.access
+            .check_announce(&a.info_hash, a.key, i64::from(now.unix))
+            .map_err(|r| refuse(Refused::Access(r)))?;
+        self.metrics.request(p, Action::Announce);
         // 0 and negative both mean "whatever the tracker gives", as most clients intend.
         let numwant = match a.numwant {
             None | Some(0) => self.policy.default_numwant,
@@ -253,8 +319,40 @@ impl Tracker {
             left: a.left,
             event: a.event,
             numwant,
-            families: a.families,
+            // A UDP answer has one peer format, set by the socket; HTTP has peers and peers6.
+            families: match p {
+                Protocol::Udp => Families::Same,
+                Protocol::Http => Families::Both,
+            },
         };
-        self.swarm.announce(&req, uptime, out)
+        let stats = self
+            .swarm
+            .announce(&req, now.uptime, peers)
+            .map_err(|r| refuse(Refused::Limit(r)))?;
+        Ok(Answer {
+            interval: self.policy.interval.get(),
+            min_interval: self.policy.min_interval,
+            seeders: stats.seeders,
+            leechers: stats.leechers,
+        })
+    }
+
+    /// One scrape, for every protocol: the access policy, the count, the counts of each
+    /// info-hash in order. A UDP scrape cannot carry a key.
+    pub fn scrape<'a>(
+        &'a self,
+        p: Protocol,
+        hashes: &'a [InfoHash],
+        key: Option<&[u8]>,
+        now: Now,
+    ) -> Result<impl Iterator<Item = TorrentStats> + 'a, Refused> {
+        let key = (p != Protocol::Udp).then_some(key);
+        if let Err(r) = self.access.check_scrape(hashes, key, i64::from(now.unix)) {
+            self.metrics
+                .error(p, Some(Action::Scrape), ErrorKind::from(r));
+            return Err(Refused::Access(r));
+        }
+        self.metrics.request(p, Action::Scrape);
+        Ok(hashes.iter().map(|h| self.swarm.scrape(h)))
     }
 }

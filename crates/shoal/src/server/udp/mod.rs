@@ -11,18 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use protocol::ResponsePeer;
 use protocol::udp::{
     self, AnnounceResponse, ConnectResponse, ErrorResponse, Request, ScrapeResponse, ScrapeStats,
-    TransactionId,
 };
-use protocol::{CanonicalIp, ResponsePeer};
-use swarm::{Families, Warm};
 
 use self::connection_id::ConnectionIds;
 use self::io::{BATCH, Io, MsgBatch};
-use crate::tracker::access::Refusal;
-use crate::tracker::metrics::{Action, Protocol::Udp};
-use crate::tracker::{Now, PeerAnnounce, Tracker};
+use crate::tracker::{Action, Batch, ErrorKind, Now, PeerAnnounce, Protocol::Udp, Tracker};
 
 /// Starts `workers` threads answering on `socket` until `stop` is set. Each blocks in a
 /// batched receive; the socket's read timeout bounds how long a stop takes to be seen.
@@ -61,7 +57,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
     let mut io = Io::new();
     let mut out = Vec::with_capacity(1500);
     let mut peers = Vec::with_capacity(tracker.policy().max_numwant.get() as usize);
-    let mut warm = Vec::with_capacity(BATCH);
+    let mut warm = Batch::with_capacity(BATCH);
     let mut parsed = Vec::with_capacity(BATCH);
     while !stop.load(Relaxed) {
         // Timeouts let the loop see `stop`; ICMP errors from earlier sends surface here on
@@ -77,11 +73,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
             let (packet, src) = inbox.get(i);
             let request = Request::parse(packet);
             if let (Ok(Request::Announce(a)), Some(src)) = (&request, src) {
-                warm.push(Warm {
-                    info_hash: a.info_hash,
-                    addr: CanonicalIp::from(src.ip()).with_port(a.port),
-                    only_leechers: tracker.only_leechers(a.left),
-                });
+                tracker.warm(&mut warm, a.info_hash, src.ip(), a.port, a.left);
             }
             parsed.push(request);
         }
@@ -95,8 +87,7 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
                 tracker,
                 ids,
                 request,
-                packet.len(),
-                src,
+                (packet.len(), src),
                 now,
                 &mut out,
                 &mut peers,
@@ -110,148 +101,95 @@ fn serve(socket: &UdpSocket, tracker: &Tracker, ids: &ConnectionIds, stop: &Atom
 }
 
 /// Answers one parsed datagram of `request_len` bytes into `out`; leaves `out` empty when
-/// the datagram gets no answer.
-#[allow(clippy::too_many_arguments)]
+/// the datagram gets no answer. The codec around `Tracker`: it checks what only UDP has
+/// (the connection id), and encodes what the tracker decided.
 pub fn handle(
     t: &Tracker,
     ids: &ConnectionIds,
     request: Result<Request, udp::ParseError>,
-    request_len: usize,
-    src: SocketAddr,
+    (request_len, src): (usize, SocketAddr),
     now: Now,
     out: &mut Vec<u8>,
     peers: &mut Vec<ResponsePeer>,
 ) {
+    // An error answer is never longer than the request (BEP 15 amplification).
+    let error = |transaction_id, message: &str, out: &mut Vec<u8>| {
+        ErrorResponse {
+            transaction_id,
+            message,
+        }
+        .write(request_len, out)
+    };
     let request = match request {
         Ok(r) => r,
         Err(e) => {
-            // Too short to hold a transaction id, or too long: nothing to answer, only to count.
-            t.metrics()
-                .error(Udp, e.action().map(Action::from), e.kind());
+            t.count_error(Udp, e.action().map(Action::from), ErrorKind::from(&e));
+            // Too short to hold a transaction id, or too long: nothing to answer.
             if let Some(transaction_id) = e.transaction_id() {
-                let message = &e.to_string();
-                ErrorResponse {
-                    transaction_id,
-                    message,
-                }
-                .write(request_len, out);
+                error(transaction_id, &e.to_string(), out);
             }
             return;
         }
     };
-    match request {
+    let (action, transaction_id, connection_id) = match &request {
         Request::Connect { transaction_id } => {
-            t.metrics().request(Udp, Action::Connect);
-            ConnectResponse {
-                transaction_id,
-                connection_id: ids.issue(&src, now.unix),
+            t.count_connect();
+            let connection_id = ids.issue(&src, now.unix);
+            return ConnectResponse {
+                transaction_id: *transaction_id,
+                connection_id,
             }
             .write(out);
         }
+        Request::Announce(a) => (Action::Announce, a.transaction_id, a.connection_id),
+        Request::Scrape(s) => (Action::Scrape, s.transaction_id, s.connection_id),
+    };
+    if !ids.is_valid(connection_id, &src, now.unix) {
+        t.count_error(Udp, Some(action), ErrorKind::BadConnectionId);
+        return error(transaction_id, "connection id expired or invalid", out);
+    }
+    match request {
+        Request::Connect { .. } => {}
         Request::Announce(a) => {
-            if !ids.is_valid(a.connection_id, &src, now.unix) {
-                return refuse_connection(t, Action::Announce, a.transaction_id, request_len, out);
-            }
             // BEP 41: udp://host:port/announce/<key> arrives as URL data.
             let key = Some(a.url_last_segment()).filter(|k| !k.is_empty() && *k != b"announce");
-            if let Err(r) = t
-                .access()
-                .check_announce(&a.info_hash, key, i64::from(now.unix))
-            {
-                return refuse(t, Action::Announce, r, a.transaction_id, request_len, out);
-            }
-            t.metrics().request(Udp, Action::Announce);
-            peers.clear();
-            let announced = t.announce_at(
-                &PeerAnnounce {
-                    info_hash: a.info_hash,
-                    peer_id: a.peer_id,
-                    ip: src.ip(),
-                    port: a.port,
-                    left: a.left,
-                    event: a.event,
-                    numwant: (a.numwant > 0).then_some(a.numwant as u32),
-                    // The socket's family sets the peer format of the whole answer.
-                    families: Families::Same,
-                },
-                now.uptime,
-                peers,
-            );
-            let stats = match announced {
-                Ok(stats) => stats,
-                Err(limit) => {
-                    t.metrics().error(Udp, Some(Action::Announce), limit.key());
-                    ErrorResponse {
-                        transaction_id: a.transaction_id,
-                        message: limit.message(),
-                    }
-                    .write(request_len, out);
-                    return;
-                }
+            let announce = PeerAnnounce {
+                info_hash: a.info_hash,
+                peer_id: a.peer_id,
+                ip: src.ip(),
+                port: a.port,
+                left: a.left,
+                event: a.event,
+                numwant: (a.numwant > 0).then_some(a.numwant as u32),
+                key,
             };
-            AnnounceResponse {
-                transaction_id: a.transaction_id,
-                interval: t.policy().interval.get(),
-                leechers: stats.leechers,
-                seeders: stats.seeders,
-                peers,
+            peers.clear();
+            match t.announce(Udp, &announce, now, peers) {
+                Ok(answer) => AnnounceResponse {
+                    transaction_id,
+                    interval: answer.interval,
+                    leechers: answer.leechers,
+                    seeders: answer.seeders,
+                    peers,
+                }
+                .write(out),
+                Err(refused) => error(transaction_id, &refused.to_string(), out),
             }
-            .write(out);
         }
-        Request::Scrape(s) => {
-            if !ids.is_valid(s.connection_id, &src, now.unix) {
-                return refuse_connection(t, Action::Scrape, s.transaction_id, request_len, out);
-            }
-            if let Err(r) = t
-                .access()
-                .check_scrape(&s.info_hashes, None, i64::from(now.unix))
-            {
-                return refuse(t, Action::Scrape, r, s.transaction_id, request_len, out);
-            }
-            t.metrics().request(Udp, Action::Scrape);
-            ScrapeResponse {
-                transaction_id: s.transaction_id,
-                stats: s.info_hashes.iter().map(|h| {
-                    let st = t.scrape(h);
-                    ScrapeStats {
-                        seeders: st.seeders,
-                        completed: u32::try_from(st.downloaded).unwrap_or(u32::MAX),
-                        leechers: st.leechers,
-                    }
+        Request::Scrape(s) => match t.scrape(Udp, &s.info_hashes, None, now) {
+            Ok(counts) => ScrapeResponse {
+                transaction_id,
+                stats: counts.map(|st| ScrapeStats {
+                    seeders: st.seeders,
+                    completed: u32::try_from(st.downloaded).unwrap_or(u32::MAX),
+                    leechers: st.leechers,
                 }),
             }
-            .write(out);
-        }
+            .write(out),
+            Err(refused) => error(transaction_id, &refused.to_string(), out),
+        },
     }
 }
 
-fn refuse_connection(
-    t: &Tracker,
-    action: Action,
-    transaction_id: TransactionId,
-    request_len: usize,
-    out: &mut Vec<u8>,
-) {
-    t.metrics().error(Udp, Some(action), "bad_connection_id");
-    ErrorResponse {
-        transaction_id,
-        message: "connection id expired or invalid",
-    }
-    .write(request_len, out);
-}
-
-fn refuse(
-    t: &Tracker,
-    action: Action,
-    r: Refusal,
-    transaction_id: TransactionId,
-    request_len: usize,
-    out: &mut Vec<u8>,
-) {
-    t.metrics().error(Udp, Some(action), r.kind());
-    ErrorResponse {
-        transaction_id,
-        message: &r.to_string(),
-    }
-    .write(request_len, out);
-}
+#[cfg(test)]
+mod tests;
