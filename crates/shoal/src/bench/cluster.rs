@@ -196,7 +196,7 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
         nodes.push((t, state, tasks));
     }
     for (_, state, _) in &nodes {
-        while !state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        while !state.is_ready() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

@@ -20,6 +20,7 @@ use self::follow::{Entry, Follower};
 use self::record::Record;
 use crate::config::ClusterConfig;
 use crate::tracker::Tracker;
+use crate::tracker::metrics::Text;
 
 /// The stream every node writes to and reads from.
 pub const STREAM: &str = "shoal:swarm";
@@ -43,17 +44,17 @@ pub struct BusState {
     /// This start of the node: entries of its earlier incarnations are another node's.
     pub incarnation: String,
     /// The stream has been replayed: the swarm holds every other node's peers.
-    pub ready: AtomicBool,
-    pub up: AtomicBool,
-    pub published: AtomicU64,
-    pub applied: AtomicU64,
-    pub errors: AtomicU64,
+    ready: AtomicBool,
+    up: AtomicBool,
+    published: AtomicU64,
+    applied: AtomicU64,
+    errors: AtomicU64,
     /// Records waiting to be published.
-    pub backlog: AtomicU64,
+    backlog: AtomicU64,
     /// Records dropped because the backlog was full.
-    pub dropped: AtomicU64,
+    dropped: AtomicU64,
     /// Milliseconds from a record's publication to its application here, last batch.
-    pub lag_ms: AtomicU64,
+    lag_ms: AtomicU64,
     nodes: Mutex<HashMap<String, Instant>>,
     /// Past it, a node that has not read the stream serves as degraded.
     catch_up_by: Option<Instant>,
@@ -157,6 +158,16 @@ impl BusState {
         *t = Trouble::default();
     }
 
+    /// Whether the stream has been replayed since start.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    /// Peer records this node has put on the bus.
+    pub fn published(&self) -> u64 {
+        self.published.load(Relaxed)
+    }
+
     /// Nodes heard from within `window`, this one included.
     pub fn nodes(&self, window: Duration) -> usize {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,70 +204,53 @@ pub fn json(b: &BusState, tracker: &Tracker) -> serde_json::Value {
 }
 
 /// The bus in Prometheus text, appended to `/metrics`.
-pub fn metrics(b: &BusState, tracker: &Tracker) -> String {
-    use std::fmt::Write;
+pub fn metrics(b: &BusState, tracker: &Tracker, out: &mut Text) {
     let window = Duration::from_secs(u64::from(tracker.policy().peer_timeout));
-    let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        );
-    };
-    put(
+    out.gauge(
         "shoal_cluster_bus_up",
-        "gauge",
         "1 while this node reaches the bus.",
-        b.up.load(Relaxed) as u64,
+        u8::from(b.up.load(Relaxed)),
     );
-    put(
+    out.gauge(
         "shoal_cluster_ready",
-        "gauge",
         "1 once the stream was replayed at start.",
-        b.ready.load(Relaxed) as u64,
+        u8::from(b.ready.load(Relaxed)),
     );
-    put(
+    out.gauge(
         "shoal_cluster_nodes",
-        "gauge",
         "Nodes heard from within one peer timeout, this one included.",
-        b.nodes(window) as u64,
+        b.nodes(window),
     );
-    put(
+    out.counter(
         "shoal_cluster_published_total",
-        "counter",
         "Peer changes this node put on the bus.",
         b.published.load(Relaxed),
     );
-    put(
+    out.counter(
         "shoal_cluster_applied_total",
-        "counter",
-        "Peer changes of other nodes applied here.",
+        "Peer changes read from the bus and applied here.",
         b.applied.load(Relaxed),
     );
-    put(
+    out.counter(
         "shoal_cluster_bus_errors_total",
-        "counter",
         "Failed bus operations (connects, writes, reads, malformed entries).",
         b.errors.load(Relaxed),
     );
-    put(
+    out.gauge(
         "shoal_cluster_backlog",
-        "gauge",
         "Peer changes waiting for the bus.",
         b.backlog.load(Relaxed),
     );
-    put(
+    out.counter(
         "shoal_cluster_dropped_total",
-        "counter",
         "Peer changes dropped because the backlog was full.",
         b.dropped.load(Relaxed) + tracker.dropped_changes(),
     );
-    let lag = b.lag_ms.load(Relaxed) as f64 / 1000.0;
-    let _ = write!(
-        out,
-        "# HELP shoal_cluster_lag_seconds From publication on another node to application here, last batch.\n# TYPE shoal_cluster_lag_seconds gauge\nshoal_cluster_lag_seconds {lag}\n"
+    out.gauge(
+        "shoal_cluster_lag_seconds",
+        "From publication on another node to application here, last batch.",
+        b.lag_ms.load(Relaxed) as f64 / 1000.0,
     );
-    out
 }
 
 /// A failed bus operation's kind, for the log line an operator reads first.

@@ -11,8 +11,11 @@ use store::{AnyStore, Connection, SchemaMigrator, TorrentMetricsStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::cluster::BusState;
 use crate::config::Config;
 use crate::persist::flusher::FlusherThread;
+use crate::server::tls::Certs;
+use crate::server::udp::connection_id::ConnectionIds;
 use crate::server::{admin as api, http, udp};
 use crate::tracker::Tracker;
 
@@ -47,52 +50,74 @@ async fn serve_with(
     store: AnyStore,
 ) -> Result<(), String> {
     // Bind everything before the (possibly long) load, so a taken port fails fast.
-    let mut udp_sockets = Vec::new();
-    for addr in &config.udp.bind {
-        udp_sockets.push(bind_udp(*addr).map_err(|e| format!("cannot bind udp.bind {addr}: {e}"))?);
-    }
-    // A missing, unreadable or mismatched pair stops start-up here, naming the key.
-    let http_tls = match (
-        &config.http.tls_cert_path[..],
-        &config.http.tls_key_path[..],
-    ) {
-        ("", _) | (_, "") => None,
-        (cert, key) => Some(crate::server::tls::Certs::open(
-            cert,
-            key,
-            ("http.tls_cert_path", "http.tls_key_path"),
-        )?),
-    };
-    let api_tls = match (&config.api.tls_cert_path[..], &config.api.tls_key_path[..]) {
-        ("", _) | (_, "") => None,
-        (cert, key) => Some(crate::server::tls::Certs::open(
-            cert,
-            key,
-            ("api.tls_cert_path", "api.tls_key_path"),
-        )?),
-    };
-    let mut http_listeners = Vec::new();
-    for addr in &config.http.bind {
-        http_listeners
-            .push(bind_tcp(*addr).map_err(|e| format!("cannot bind http.bind {addr}: {e}"))?);
-    }
-    let api_listener = bind_tcp(config.api.bind)
-        .map_err(|e| format!("cannot bind api.bind {}: {e}", config.api.bind))?;
+    let bound = Bound::bind(&config)?;
+    let tracker = load(&config, &store).await?;
+    let node = Node::start(&config, bound, tracker, store, url).await?;
+    tracing::info!(
+        "ready: {} mode, database {}",
+        format!("{:?}", config.mode).to_lowercase(),
+        config.database.url.redacted()
+    );
+    let signal = shutdown_signal().await;
+    tracing::info!("{signal} received: stopping listeners and flushing");
+    node.shutdown().await?;
+    tracing::info!("all download counts flushed; bye");
+    Ok(())
+}
 
-    let cluster = &config.cluster;
-    let tracker = Arc::new(if cluster.enabled() {
-        Tracker::clustered(
-            config.announce.clone(),
-            config.mode,
-            config.limits.swarm(),
-            cluster.max_backlog.get(),
-        )
-    } else {
-        Tracker::new(config.announce.clone(), config.mode, config.limits.swarm())
+/// Every listener, bound, and the certificates they serve: a taken port or a bad
+/// certificate stops start-up here, naming its key.
+struct Bound {
+    udp: Vec<std::net::UdpSocket>,
+    http: Vec<TcpListener>,
+    api: TcpListener,
+    http_tls: Option<Arc<Certs>>,
+    api_tls: Option<Arc<Certs>>,
+}
+
+impl Bound {
+    fn bind(config: &Config) -> Result<Bound, String> {
+        let certs = |cert: &str, key: &str, keys| match (cert, key) {
+            ("", _) | (_, "") => Ok(None),
+            (cert, key) => Certs::open(cert, key, keys).map(Some),
+        };
+        let mut udp = Vec::new();
+        for addr in &config.udp.bind {
+            udp.push(bind_udp(*addr).map_err(|e| format!("cannot bind udp.bind {addr}: {e}"))?);
+        }
+        let mut http = Vec::new();
+        for addr in &config.http.bind {
+            http.push(bind_tcp(*addr).map_err(|e| format!("cannot bind http.bind {addr}: {e}"))?);
+        }
+        let api = config.api.bind;
+        Ok(Bound {
+            http_tls: certs(
+                &config.http.tls_cert_path,
+                &config.http.tls_key_path,
+                ("http.tls_cert_path", "http.tls_key_path"),
+            )?,
+            api_tls: certs(
+                &config.api.tls_cert_path,
+                &config.api.tls_key_path,
+                ("api.tls_cert_path", "api.tls_key_path"),
+            )?,
+            udp,
+            http,
+            api: bind_tcp(api).map_err(|e| format!("cannot bind api.bind {api}: {e}"))?,
+        })
+    }
+}
+
+/// The tracker, with the whitelist, keys and download counts the store holds.
+async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>, String> {
+    let (announce, limits) = (config.announce.clone(), config.limits.swarm());
+    let tracker = Arc::new(match &config.cluster {
+        c if c.enabled() => Tracker::clustered(announce, config.mode, limits, c.max_backlog.get()),
+        _ => Tracker::new(announce, config.mode, limits),
     });
     let (whitelisted, keys) = tracker
         .access()
-        .reload(&store)
+        .reload(store)
         .await
         .map_err(|e| format!("cannot load the whitelist and keys: {e}"))?;
     tracing::info!("loaded {whitelisted} whitelisted info-hashes and {keys} keys");
@@ -108,36 +133,105 @@ async fn serve_with(
         store.driver(),
         started.elapsed()
     );
+    Ok(tracker)
+}
 
-    let mut servers = JoinSet::new();
-    let mut http_servers = JoinSet::new();
-    let (stop_http, http_stop) = tokio::sync::watch::channel(false);
-    let workers = match config.udp.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let udp_stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(if cluster.enabled() {
-        udp::connection_id::ConnectionIds::shared([
-            cluster.secret.expose(),
-            cluster.previous_secret.expose(),
-        ])
-    } else {
-        udp::connection_id::ConnectionIds::default()
-    });
-    let (stop_bus, bus_stop) = tokio::sync::watch::channel(false);
-    let mut bus_tasks = None;
-    let bus = cluster.enabled().then(|| {
+/// A running node: what `shutdown` stops, in the order that loses nothing.
+struct Node {
+    store: AnyStore,
+    flusher: FlusherThread,
+    /// HTTP listeners drain before anything else stops.
+    http: JoinSet<()>,
+    stop_http: tokio::sync::watch::Sender<bool>,
+    http_drain: Duration,
+    udp: Vec<std::thread::JoinHandle<()>>,
+    stop_udp: Arc<AtomicBool>,
+    /// The admin API, certificate watching, expiry.
+    tasks: JoinSet<()>,
+    bus: Option<JoinSet<()>>,
+    stop_bus: tokio::sync::watch::Sender<bool>,
+}
+
+impl Node {
+    async fn start(
+        config: &Config,
+        bound: Bound,
+        tracker: Arc<Tracker>,
+        store: AnyStore,
+        url: store::DatabaseUrl,
+    ) -> Result<Node, String> {
+        let (stop_http, http_stop) = tokio::sync::watch::channel(false);
+        let (stop_bus, bus_stop) = tokio::sync::watch::channel(false);
+        let mut node = Node {
+            flusher: FlusherThread::start(
+                url,
+                tracker.clone(),
+                config.database.max_pending_torrents.get(),
+                Duration::from_millis(config.database.flush_interval_ms.get()),
+            )
+            .await?,
+            store,
+            http: JoinSet::new(),
+            stop_http,
+            http_drain: Duration::from_millis(config.http.header_timeout_ms.get())
+                + Duration::from_secs(1),
+            udp: Vec::new(),
+            stop_udp: Arc::new(AtomicBool::new(false)),
+            tasks: JoinSet::new(),
+            bus: None,
+            stop_bus,
+        };
+        let bus = node.start_bus(config, &tracker, bus_stop);
+        node.start_udp(config, &bound.udp, &tracker)?;
+        let watched: Vec<_> = bound
+            .http_tls
+            .iter()
+            .chain(&bound.api_tls)
+            .cloned()
+            .collect();
+        if !watched.is_empty() {
+            node.tasks.spawn(crate::server::tls::watch(watched));
+        }
+        if bound.http_tls.is_some() {
+            tracing::info!(
+                "the http tracker speaks HTTPS with {}; reloaded on change and on SIGHUP",
+                config.http.tls_cert_path
+            );
+        }
+        for listener in bound.http {
+            tracing::info!("http tracker listening on {}", local(&listener)?);
+            node.http.spawn(http::serve(
+                listener,
+                tracker.clone(),
+                config.http.clone(),
+                http_stop.clone(),
+                bound.http_tls.clone(),
+            ));
+        }
+        node.start_api(config, bound.api, bound.api_tls, &tracker, bus)?;
+        node.tasks.spawn(clean_expired(tracker));
+        Ok(node)
+    }
+
+    /// In a cluster: the publisher and the reader of the bus.
+    fn start_bus(
+        &mut self,
+        config: &Config,
+        tracker: &Arc<Tracker>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Arc<BusState>> {
+        let cluster = &config.cluster;
+        if !cluster.enabled() {
+            return None;
+        }
         let node_id = match cluster.node_id.as_str() {
             "" => format!("{:016x}", rand_u64()),
             id => id.to_string(),
         };
-        Arc::new(crate::cluster::BusState::new(
+        let state = Arc::new(BusState::new(
             node_id,
             Duration::from_millis(cluster.catch_up_timeout_ms.get()),
-        ))
-    });
-    if let Some(state) = &bus {
+        ));
         tracing::info!(
             "cluster node {} (incarnation {}) on bus {} (stream {}); catching up before /health reports ready",
             state.node_id,
@@ -145,135 +239,126 @@ async fn serve_with(
             store::redact_url(cluster.redis_url.expose()),
             crate::cluster::STREAM
         );
-        bus_tasks = Some(crate::cluster::start(
+        self.bus = Some(crate::cluster::start(
             cluster,
             tracker.clone(),
-            store.clone(),
+            self.store.clone(),
             state.clone(),
-            bus_stop,
+            stop,
         ));
+        Some(state)
     }
-    let mut udp_threads = Vec::new();
-    for socket in &udp_sockets {
-        tracing::info!(
-            "udp tracker listening on {}",
-            socket.local_addr().map_err(|e| e.to_string())?
-        );
-        udp_threads.extend(
-            udp::spawn(socket, &tracker, &ids, workers, &udp_stop)
-                .map_err(|e| format!("cannot start udp workers: {e}"))?,
-        );
-    }
-    if http_tls.is_some() {
-        tracing::info!(
-            "the http tracker speaks HTTPS with {}; reloaded on change and on SIGHUP",
-            config.http.tls_cert_path
-        );
-    }
-    let watched: Vec<_> = http_tls.iter().chain(api_tls.iter()).cloned().collect();
-    if !watched.is_empty() {
-        servers.spawn(crate::server::tls::watch(watched));
-    }
-    for listener in http_listeners {
-        tracing::info!(
-            "http tracker listening on {}",
-            listener.local_addr().map_err(|e| e.to_string())?
-        );
-        http_servers.spawn(http::serve(
-            listener,
-            tracker.clone(),
-            config.http.clone(),
-            http_stop.clone(),
-            http_tls.clone(),
-        ));
-    }
-    tracing::info!(
-        "admin api listening on {}",
-        api_listener.local_addr().map_err(|e| e.to_string())?
-    );
-    if config.api.token.expose().is_empty() {
-        tracing::warn!(
-            "api.token is empty: the admin API on {} is open to every local user (web pages are refused: docs/security.md)",
-            config.api.bind
-        );
-    }
-    let app = api::router(Arc::new(api::ApiState {
-        tracker: tracker.clone(),
-        store: store.clone(),
-        token: config.api.token.clone(),
-        hosts: config
-            .api
-            .hosts
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
-        bus: bus.clone(),
-    }));
-    match api_tls {
-        None => {
-            servers.spawn(async move {
-                if let Err(e) = axum::serve(api_listener, app).await {
-                    tracing::error!("admin api stopped: {e}");
-                }
-            });
-        }
-        Some(certs) => {
-            tracing::info!(
-                "the admin api speaks HTTPS with {}",
-                config.api.tls_cert_path
+
+    fn start_udp(
+        &mut self,
+        config: &Config,
+        sockets: &[std::net::UdpSocket],
+        tracker: &Arc<Tracker>,
+    ) -> Result<(), String> {
+        let cluster = &config.cluster;
+        let ids = Arc::new(if cluster.enabled() {
+            ConnectionIds::shared([cluster.secret.expose(), cluster.previous_secret.expose()])
+        } else {
+            ConnectionIds::default()
+        });
+        let workers = match config.udp.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        for socket in sockets {
+            let addr = socket.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!("udp tracker listening on {addr}");
+            self.udp.extend(
+                udp::spawn(socket, tracker, &ids, workers, &self.stop_udp)
+                    .map_err(|e| format!("cannot start udp workers: {e}"))?,
             );
-            servers.spawn(api::serve_tls(api_listener, app, certs));
         }
+        Ok(())
     }
-    servers.spawn(clean_expired(tracker.clone()));
 
-    let flusher = FlusherThread::start(
-        url,
-        tracker.clone(),
-        config.database.max_pending_torrents.get(),
-        Duration::from_millis(config.database.flush_interval_ms.get()),
-    )
-    .await?;
-    tracing::info!(
-        "ready: {} mode, database {}",
-        format!("{:?}", config.mode).to_lowercase(),
-        config.database.url.redacted()
-    );
+    fn start_api(
+        &mut self,
+        config: &Config,
+        listener: TcpListener,
+        tls: Option<Arc<Certs>>,
+        tracker: &Arc<Tracker>,
+        bus: Option<Arc<BusState>>,
+    ) -> Result<(), String> {
+        tracing::info!("admin api listening on {}", local(&listener)?);
+        if config.api.token.expose().is_empty() {
+            tracing::warn!(
+                "api.token is empty: the admin API on {} is open to every local user (web pages are refused: docs/security.md)",
+                config.api.bind
+            );
+        }
+        let app = api::router(Arc::new(api::ApiState {
+            tracker: tracker.clone(),
+            store: self.store.clone(),
+            token: config.api.token.clone(),
+            hosts: config
+                .api
+                .hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            bus,
+        }));
+        match tls {
+            None => {
+                self.tasks.spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!("admin api stopped: {e}");
+                    }
+                });
+            }
+            Some(certs) => {
+                tracing::info!(
+                    "the admin api speaks HTTPS with {}",
+                    config.api.tls_cert_path
+                );
+                self.tasks.spawn(api::serve_tls(listener, app, certs));
+            }
+        }
+        Ok(())
+    }
 
-    let signal = shutdown_signal().await;
-    tracing::info!("{signal} received: stopping listeners and flushing");
-    // HTTP first: connections finish what they are answering, so every announce answered is
-    // in the swarm before the final flush. A client that never finishes its request is
-    // cut off after the header timeout at most.
-    let _ = stop_http.send(true);
-    let drain = Duration::from_millis(config.http.header_timeout_ms.get()) + Duration::from_secs(1);
-    if tokio::time::timeout(drain, async {
-        while http_servers.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!("http connections still open after {drain:?}; closing them");
+    /// HTTP first: connections finish what they are answering, so every announce answered
+    /// is in the swarm before the final flush (a client that never finishes its request is
+    /// cut off after the header timeout at most). Then UDP, then the bus (the last changes,
+    /// departures of stopping clients, go out), then the final flush.
+    async fn shutdown(mut self) -> Result<(), String> {
+        let _ = self.stop_http.send(true);
+        let drained = tokio::time::timeout(self.http_drain, async {
+            while self.http.join_next().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::warn!(
+                "http connections still open after {:?}; closing them",
+                self.http_drain
+            );
+        }
+        self.http.shutdown().await;
+        self.tasks.shutdown().await;
+        self.stop_udp.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut self.udp);
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = self.stop_bus.send(true);
+        if let Some(mut tasks) = self.bus.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        let result = self.flusher.finish().await;
+        self.store.close().await;
+        result
     }
-    http_servers.shutdown().await;
-    servers.shutdown().await;
-    udp_stop.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || udp_threads.into_iter().for_each(|t| drop(t.join())))
-        .await
-        .map_err(|e| e.to_string())?;
-    // Last changes (departures of stopping clients) go out before the bus tasks end.
-    let _ = stop_bus.send(true);
-    if let Some(mut tasks) = bus_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-    }
-    let result = flusher.finish().await;
-    store.close().await;
-    result?;
-    tracing::info!("all download counts flushed; bye");
-    Ok(())
+}
+
+fn local(listener: &TcpListener) -> Result<SocketAddr, String> {
+    listener.local_addr().map_err(|e| e.to_string())
 }
 
 fn rand_u64() -> u64 {

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use protocol::InfoHash;
@@ -50,16 +49,14 @@ impl<S: TorrentMetricsStore> Flusher<S> {
             }
         }
         if dropped > 0 {
-            m.dropped_deltas.fetch_add(dropped, Relaxed);
+            m.flush_dropped(dropped);
             tracing::error!(
                 "database.max_pending_torrents ({}) reached while the database is unreachable: {dropped} download increments dropped",
                 self.max_pending
             );
         }
-        m.unflushed_torrents
-            .store(self.unflushed.len() as u64, Relaxed);
         let outstanding: u64 = self.unflushed.values().sum();
-        m.unflushed_deltas.store(outstanding, Relaxed);
+        m.flush_holds(self.unflushed.len(), outstanding);
         if self.unflushed.is_empty() {
             return Ok(0);
         }
@@ -68,18 +65,11 @@ impl<S: TorrentMetricsStore> Flusher<S> {
         match self.store.add_downloads(&batch).await {
             Ok(()) => {
                 self.unflushed.clear();
-                m.flushes.fetch_add(1, Relaxed);
-                m.flush_failing.store(false, Relaxed);
-                m.flushed_deltas.fetch_add(outstanding, Relaxed);
-                m.unflushed_deltas.store(0, Relaxed);
-                m.unflushed_torrents.store(0, Relaxed);
-                m.flush_last_micros
-                    .store(started.elapsed().as_micros() as u64, Relaxed);
+                m.flushed(outstanding, started.elapsed());
                 Ok(batch.len())
             }
             Err(e) => {
-                m.flush_failures.fetch_add(1, Relaxed);
-                m.flush_failing.store(true, Relaxed);
+                m.flush_failed();
                 Err(e)
             }
         }

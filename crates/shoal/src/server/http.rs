@@ -339,7 +339,7 @@ mod tests {
             body.windows(6).any(|w| w == [10, 0, 0, 1, 0x1a, 0xe1]),
             "{text}"
         );
-        let m = t.metrics().render(&t.stats());
+        let m = t.metrics_text();
         assert!(m.contains("shoal_requests_total{protocol=\"http\",action=\"announce\"} 2"));
     }
 
@@ -361,7 +361,7 @@ mod tests {
         assert!(String::from_utf8_lossy(&body).contains("failure reason"));
         let (status, _) = get(&t, "/nowhere", "10.0.0.1:5000");
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let m = t.metrics().render(&t.stats());
+        let m = t.metrics_text();
         for kind in ["missing_key", "wrong_length", "not_found"] {
             assert!(m.contains(&format!("kind=\"{kind}\"}} 1")), "{kind} in {m}");
         }

@@ -170,6 +170,43 @@ impl Default for ErrorCounts {
     }
 }
 
+/// Prometheus text, written one way for every figure the process exposes (the tracker's,
+/// the flusher's, the bus's, the admin endpoint's own).
+#[derive(Default)]
+pub struct Text(String);
+
+impl Text {
+    pub fn counter(&mut self, name: &str, help: &str, v: u64) {
+        self.family(name, "counter", help);
+        let _ = writeln!(self.0, "{name} {v}");
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, v: impl std::fmt::Display) {
+        self.family(name, "gauge", help);
+        let _ = writeln!(self.0, "{name} {v}");
+    }
+
+    /// The header of a family whose samples carry labels (`sample`).
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample: `labels` as `key="value"` pairs.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: u64) {
+        let mut l = String::new();
+        for (i, (k, val)) in labels.iter().enumerate() {
+            let _ = write!(l, "{}{k}=\"{val}\"", if i > 0 { "," } else { "" });
+        }
+        let _ = writeln!(self.0, "{name}{{{l}}} {v}");
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// The process's counters. The hot-path ones are plain atomics behind methods that say what
+/// happened; nothing outside reads or writes a field.
 #[derive(Default)]
 pub struct Metrics {
     /// [protocol][action]
@@ -178,19 +215,19 @@ pub struct Metrics {
     errors: ErrorCounts,
     /// The same, by protocol and action ([protocol][connect, announce, scrape, unknown]).
     failed: [[AtomicU64; 4]; 2],
-    pub flushes: AtomicU64,
-    pub flush_failures: AtomicU64,
+    flushes: AtomicU64,
+    flush_failures: AtomicU64,
     /// The last flush failed (cleared by the next that succeeds); `/health` reports it.
-    pub flush_failing: std::sync::atomic::AtomicBool,
-    pub flush_last_micros: AtomicU64,
-    pub flushed_deltas: AtomicU64,
+    flush_failing: std::sync::atomic::AtomicBool,
+    flush_last_micros: AtomicU64,
+    flushed_deltas: AtomicU64,
     /// Deltas taken from the swarm but not yet in the database (failed flushes).
-    pub unflushed_deltas: AtomicU64,
+    unflushed_deltas: AtomicU64,
     /// Torrents those deltas belong to; bounded by `database.max_pending_torrents`.
-    pub unflushed_torrents: AtomicU64,
+    unflushed_torrents: AtomicU64,
     /// Increments dropped because that bound was reached.
-    pub dropped_deltas: AtomicU64,
-    pub expired_peers: AtomicU64,
+    dropped_deltas: AtomicU64,
+    expired_peers: AtomicU64,
 }
 
 impl Metrics {
@@ -204,10 +241,58 @@ impl Metrics {
         self.errors.0[p as usize][kind as usize].fetch_add(1, Relaxed);
     }
 
-    /// The Prometheus text: these counters, and the swarm's gauges as `g` says.
-    pub fn render(&self, g: &swarm::SwarmStats) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP shoal_requests_total Requests answered, by protocol and action.\n# TYPE shoal_requests_total counter\n");
+    /// The flusher holds `deltas` increments of `torrents` torrents to write.
+    pub fn flush_holds(&self, torrents: usize, deltas: u64) {
+        self.unflushed_torrents.store(torrents as u64, Relaxed);
+        self.unflushed_deltas.store(deltas, Relaxed);
+    }
+
+    /// `n` increments dropped: `database.max_pending_torrents` was reached.
+    pub fn flush_dropped(&self, n: u64) {
+        self.dropped_deltas.fetch_add(n, Relaxed);
+    }
+
+    /// A flush wrote `deltas` increments in `took`.
+    pub fn flushed(&self, deltas: u64, took: std::time::Duration) {
+        self.flushes.fetch_add(1, Relaxed);
+        self.flush_failing.store(false, Relaxed);
+        self.flushed_deltas.fetch_add(deltas, Relaxed);
+        self.flush_holds(0, 0);
+        self.flush_last_micros
+            .store(took.as_micros() as u64, Relaxed);
+    }
+
+    /// The database refused a flush; its deltas are kept for the next.
+    pub fn flush_failed(&self) {
+        self.flush_failures.fetch_add(1, Relaxed);
+        self.flush_failing.store(true, Relaxed);
+    }
+
+    /// Whether the last flush failed.
+    pub fn flush_failing(&self) -> bool {
+        self.flush_failing.load(Relaxed)
+    }
+
+    pub fn flush_failures(&self) -> u64 {
+        self.flush_failures.load(Relaxed)
+    }
+
+    /// Increments taken from the swarm that a failed flush still holds.
+    pub fn unflushed_deltas(&self) -> u64 {
+        self.unflushed_deltas.load(Relaxed)
+    }
+
+    pub fn expired(&self, peers: u64) {
+        self.expired_peers.fetch_add(peers, Relaxed);
+    }
+
+    /// These counters, and the swarm's gauges as `g` says.
+    pub fn render(&self, g: &swarm::SwarmStats, out: &mut Text) {
+        out.family(
+            "shoal_requests_total",
+            "counter",
+            "Requests answered, by protocol and action.",
+        );
         for p in [Protocol::Udp, Protocol::Http] {
             for (a, name) in [
                 (Action::Connect, "connect"),
@@ -218,28 +303,29 @@ impl Metrics {
                     continue;
                 }
                 let n = self.requests[p as usize][a as usize].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "shoal_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}",
-                    p.label()
-                );
+                let labels = [("protocol", p.label()), ("action", name)];
+                out.sample("shoal_requests_total", &labels, n);
             }
         }
-        out.push_str("# HELP shoal_errors_total Malformed, refused or dropped requests, by protocol and kind.\n# TYPE shoal_errors_total counter\n");
+        out.family(
+            "shoal_errors_total",
+            "counter",
+            "Malformed, refused or dropped requests, by protocol and kind.",
+        );
         for p in [Protocol::Udp, Protocol::Http] {
             for (kind, n) in ErrorKind::ALL.iter().zip(&self.errors.0[p as usize]) {
                 let n = n.load(Relaxed);
                 if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "shoal_errors_total{{protocol=\"{}\",kind=\"{}\"}} {n}",
-                        p.label(),
-                        kind.label()
-                    );
+                    let labels = [("protocol", p.label()), ("kind", kind.label())];
+                    out.sample("shoal_errors_total", &labels, n);
                 }
             }
         }
-        out.push_str("# HELP shoal_failed_requests_total Requests answered with an error or dropped, by protocol and action.\n# TYPE shoal_failed_requests_total counter\n");
+        out.family(
+            "shoal_failed_requests_total",
+            "counter",
+            "Requests answered with an error or dropped, by protocol and action.",
+        );
         for p in [Protocol::Udp, Protocol::Http] {
             for (i, name) in ["connect", "announce", "scrape", "unknown"]
                 .iter()
@@ -249,106 +335,72 @@ impl Metrics {
                     continue;
                 }
                 let n = self.failed[p as usize][i].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "shoal_failed_requests_total{{protocol=\"{}\",action=\"{name}\"}} {n}",
-                    p.label()
-                );
+                let labels = [("protocol", p.label()), ("action", name)];
+                out.sample("shoal_failed_requests_total", &labels, n);
             }
         }
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        counter(
-            &mut out,
+        out.counter(
             "shoal_flushes_total",
             "Successful flushes of download deltas.",
             self.flushes.load(Relaxed),
         );
-        counter(
-            &mut out,
+        out.counter(
             "shoal_flush_failures_total",
             "Flushes the database refused; their deltas are retried.",
             self.flush_failures.load(Relaxed),
         );
-        counter(
-            &mut out,
+        out.counter(
             "shoal_flushed_deltas_total",
             "Download increments written to the database.",
             self.flushed_deltas.load(Relaxed),
         );
-        counter(
-            &mut out,
+        out.counter(
             "shoal_dropped_deltas_total",
             "Download increments dropped because database.max_pending_torrents was reached.",
             self.dropped_deltas.load(Relaxed),
         );
-        gauge(
-            &mut out,
+        out.gauge(
             "shoal_pending_torrents",
             "Torrents with download increments waiting for a failed flush to succeed.",
             self.unflushed_torrents.load(Relaxed),
         );
-        counter(
-            &mut out,
+        out.counter(
             "shoal_expired_peers_total",
             "Peers removed after the peer timeout.",
             self.expired_peers.load(Relaxed),
         );
-        let secs = self.flush_last_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "# HELP shoal_flush_last_seconds Duration of the last successful flush.\n# TYPE shoal_flush_last_seconds gauge\nshoal_flush_last_seconds {secs}"
+        out.gauge(
+            "shoal_flush_last_seconds",
+            "Duration of the last successful flush.",
+            self.flush_last_micros.load(Relaxed) as f64 / 1e6,
         );
-        gauge(
-            &mut out,
+        out.gauge(
             "shoal_pending_deltas",
             "Download increments waiting for the database.",
             g.pending_deltas + self.unflushed_deltas.load(Relaxed),
         );
-        counter(
-            &mut out,
+        out.counter(
             "shoal_uncounted_downloads_total",
             "Downloads not counted because limits.max_counted_torrents was reached.",
             g.uncounted_downloads,
         );
-        gauge(
-            &mut out,
+        out.gauge(
             "shoal_torrents",
             "Torrents with at least one peer.",
             g.torrents,
         );
-        gauge(
-            &mut out,
+        out.gauge(
             "shoal_counted_torrents",
             "Torrents with a download count.",
             g.counted_torrents,
         );
-        gauge(
-            &mut out,
-            "shoal_seeders",
-            "Seeders in all swarms.",
-            g.seeders,
-        );
-        gauge(
-            &mut out,
-            "shoal_leechers",
-            "Leechers in all swarms.",
-            g.leechers,
-        );
-        gauge(
-            &mut out,
+        out.gauge("shoal_seeders", "Seeders in all swarms.", g.seeders);
+        out.gauge("shoal_leechers", "Leechers in all swarms.", g.leechers);
+        out.gauge(
             "shoal_peers",
             "Peers in all swarms.",
             g.seeders + g.leechers,
         );
-        out
     }
 }
 
@@ -373,7 +425,9 @@ mod tests {
             Some(Action::Announce),
             swarm::Refusal::PeersPerIp.into(),
         );
-        let text = m.render(&swarm::SwarmStats::default());
+        let mut text = Text::default();
+        m.render(&swarm::SwarmStats::default(), &mut text);
+        let text = text.into_string();
         for line in [
             "shoal_errors_total{protocol=\"udp\",kind=\"too_short\"} 2",
             "shoal_errors_total{protocol=\"http\",kind=\"max_peers_per_ip\"} 1",

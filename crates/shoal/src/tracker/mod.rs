@@ -188,6 +188,14 @@ impl Tracker {
         self.metrics.error(p, action, kind);
     }
 
+    /// The tracker's Prometheus text, for tests of what a request counted.
+    #[cfg(test)]
+    pub fn metrics_text(&self) -> String {
+        let mut out = metrics::Text::default();
+        self.metrics.render(&self.stats(), &mut out);
+        out.into_string()
+    }
+
     /// Counts a UDP connect, the one request that needs no policy.
     pub fn count_connect(&self) {
         self.metrics.request(Protocol::Udp, Action::Connect);
@@ -252,9 +260,7 @@ impl Tracker {
     pub fn expire(&self) -> Expired {
         let cutoff = self.clock() - self.policy.peer_timeout;
         let gone = self.swarm.remove_expired(cutoff);
-        self.metrics
-            .expired_peers
-            .fetch_add(gone.peers, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.expired(gone.peers);
         gone
     }
 

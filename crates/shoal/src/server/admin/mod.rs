@@ -23,7 +23,6 @@ use store::{AnyStore, AuthKey, Connection, StoreError, WhitelistEntry};
 use self::body::{NewKey, parse_new_key};
 use crate::config::Secret;
 use crate::tracker::Tracker;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// JSON bodies are a few dozen bytes; anything near this is not a real client.
 const MAX_BODY: usize = 16 * 1024;
@@ -219,7 +218,7 @@ async fn health(State(s): St) -> Response {
     let reachable = matches!(db, Ok(Ok(())));
     let m = s.tracker.metrics();
     // Reachable is not enough: a read-only file or a full disk answers SELECT 1 but refuses writes.
-    let flushing = !m.flush_failing.load(std::sync::atomic::Ordering::Relaxed);
+    let flushing = !m.flush_failing();
     let healthy = reachable && flushing;
     // Until the stream is replayed this node lacks other nodes' peers: not ready, unless
     // that takes past cluster.catch_up_timeout_ms. A bus that is down leaves the node
@@ -244,8 +243,8 @@ async fn health(State(s): St) -> Response {
             "driver": s.store.driver(),
             "reachable": reachable,
             "flushing": flushing,
-            "flush_failures": m.flush_failures.load(std::sync::atomic::Ordering::Relaxed),
-            "unflushed_deltas": m.unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
+            "flush_failures": m.flush_failures(),
+            "unflushed_deltas": m.unflushed_deltas(),
         },
     });
     if let Some(b) = &s.bus {
@@ -257,20 +256,30 @@ async fn health(State(s): St) -> Response {
 async fn metrics(State(s): St) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let up = matches!(db, Ok(Ok(()))) as u8;
-    let failing = s.tracker.metrics().flush_failing.load(Relaxed) as u8;
-    let mut text = s.tracker.metrics().render(&s.tracker.stats());
-    text += &format!(
-        "# HELP shoal_database_up 1 if the database answered a ping for this scrape.\n# TYPE shoal_database_up gauge\nshoal_database_up {up}\n\
-         # HELP shoal_flush_failing 1 while the last flush of download counts failed.\n# TYPE shoal_flush_failing gauge\nshoal_flush_failing {failing}\n"
+    let m = s.tracker.metrics();
+    let mut text = crate::tracker::metrics::Text::default();
+    m.render(&s.tracker.stats(), &mut text);
+    text.gauge(
+        "shoal_database_up",
+        "1 if the database answered a ping for this scrape.",
+        up,
+    );
+    text.gauge(
+        "shoal_flush_failing",
+        "1 while the last flush of download counts failed.",
+        u8::from(m.flush_failing()),
     );
     if let Some(rss) = resident_bytes() {
-        text += &format!(
-            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        text.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss,
         );
     }
     if let Some(b) = &s.bus {
-        text += &crate::cluster::metrics(b, &s.tracker);
+        crate::cluster::metrics(b, &s.tracker, &mut text);
     }
+    let text = text.into_string();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -296,7 +305,7 @@ async fn stats(State(s): St) -> Response {
         "peers": st.seeders + st.leechers,
         "whitelisted": whitelisted,
         "keys": keys,
-        "pending_deltas": st.pending_deltas + s.tracker.metrics().unflushed_deltas.load(std::sync::atomic::Ordering::Relaxed),
+        "pending_deltas": st.pending_deltas + s.tracker.metrics().unflushed_deltas(),
         "uptime_secs": s.tracker.uptime_secs(),
     }))
     .into_response()

@@ -83,7 +83,7 @@ fn an_announce_with_a_valid_connection_id_joins_and_is_answered() {
         }
         other => panic!("{other:?}"),
     }
-    let text = t.metrics().render(&t.stats());
+    let text = t.metrics_text();
     assert!(text.contains("shoal_requests_total{protocol=\"udp\",action=\"announce\"} 2"));
     assert!(text.contains("shoal_requests_total{protocol=\"udp\",action=\"connect\"} 2"));
 }
@@ -98,7 +98,7 @@ fn a_connection_id_from_another_address_is_refused_and_counted() {
         }
         other => panic!("{other:?}"),
     }
-    let text = t.metrics().render(&t.stats());
+    let text = t.metrics_text();
     assert!(text.contains("kind=\"bad_connection_id\"} 1"), "{text}");
 }
 
@@ -121,7 +121,7 @@ fn a_private_tracker_refuses_an_announce_without_a_key_and_a_udp_scrape() {
         answer(&t, &ids, scrape, SRC),
         Response::Error { .. }
     ));
-    let text = t.metrics().render(&t.stats());
+    let text = t.metrics_text();
     assert!(text.contains("kind=\"missing_key\"} 1"), "{text}");
     assert!(text.contains("kind=\"scrape_needs_key\"} 1"), "{text}");
 }
@@ -146,6 +146,6 @@ fn a_malformed_datagram_is_counted_and_answered_no_longer_than_it() {
         &mut peers,
     );
     assert!(!out.is_empty() && out.len() <= packet.len());
-    let text = t.metrics().render(&t.stats());
+    let text = t.metrics_text();
     assert!(text.contains("kind=\"bad_protocol_id\"} 1"), "{text}");
 }
