@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cluster;
 pub mod cmd;
 pub mod config;
+pub mod os;
 pub mod persist;
 pub mod server;
 pub mod tracker;

@@ -210,13 +210,13 @@ fn record_stream(
         .unwrap()
         .get_connection()
         .unwrap();
-    let v: redis::Value = redis::cmd("XRANGE")
+    let v: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(shoal::cluster::STREAM)
         .arg("-")
         .arg("+")
         .query(&mut c)
         .unwrap();
-    for e in shoal::cluster::entries(&v) {
+    for e in shoal::cluster::entries(v.ids) {
         let (ms, seq) = e.id.split_once('-').unwrap();
         into.insert((ms.parse().unwrap(), seq.parse().unwrap()), e);
     }

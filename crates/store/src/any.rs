@@ -3,11 +3,11 @@
 
 use protocol::{InfoHash, Key};
 
+use crate::copy::Transfer;
 use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, TableSum};
 use crate::{
     AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore,
-    SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, Transfer, WhitelistEntry,
-    WhitelistStore,
+    SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
 };
 
 #[derive(Clone)]

@@ -15,7 +15,36 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use protocol::InfoHash;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{AnyStore, AuthKey, StoreError, Transfer, WhitelistEntry};
+use crate::{AnyStore, AuthKey, StoreError, WhitelistEntry};
+
+/// Whole-table streams for `shoal migrate`: what a store does for the copy engine above.
+pub trait Transfer {
+    /// Reads every table in `format` (in `Table::ALL` order) in one read transaction, so all
+    /// of them as of one moment, sending batches of `batch_rows` to `out` (or only summing
+    /// when `out` is None). A row that cannot be read stops the read, unless `skip_invalid`,
+    /// which lists it instead. `now` stands in for times the format lacks.
+    fn export(
+        &self,
+        format: Format,
+        skip_invalid: bool,
+        now: i64,
+        out: Option<&tokio::sync::mpsc::Sender<Batch>>,
+        batch_rows: usize,
+    ) -> impl Future<Output = Result<[Exported; 4], StoreError>> + Send;
+    /// Writes every batch from `rx` in one transaction, which is committed only when
+    /// `source_done` fires (every row was read and the source did not change) and the
+    /// destination, read inside that transaction, holds exactly what it must. Anything else
+    /// rolls back: the destination is left as it was. `before` holds the destination's sums
+    /// before the copy; the result says what each table must hold and what it held.
+    fn import(
+        &self,
+        rx: tokio::sync::mpsc::Receiver<Batch>,
+        source_done: tokio::sync::oneshot::Receiver<()>,
+        merge: Option<Merge>,
+        before: [TableSum; 4],
+        progress: &Progress,
+    ) -> impl Future<Output = Result<Imported, StoreError>> + Send;
+}
 
 pub(crate) const WRITER_STOPPED: &str = "the writer stopped";
 pub(crate) const READER_STOPPED: &str = "the source was not read to the end; nothing was written";

@@ -172,35 +172,6 @@ pub trait AuthKeyStore {
     fn load_keys(&self) -> impl Future<Output = Result<Vec<AuthKey>, StoreError>> + Send;
 }
 
-/// Whole-table streams for `shoal migrate` (see `copy.rs`).
-pub trait Transfer {
-    /// Reads every table in `format` (in `Table::ALL` order) in one read transaction, so all
-    /// of them as of one moment, sending batches of `batch_rows` to `out` (or only summing
-    /// when `out` is None). A row that cannot be read stops the read, unless `skip_invalid`,
-    /// which lists it instead. `now` stands in for times the format lacks.
-    fn export(
-        &self,
-        format: copy::Format,
-        skip_invalid: bool,
-        now: i64,
-        out: Option<&tokio::sync::mpsc::Sender<copy::Batch>>,
-        batch_rows: usize,
-    ) -> impl Future<Output = Result<[copy::Exported; 4], StoreError>> + Send;
-    /// Writes every batch from `rx` in one transaction, which is committed only when
-    /// `source_done` fires (every row was read and the source did not change) and the
-    /// destination, read inside that transaction, holds exactly what it must. Anything else
-    /// rolls back: the destination is left as it was. `before` holds the destination's sums
-    /// before the copy; the result says what each table must hold and what it held.
-    fn import(
-        &self,
-        rx: tokio::sync::mpsc::Receiver<copy::Batch>,
-        source_done: tokio::sync::oneshot::Receiver<()>,
-        merge: Option<copy::Merge>,
-        before: [copy::TableSum; 4],
-        progress: &copy::Progress,
-    ) -> impl Future<Output = Result<copy::Imported, StoreError>> + Send;
-}
-
 /// The connection itself: health, shutdown, name.
 pub trait Connection {
     /// A cheap round trip, for `/health`.

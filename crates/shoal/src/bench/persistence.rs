@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use protocol::{InfoHash, Key};
 use serde_json::{Value, json};
@@ -144,9 +144,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     s.migrate()
         .await
         .map_err(|e| crate::persist::explain(e, &url))?;
-    let run = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64);
+    let run = crate::os::since_epoch().as_nanos() as u64 | 1;
     let n = args.ops.max(1);
     let mut out = Vec::new();
 
@@ -358,7 +356,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             "ops": n,
             "concurrency": c,
             "rows": args.rows,
-            "timestamp": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "timestamp": crate::os::unix_secs(),
         },
         "operations": out.into_iter().map(Timings::json).collect::<Vec<_>>(),
     });

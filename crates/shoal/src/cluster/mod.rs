@@ -4,31 +4,30 @@
 
 pub mod follow;
 pub mod record;
+mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamInfoStreamReply, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use store::AnyStore;
 
 use self::follow::{Entry, Follower};
 use self::record::Record;
+pub use self::state::{BusHealth, BusState, json, metrics};
 use crate::config::ClusterConfig;
 use crate::tracker::Tracker;
-use crate::tracker::metrics::Text;
 
 /// The stream every node writes to and reads from.
 pub const STREAM: &str = "shoal:swarm";
 /// A random value the first node to reach an empty Redis sets: when it changes, the bus
 /// lost its data (a Redis restarted empty) and every node starts the stream afresh.
 pub const EPOCH: &str = "shoal:epoch";
-/// While the bus stays unreachable, its error is logged again at most this often.
-const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Records per stream entry at most.
 const ENTRY_RECORDS: usize = 10_000;
 /// How long after a peer's last record the stream keeps it, beyond one timeout and one lease.
@@ -36,250 +35,6 @@ const RETAIN_SLACK_MS: u64 = 60_000;
 /// A node that had nothing to say for this long says so (an empty entry), so every node
 /// knows which nodes are alive.
 const PRESENCE: Duration = Duration::from_secs(5);
-
-/// What `/health`, `/api/v1/stats` and `/metrics` show of the bus.
-#[derive(Default)]
-pub struct BusState {
-    pub node_id: String,
-    /// This start of the node: entries of its earlier incarnations are another node's.
-    pub incarnation: String,
-    /// The stream has been replayed: the swarm holds every other node's peers.
-    ready: AtomicBool,
-    up: AtomicBool,
-    published: AtomicU64,
-    applied: AtomicU64,
-    errors: AtomicU64,
-    /// Records waiting to be published.
-    backlog: AtomicU64,
-    /// Records dropped because the backlog was full.
-    dropped: AtomicU64,
-    /// Milliseconds from a record's publication to its application here, last batch.
-    lag_ms: AtomicU64,
-    nodes: Mutex<HashMap<String, Instant>>,
-    /// Past it, a node that has not read the stream serves as degraded.
-    catch_up_by: Option<Instant>,
-    trouble: Mutex<Trouble>,
-}
-
-/// The bus's current outage, as logged and shown.
-#[derive(Default)]
-struct Trouble {
-    /// The last error, with its kind: shown by `/health` while the bus is away.
-    last: Option<String>,
-    /// Errors since the outage began, and since the last log line.
-    errors: u64,
-    unlogged: u64,
-    logged_at: Option<Instant>,
-}
-
-/// What `/health` makes of the bus.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BusHealth {
-    Ready,
-    /// Replaying the stream, within `cluster.catch_up_timeout_ms`: not ready.
-    CatchingUp,
-    /// Serving from this node's own view: the bus is away, or could not be read in time.
-    Degraded(String),
-}
-
-impl BusState {
-    pub fn new(node_id: String, catch_up_timeout: Duration) -> Self {
-        let mut r = [0u8; 8];
-        // Without the OS's randomness, the time still tells two starts apart.
-        if getrandom::fill(&mut r).is_err() {
-            r = (unix_ms() as u64).to_le_bytes();
-        }
-        BusState {
-            node_id,
-            incarnation: format!("{:016x}", u64::from_le_bytes(r)),
-            catch_up_by: Instant::now().checked_add(catch_up_timeout),
-            ..Default::default()
-        }
-    }
-
-    pub fn health(&self) -> BusHealth {
-        let up = self.up.load(Relaxed);
-        let ready = self.ready.load(Relaxed);
-        if up && ready {
-            return BusHealth::Ready;
-        }
-        let why = || {
-            let t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
-            t.last.clone().unwrap_or_else(|| "not connected yet".into())
-        };
-        if !ready {
-            if self.catch_up_by.is_some_and(|t| Instant::now() < t) {
-                return BusHealth::CatchingUp;
-            }
-            return BusHealth::Degraded(format!(
-                "has not read the stream within cluster.catch_up_timeout_ms: {}",
-                why()
-            ));
-        }
-        BusHealth::Degraded(format!("bus unreachable: {}", why()))
-    }
-
-    /// Counts a failed bus operation and logs it: the first of an outage at once, then at
-    /// most once a minute with how many there were.
-    fn error(&self, what: &str, e: &redis::RedisError) {
-        self.errors.fetch_add(1, Relaxed);
-        self.up.store(false, Relaxed);
-        let line = format!("{what} ({}): {e}", kind(e));
-        let mut t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
-        t.errors += 1;
-        t.unlogged += 1;
-        t.last = Some(line.clone());
-        if t.logged_at.is_none_or(|at| at.elapsed() >= ERROR_LOG_EVERY) {
-            if t.errors == 1 {
-                tracing::warn!("{line}; answering from this node's view until it returns");
-            } else {
-                tracing::warn!("{line}; {} bus errors since the last report", t.unlogged);
-            }
-            t.logged_at = Some(Instant::now());
-            t.unlogged = 0;
-        }
-    }
-
-    /// A bus operation succeeded: after an error elsewhere (the other task's connection),
-    /// this connection shows the bus is back.
-    fn answered(&self) {
-        if !self.up.load(Relaxed) {
-            self.reached();
-        }
-    }
-
-    /// The bus answered: ends an outage, saying so if one was logged.
-    fn reached(&self) {
-        self.up.store(true, Relaxed);
-        let mut t = self.trouble.lock().unwrap_or_else(|e| e.into_inner());
-        if t.errors > 0 {
-            tracing::info!("the bus is reachable again after {} errors", t.errors);
-        }
-        *t = Trouble::default();
-    }
-
-    /// Whether the stream has been replayed since start.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Relaxed)
-    }
-
-    /// Peer records this node has put on the bus.
-    pub fn published(&self) -> u64 {
-        self.published.load(Relaxed)
-    }
-
-    /// Nodes heard from within `window`, this one included.
-    pub fn nodes(&self, window: Duration) -> usize {
-        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        1 + nodes.values().filter(|t| t.elapsed() <= window).count()
-    }
-
-    fn heard(&self, node: &str) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes.insert(node.to_string(), Instant::now());
-    }
-}
-
-/// The bus as `/health` and `/api/v1/stats` show it.
-pub fn json(b: &BusState, tracker: &Tracker) -> serde_json::Value {
-    let window = Duration::from_secs(u64::from(tracker.policy().peer_timeout));
-    let problem = match b.health() {
-        BusHealth::Degraded(why) => Some(why),
-        _ => None,
-    };
-    serde_json::json!({
-        "node_id": b.node_id,
-        "incarnation": b.incarnation,
-        "problem": problem,
-        "up": b.up.load(Relaxed),
-        "ready": b.ready.load(Relaxed),
-        "nodes": b.nodes(window),
-        "lag_ms": b.lag_ms.load(Relaxed),
-        "published": b.published.load(Relaxed),
-        "applied": b.applied.load(Relaxed),
-        "backlog": b.backlog.load(Relaxed),
-        "dropped": b.dropped.load(Relaxed) + tracker.dropped_changes(),
-        "errors": b.errors.load(Relaxed),
-    })
-}
-
-/// The bus in Prometheus text, appended to `/metrics`.
-pub fn metrics(b: &BusState, tracker: &Tracker, out: &mut Text) {
-    let window = Duration::from_secs(u64::from(tracker.policy().peer_timeout));
-    out.gauge(
-        "shoal_cluster_bus_up",
-        "1 while this node reaches the bus.",
-        u8::from(b.up.load(Relaxed)),
-    );
-    out.gauge(
-        "shoal_cluster_ready",
-        "1 once the stream was replayed at start.",
-        u8::from(b.ready.load(Relaxed)),
-    );
-    out.gauge(
-        "shoal_cluster_nodes",
-        "Nodes heard from within one peer timeout, this one included.",
-        b.nodes(window),
-    );
-    out.counter(
-        "shoal_cluster_published_total",
-        "Peer changes this node put on the bus.",
-        b.published.load(Relaxed),
-    );
-    out.counter(
-        "shoal_cluster_applied_total",
-        "Peer changes read from the bus and applied here.",
-        b.applied.load(Relaxed),
-    );
-    out.counter(
-        "shoal_cluster_bus_errors_total",
-        "Failed bus operations (connects, writes, reads, malformed entries).",
-        b.errors.load(Relaxed),
-    );
-    out.gauge(
-        "shoal_cluster_backlog",
-        "Peer changes waiting for the bus.",
-        b.backlog.load(Relaxed),
-    );
-    out.counter(
-        "shoal_cluster_dropped_total",
-        "Peer changes dropped because the backlog was full.",
-        b.dropped.load(Relaxed) + tracker.dropped_changes(),
-    );
-    out.gauge(
-        "shoal_cluster_lag_seconds",
-        "From publication on another node to application here, last batch.",
-        b.lag_ms.load(Relaxed) as f64 / 1000.0,
-    );
-}
-
-/// A failed bus operation's kind, for the log line an operator reads first.
-fn kind(e: &redis::RedisError) -> &'static str {
-    let text = e.to_string().to_ascii_lowercase();
-    if e.kind() == redis::ErrorKind::AuthenticationFailed
-        || text.contains("wrongpass")
-        || text.contains("noauth")
-        || text.contains("auth")
-    {
-        "authentication"
-    } else if e.is_connection_refusal() {
-        "refused"
-    } else if e.is_timeout() {
-        "timeout"
-    } else if text.contains("tls") || text.contains("certificate") || text.contains("handshake") {
-        "TLS"
-    } else if e.is_io_error() || e.is_connection_dropped() {
-        "connection"
-    } else {
-        "server"
-    }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Where the bus is: its URL, and for `rediss://` the CA to trust (None: the system's).
 #[derive(Clone)]
@@ -318,7 +73,7 @@ impl Epoch {
     async fn changed(&mut self, c: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
         let mut r = [0u8; 8];
         let _ = getrandom::fill(&mut r);
-        let mine = format!("{:016x}", u64::from_le_bytes(r) ^ unix_ms());
+        let mine = format!("{:016x}", u64::from_le_bytes(r) ^ crate::os::unix_ms());
         let _: Value = redis::cmd("SET")
             .arg(EPOCH)
             .arg(&mine)
@@ -394,7 +149,7 @@ async fn publish(
         backlog.extend(tracker.take_changes().into_iter().map(Record::Peer));
         while backlog.len() > max_backlog {
             backlog.pop_front();
-            state.dropped.fetch_add(1, Relaxed);
+            state.dropped_one();
         }
         if conn.is_none() {
             let connected = match connect(&url).await {
@@ -436,7 +191,7 @@ async fn publish(
                         last_sent = Some(Instant::now());
                         backlog.drain(..n);
                         let peers = batch.iter().filter(|r| matches!(r, Record::Peer(_)));
-                        state.published.fetch_add(peers.count() as u64, Relaxed);
+                        state.sent(peers.count() as u64);
                     }
                     Err(e) => {
                         state.error("cannot publish to the bus", &e);
@@ -446,7 +201,7 @@ async fn publish(
                 }
             }
         }
-        state.backlog.store(backlog.len() as u64, Relaxed);
+        state.waiting(backlog.len());
         if stopping {
             return;
         }
@@ -461,7 +216,7 @@ async fn add(
 ) -> redis::RedisResult<()> {
     // Entries older than one peer timeout (and a little) hold no live peer: trim them as
     // this one goes in, so the stream never grows beyond that.
-    let min_id = unix_ms().saturating_sub(retain_ms);
+    let min_id = crate::os::unix_ms().saturating_sub(retain_ms);
     let _: Value = redis::cmd("XADD")
         .arg(STREAM)
         .arg("MINID")
@@ -479,50 +234,22 @@ async fn add(
     Ok(())
 }
 
-fn bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.clone().into_bytes()),
-        _ => None,
-    }
-}
-
-/// Entries of an XRANGE reply, or of one stream of an XREAD reply.
-pub fn entries(v: &Value) -> Vec<Entry> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for item in items {
-        let Value::Array(pair) = item else { continue };
-        let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(bytes), pair.get(1))
-        else {
-            continue;
-        };
-        let id = String::from_utf8_lossy(&id).into_owned();
-        let ms = id
-            .split('-')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(0);
-        let (mut node, mut inc, mut data) = (String::new(), String::new(), Vec::new());
-        for kv in fields.chunks(2) {
-            match (kv.first().and_then(bytes), kv.get(1).and_then(bytes)) {
-                (Some(k), Some(v)) if k == b"node" => node = String::from_utf8_lossy(&v).into(),
-                (Some(k), Some(v)) if k == b"inc" => inc = String::from_utf8_lossy(&v).into(),
-                (Some(k), Some(v)) if k == b"d" => data = v,
-                _ => {}
-            }
-        }
-        out.push(Entry {
-            id,
-            ms,
-            node,
-            inc,
-            data,
-        });
-    }
-    out
+/// Stream entries as `Follower` reads them.
+pub fn entries(ids: Vec<StreamId>) -> Vec<Entry> {
+    ids.into_iter()
+        .map(|s| Entry {
+            ms: s
+                .id
+                .split('-')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0),
+            node: s.get("node").unwrap_or_default(),
+            inc: s.get("inc").unwrap_or_default(),
+            data: s.get("d").unwrap_or_default(),
+            id: s.id,
+        })
+        .collect()
 }
 
 async fn read(
@@ -535,7 +262,7 @@ async fn read(
 ) {
     // Replaying from one peer timeout ago rebuilds every live remote peer: each has a
     // record within that window.
-    let mut last = format!("{}-0", unix_ms().saturating_sub(retain_ms));
+    let mut last = format!("{}-0", crate::os::unix_ms().saturating_sub(retain_ms));
     let mut replaying = true;
     let mut conn: Option<MultiplexedConnection> = None;
     let mut epoch = Epoch::default();
@@ -578,16 +305,18 @@ async fn read(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let reply: redis::RedisResult<Value> = if replaying {
+        let reply = if replaying {
             redis::cmd("XRANGE")
                 .arg(STREAM)
                 .arg(format!("({last}"))
                 .arg("+")
                 .arg("COUNT")
                 .arg(100)
-                .query_async(c)
+                .query_async::<StreamRangeReply>(c)
                 .await
+                .map(|r| r.ids)
         } else {
+            // Nil when BLOCK times out with nothing new.
             redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(100)
@@ -596,13 +325,19 @@ async fn read(
                 .arg("STREAMS")
                 .arg(STREAM)
                 .arg(&last)
-                .query_async(c)
+                .query_async::<Option<StreamReadReply>>(c)
                 .await
+                .map(|r| {
+                    r.into_iter()
+                        .flat_map(|r| r.keys)
+                        .flat_map(|k| k.ids)
+                        .collect()
+                })
         };
-        let reply = match reply {
-            Ok(v) => {
+        let batch = match reply {
+            Ok(ids) => {
                 state.answered();
-                v
+                entries(ids)
             }
             Err(e) => {
                 state.error("cannot read the bus", &e);
@@ -610,30 +345,15 @@ async fn read(
                 continue;
             }
         };
-        let batch = if replaying {
-            entries(&reply)
-        } else {
-            match &reply {
-                // [[stream, entries]]
-                Value::Array(streams) => streams
-                    .iter()
-                    .flat_map(|s| match s {
-                        Value::Array(kv) => kv.get(1).map(entries).unwrap_or_default(),
-                        _ => Vec::new(),
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
         if replaying && batch.is_empty() {
             replaying = false;
-            state.ready.store(true, Relaxed);
+            state.caught_up();
             tracing::info!("caught up with the bus: the swarm holds every node's peers");
             // A node that could not read the stream in time took no notices either.
             reload_access(&tracker, &store, "after catching up").await;
             continue;
         }
-        let now = unix_ms();
+        let now = crate::os::unix_ms();
         for e in &batch {
             last.clone_from(&e.id);
             if e.node != state.node_id {
@@ -645,20 +365,17 @@ async fn read(
                 let _ = tracker.apply_remote(c, origin, age, !replaying);
             });
             if applied.malformed {
-                state.errors.fetch_add(1, Relaxed);
+                state.malformed();
                 tracing::warn!(
                     "bus entry {} from node {} is malformed; skipped",
                     e.id,
                     e.node
                 );
             }
-            state.applied.fetch_add(applied.peers as u64, Relaxed);
+            state.applied(applied.peers, now.saturating_sub(e.ms));
             if applied.access_changed && !replaying {
                 reload_access(&tracker, &store, "after a notice").await;
             }
-        }
-        if let Some(e) = batch.last() {
-            state.lag_ms.store(now.saturating_sub(e.ms), Relaxed);
         }
     }
 }
@@ -672,31 +389,15 @@ async fn reload_access(tracker: &Tracker, store: &AnyStore, when: &str) {
 /// After the bus was away with its data kept: if the stream's ids went back (a Redis
 /// restored from an older snapshot), read it from its start.
 async fn after_reconnect(c: &mut MultiplexedConnection, last: &mut String) {
-    let ours = last
-        .split('-')
-        .next()
-        .and_then(|m| m.parse::<u64>().ok())
-        .unwrap_or(0);
-    let info: redis::RedisResult<Value> = redis::cmd("XINFO")
+    let ms = |id: &str| id.split('-').next()?.parse::<u64>().ok();
+    let theirs = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(STREAM)
-        .query_async(c)
-        .await;
-    let theirs = match info {
-        Ok(Value::Array(kv)) => kv
-            .chunks(2)
-            .find(|p| p.first().and_then(bytes).as_deref() == Some(b"last-generated-id"))
-            .and_then(|p| p.get(1).and_then(bytes))
-            .and_then(|id| {
-                String::from_utf8_lossy(&id)
-                    .split('-')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            }),
-        _ => None,
-    };
-    if theirs.is_none_or(|t| t < ours) {
+        .query_async::<StreamInfoStreamReply>(c)
+        .await
+        .ok()
+        .and_then(|i| ms(&i.last_generated_id));
+    if theirs.is_none_or(|t| ms(last).is_some_and(|ours| t < ours)) {
         *last = "0-0".into();
     }
 }

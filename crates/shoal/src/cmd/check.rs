@@ -2,6 +2,7 @@
 //! info-hash unless one is given, and report each step with its latency. Works against any
 //! tracker, over `udp://`, `http://` and `https://`.
 
+use crate::os::random;
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -70,12 +71,6 @@ impl Report {
     fn ok(&self) -> bool {
         self.steps.iter().all(|s| s.ok)
     }
-}
-
-fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    let _ = getrandom::fill(&mut b);
-    b
 }
 
 pub fn run(a: Args) -> Result<(), String> {

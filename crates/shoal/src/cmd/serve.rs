@@ -225,7 +225,7 @@ impl Node {
             return None;
         }
         let node_id = match cluster.node_id.as_str() {
-            "" => format!("{:016x}", rand_u64()),
+            "" => format!("{:016x}", crate::os::random_u64()),
             id => id.to_string(),
         };
         let state = Arc::new(BusState::new(
@@ -359,12 +359,6 @@ impl Node {
 
 fn local(listener: &TcpListener) -> Result<SocketAddr, String> {
     listener.local_addr().map_err(|e| e.to_string())
-}
-
-fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    u64::from_le_bytes(b)
 }
 
 /// Removes silent peers about ten times per peer timeout.

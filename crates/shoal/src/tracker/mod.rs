@@ -6,7 +6,7 @@ pub mod access;
 pub mod metrics;
 
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use protocol::{AnnounceEvent, CanonicalIp, InfoHash, PeerId, ResponsePeer};
 use swarm::{
@@ -275,21 +275,10 @@ impl Tracker {
         self.uptime_secs() + self.policy.peer_timeout
     }
 
-    pub fn unix_secs() -> u32 {
-        Self::unix_now() as u32
-    }
-
-    /// Unix seconds as the store keeps them.
-    pub fn unix_now() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    }
-
     /// Both clocks, read once for a whole batch of datagrams.
     pub fn now(&self) -> Now {
         Now {
-            unix: Self::unix_secs(),
+            unix: crate::os::unix_secs() as u32,
             uptime: self.clock(),
         }
     }

@@ -4,7 +4,7 @@
 use protocol::{InfoHash, Key};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::copy::{Format, Item, Table};
+use crate::copy::{Item, Table};
 use crate::{AuthKey, StoreError, WhitelistEntry};
 
 /// A whitelist or keys row in Shoal's layout, read by the same code the copy engine uses.
@@ -16,7 +16,7 @@ where
     for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
     for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
 {
-    decode_row(t, Format::Shoal, row, 0).map_err(|detail| StoreError::BadRow {
+    decode_row(t, row).map_err(|detail| StoreError::BadRow {
         what: t.name(),
         detail,
     })
@@ -50,13 +50,9 @@ where
     }
 }
 
-/// Reads one row of table `t` as laid out by `format`. The error names the row.
-pub(crate) fn decode_row<R: Row>(
-    t: Table,
-    format: Format,
-    row: &R,
-    now: i64,
-) -> Result<Item, String>
+/// Reads one row of table `t` in Shoal's layout (`torrust.rs` reads Torrust's). The error
+/// names the row.
+pub(crate) fn decode_row<R: Row>(t: Table, row: &R) -> Result<Item, String>
 where
     usize: ColumnIndex<R>,
     for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
@@ -64,9 +60,6 @@ where
     for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
     for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
 {
-    if format == Format::Torrust {
-        return super::torrust::decode_row(t, row, now);
-    }
     let name = t.name();
     let get_err = |e: sqlx::Error| format!("{name} row: {e}");
     let hash_bytes = |b: Vec<u8>| {

@@ -9,10 +9,11 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Query
 
 use super::rows::decode_row;
 use super::{Dialect, SqlStore, torrust};
+use crate::StoreError;
+use crate::copy::Transfer;
 use crate::copy::{
     Batch, Exported, Format, Imported, Item, Merge, Progress, Table, TableImport, TableSum,
 };
-use crate::{StoreError, Transfer};
 
 fn merge_index(merge: Option<Merge>) -> usize {
     match merge {
@@ -65,7 +66,11 @@ where
             let mut rows = sqlx::query(sql).fetch(&mut *tx);
             let mut batch = Batch::empty(t, batch_rows);
             while let Some(row) = rows.try_next().await? {
-                match decode_row(t, format, &row, now) {
+                let item = match format {
+                    Format::Torrust => torrust::decode_row(t, &row, now),
+                    Format::Shoal => decode_row(t, &row),
+                };
+                match item {
                     Ok(item) => {
                         exported.sum.add(item.hash());
                         if let Some(out) = out {
@@ -132,7 +137,7 @@ where
                 q.push(")");
                 let mut old = HashMap::new();
                 for row in q.build().fetch_all(&mut *tx).await? {
-                    let item = decode_row(t, Format::Shoal, &row, 0).map_err(StoreError::Copy)?;
+                    let item = decode_row(t, &row).map_err(StoreError::Copy)?;
                     old.insert(item.pk(), item);
                 }
                 for item in &items {
@@ -179,11 +184,7 @@ where
             let mut rows = sqlx::query(self.q.export[t as usize][0].clone()).fetch(&mut *tx);
             let found = &mut result[t as usize].found;
             while let Some(row) = rows.try_next().await? {
-                found.add(
-                    decode_row(t, Format::Shoal, &row, 0)
-                        .map_err(StoreError::Copy)?
-                        .hash(),
-                );
+                found.add(decode_row(t, &row).map_err(StoreError::Copy)?.hash());
             }
         }
         let verified = result.iter().all(|r| r.found == r.expected);

@@ -427,7 +427,7 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
     };
     let entry = WhitelistEntry {
         info_hash: h,
-        added_at: Tracker::unix_now(),
+        added_at: crate::os::unix_secs(),
     };
     // The store keeps the first added_at of an info-hash listed twice; show what it holds.
     let (stored, created) = match s.tracker.access().list(&s.store, entry).await {
@@ -490,7 +490,7 @@ async fn add_key(
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    let now = Tracker::unix_now();
+    let now = crate::os::unix_secs();
     let key = match req {
         NewKey::Import { key, valid_until } => AuthKey {
             key,
