@@ -226,7 +226,7 @@ fn answered_by(logs: &[Vec<(Instant, u64)>], t: Instant) -> u64 {
 #[test]
 fn sigkill_under_load_loses_at_most_one_flush_interval() {
     const INTERVAL: Duration = Duration::from_millis(500);
-    // Room for the write in flight and for scheduling on a loaded machine; the flusher runs on
+    // Admission for the write in flight and for scheduling on a loaded machine; the flusher runs on
     // its own thread so that announces saturating the workers cannot starve it.
     const SLACK: Duration = Duration::from_millis(400);
     let dir = temp_dir();

@@ -39,7 +39,8 @@ impl AnyStore {
     }
 }
 
-macro_rules! each {
+/// Runs `$call` on whichever backend this store is, with `$s` bound to it.
+macro_rules! on_backend {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Sqlite($s) => $call,
@@ -51,91 +52,91 @@ macro_rules! each {
 
 impl SchemaMigrator for AnyStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        each!(self, s => s.migrate().await)
+        on_backend!(self, s => s.migrate().await)
     }
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>, StoreError> {
-        each!(self, s => s.migration_status().await)
+        on_backend!(self, s => s.migration_status().await)
     }
 }
 
 impl TorrentMetricsStore for AnyStore {
     async fn load_torrent_downloads(&self, h: &InfoHash) -> Result<Option<u64>, StoreError> {
-        each!(self, s => s.load_torrent_downloads(h).await)
+        on_backend!(self, s => s.load_torrent_downloads(h).await)
     }
     async fn save_torrent_downloads(&self, h: &InfoHash, n: u64) -> Result<(), StoreError> {
-        each!(self, s => s.save_torrent_downloads(h, n).await)
+        on_backend!(self, s => s.save_torrent_downloads(h, n).await)
     }
     async fn increase_downloads_for_torrent(&self, h: &InfoHash) -> Result<(), StoreError> {
-        each!(self, s => s.increase_downloads_for_torrent(h).await)
+        on_backend!(self, s => s.increase_downloads_for_torrent(h).await)
     }
     async fn load_all_torrents_downloads<F>(&self, sink: F) -> Result<u64, StoreError>
     where
         F: FnMut(InfoHash, u64) + Send,
     {
-        each!(self, s => s.load_all_torrents_downloads(sink).await)
+        on_backend!(self, s => s.load_all_torrents_downloads(sink).await)
     }
     async fn add_downloads(&self, deltas: &[(InfoHash, u64)]) -> Result<(), StoreError> {
-        each!(self, s => s.add_downloads(deltas).await)
+        on_backend!(self, s => s.add_downloads(deltas).await)
     }
     async fn load_global_downloads(&self) -> Result<Option<u64>, StoreError> {
-        each!(self, s => s.load_global_downloads().await)
+        on_backend!(self, s => s.load_global_downloads().await)
     }
     async fn save_global_downloads(&self, n: u64) -> Result<(), StoreError> {
-        each!(self, s => s.save_global_downloads(n).await)
+        on_backend!(self, s => s.save_global_downloads(n).await)
     }
     async fn increase_global_downloads(&self, by: u64) -> Result<(), StoreError> {
-        each!(self, s => s.increase_global_downloads(by).await)
+        on_backend!(self, s => s.increase_global_downloads(by).await)
     }
 }
 
 impl WhitelistStore for AnyStore {
     async fn add_info_hash_to_whitelist(&self, e: &WhitelistEntry) -> Result<(), StoreError> {
-        each!(self, s => s.add_info_hash_to_whitelist(e).await)
+        on_backend!(self, s => s.add_info_hash_to_whitelist(e).await)
     }
     async fn get_info_hash_from_whitelist(
         &self,
         h: &InfoHash,
     ) -> Result<Option<WhitelistEntry>, StoreError> {
-        each!(self, s => s.get_info_hash_from_whitelist(h).await)
+        on_backend!(self, s => s.get_info_hash_from_whitelist(h).await)
     }
     async fn remove_info_hash_from_whitelist(&self, h: &InfoHash) -> Result<bool, StoreError> {
-        each!(self, s => s.remove_info_hash_from_whitelist(h).await)
+        on_backend!(self, s => s.remove_info_hash_from_whitelist(h).await)
     }
     async fn load_whitelist(&self) -> Result<Vec<WhitelistEntry>, StoreError> {
-        each!(self, s => s.load_whitelist().await)
+        on_backend!(self, s => s.load_whitelist().await)
     }
 }
 
 impl AuthKeyStore for AnyStore {
     async fn add_key_to_keys(&self, k: &AuthKey) -> Result<(), StoreError> {
-        each!(self, s => s.add_key_to_keys(k).await)
+        on_backend!(self, s => s.add_key_to_keys(k).await)
     }
     async fn get_key_from_keys(&self, k: &Key) -> Result<Option<AuthKey>, StoreError> {
-        each!(self, s => s.get_key_from_keys(k).await)
+        on_backend!(self, s => s.get_key_from_keys(k).await)
     }
     async fn remove_key_from_keys(&self, k: &Key) -> Result<bool, StoreError> {
-        each!(self, s => s.remove_key_from_keys(k).await)
+        on_backend!(self, s => s.remove_key_from_keys(k).await)
     }
     async fn load_keys(&self) -> Result<Vec<AuthKey>, StoreError> {
-        each!(self, s => s.load_keys().await)
+        on_backend!(self, s => s.load_keys().await)
     }
 }
 
 impl Connection for AnyStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        each!(self, s => s.ping().await)
+        on_backend!(self, s => s.ping().await)
     }
     async fn close(&self) {
-        each!(self, s => s.close().await)
+        on_backend!(self, s => s.close().await)
     }
     fn driver(&self) -> &'static str {
-        each!(self, s => s.driver())
+        on_backend!(self, s => s.driver())
     }
     async fn server_version(&self) -> Result<String, StoreError> {
-        each!(self, s => s.server_version().await)
+        on_backend!(self, s => s.server_version().await)
     }
     async fn identity(&self) -> Result<String, StoreError> {
-        let id = each!(self, s => s.identity().await)?;
+        let id = on_backend!(self, s => s.identity().await)?;
         match self {
             // Device and inode: one file however its path is spelled, links included.
             AnyStore::Sqlite(_) if !id.is_empty() => {
@@ -158,7 +159,7 @@ impl Transfer for AnyStore {
         out: Option<&tokio::sync::mpsc::Sender<Batch>>,
         batch_rows: usize,
     ) -> Result<[Exported; 4], StoreError> {
-        each!(self, s => s.export(format, skip_invalid, now, out, batch_rows).await)
+        on_backend!(self, s => s.export(format, skip_invalid, now, out, batch_rows).await)
     }
     async fn import(
         &self,
@@ -168,6 +169,6 @@ impl Transfer for AnyStore {
         before: [TableSum; 4],
         progress: &Progress,
     ) -> Result<Imported, StoreError> {
-        each!(self, s => s.import(rx, source_done, merge, before, progress).await)
+        on_backend!(self, s => s.import(rx, source_done, merge, before, progress).await)
     }
 }

@@ -49,9 +49,15 @@ pub(crate) struct Peer<A> {
 
 /// `Peer::lease`: this node owns the peer and publishes its changes.
 pub(crate) const OWNED: u16 = 0x8000;
+/// The other 15 bits: a lease's second, or a remote peer's origin.
+const LOW: u16 = !OWNED;
+
+/// The longest interval between lease renewals the 15 bits of a lease can time, in
+/// seconds (`Policy::lease_every` must stay below it).
+pub const MAX_LEASE_EVERY: u32 = LOW as u32;
 
 pub(crate) fn lease_at(now: u32) -> u16 {
-    OWNED | (now as u16 & 0x7fff)
+    OWNED | (now as u16 & LOW)
 }
 
 /// Who wrote a record on the bus (docs/design.md, "Agreement"): this node's current
@@ -65,7 +71,7 @@ pub enum Origin {
 
 impl Origin {
     /// The largest index a `Node` may carry.
-    pub const MAX_NODE: u16 = 0x7fff;
+    pub const MAX_NODE: u16 = LOW;
 }
 
 impl<A: Ip> Peer<A> {
@@ -92,7 +98,7 @@ impl<A: Ip> Peer<A> {
 
     /// Whether an owned peer's last record is `every` seconds old or more.
     fn lease_due(&self, now: u32, every: u32) -> bool {
-        let age = (now as u16 & 0x7fff).wrapping_sub(self.lease & 0x7fff) & 0x7fff;
+        let age = (now as u16 & LOW).wrapping_sub(self.lease & LOW) & LOW;
         u32::from(age) >= every
     }
 }
@@ -128,7 +134,7 @@ impl<A> Default for Family<A> {
 
 /// Whether a new peer may join a family.
 #[derive(Clone, Copy)]
-pub(crate) struct Room {
+pub(crate) struct Admission {
     /// The tracker holds `max_peers` peers.
     pub(crate) tracker_full: bool,
     /// The torrent holds `max_peers_per_torrent` peers.
@@ -262,7 +268,7 @@ impl<A: Ip> Family<A> {
         left: u64,
         event: AnnounceEvent,
         hasher: &DefaultHashBuilder,
-        room: Room,
+        room: Admission,
         lease_every: u32,
     ) -> Result<Change, Refusal> {
         let mut c = Change::default();
@@ -329,7 +335,7 @@ impl<A: Ip> Family<A> {
         state: PeerState,
         stale: bool,
         hasher: &DefaultHashBuilder,
-        room: Room,
+        room: Admission,
     ) -> Result<Change, Refusal> {
         let mut c = Change::default();
         let hash = p.hash(hasher);
@@ -408,7 +414,7 @@ impl<A: Ip> Family<A> {
         hash: u64,
         seeder: bool,
         hasher: &DefaultHashBuilder,
-        room: Room,
+        room: Admission,
         c: &mut Change,
     ) -> Result<(), Refusal> {
         if room.tracker_full {
@@ -540,22 +546,22 @@ impl<A: Ip> Family<A> {
 }
 
 /// The announcing peer, as a record of its family.
-pub(crate) enum Asker {
+pub(crate) enum Announcer {
     V4(Peer<[u8; 4]>),
     V6(Peer<[u8; 16]>),
 }
 
-impl Asker {
+impl Announcer {
     pub(crate) fn new(id: PeerId, addr: SocketAddr, seen: u32) -> Self {
         match addr {
-            SocketAddr::V4(a) => Asker::V4(Peer {
+            SocketAddr::V4(a) => Announcer::V4(Peer {
                 id,
                 ip: a.ip().octets(),
                 port: a.port(),
                 seen,
                 lease: 0,
             }),
-            SocketAddr::V6(a) => Asker::V6(Peer {
+            SocketAddr::V6(a) => Announcer::V6(Peer {
                 id,
                 ip: a.ip().octets(),
                 port: a.port(),

@@ -27,13 +27,13 @@ mod slots;
 mod torrents;
 
 pub use counts::Loader;
-pub use family::Origin;
+pub use family::{MAX_LEASE_EVERY, Origin};
 pub use limits::{Limits, Refusal};
 pub use remote::{Delivery, PeerChange, PeerState, PeerView};
 
 /// Torrents looked at per shard lock while expiring.
 const EXPIRE_CHUNK: usize = 1024;
-use family::{Asker, Ip, Room};
+use family::{Admission, Announcer, Ip, Peer};
 use slots::{prefetch, prefetch_range};
 use torrents::{Shard, Torrent, Torrents};
 
@@ -87,7 +87,7 @@ impl Default for Policy {
 
 /// What `Swarm::prefetch` needs to know of an announce.
 #[derive(Debug, Clone, Copy)]
-pub struct Warm {
+pub struct Prefetch {
     pub info_hash: InfoHash,
     /// As in `Announce::addr`: canonical IP, announced port.
     pub addr: SocketAddr,
@@ -207,10 +207,9 @@ impl Swarm {
         } = &mut *guard;
         let hasher = &self.hasher;
         let h = a.info_hash;
-        let th = torrents.hash(&h);
-        let at = match torrents.position(&h, th) {
+        let at = match self.find_or_make(torrents, counts, h, a.event != AnnounceEvent::Stopped)? {
             Some(at) => at,
-            None if a.event == AnnounceEvent::Stopped => {
+            None => {
                 if self.lease_every > 0 {
                     // Other nodes may know the peer even if this one does not yet.
                     let c = PeerChange {
@@ -227,35 +226,18 @@ impl Swarm {
                     ..TorrentStats::default()
                 });
             }
-            None => {
-                // Checked without a lock across shards: racing announces may overshoot by
-                // at most one torrent per thread.
-                if self.held.load(Relaxed) >= self.limits.max_torrents {
-                    return Err(Refusal::Torrents);
-                }
-                self.held.fetch_add(1, Relaxed);
-                let t = Torrent {
-                    downloaded: counts.get(&h),
-                    ..Torrent::default()
-                };
-                torrents.insert(h, th, t)
-            }
         };
         let torrent = &mut torrents.entries[at].1;
-        let room = Room {
-            tracker_full: self.peers.load(Relaxed) >= self.limits.max_peers,
-            torrent_full: torrent.peers() >= self.limits.max_peers_per_torrent,
-            per_ip: self.limits.max_peers_per_ip,
-        };
-        let (change, asker_v4, asker_v6) = match Asker::new(a.peer_id, a.addr, now) {
-            Asker::V4(p) => (
+        let room = self.room(torrent);
+        let (change, asker_v4, asker_v6) = match Announcer::new(a.peer_id, a.addr, now) {
+            Announcer::V4(p) => (
                 torrent
                     .v4
                     .update(p, a.left, a.event, hasher, room, self.lease_every),
                 Some(p),
                 None,
             ),
-            Asker::V6(p) => {
+            Announcer::V6(p) => {
                 let family = torrent.v6.get_or_insert_with(Box::default);
                 (
                     family.update(p, a.left, a.event, hasher, room, self.lease_every),
@@ -272,13 +254,7 @@ impl Swarm {
                 return Err(refused);
             }
         };
-        *seeders = seeders.wrapping_add_signed(change.seeders);
-        *leechers = leechers.wrapping_add_signed(change.leechers);
-        match change.seeders + change.leechers {
-            1 => self.peers.fetch_add(1, Relaxed),
-            -1 => self.peers.fetch_sub(1, Relaxed),
-            _ => 0,
-        };
+        self.account(seeders, leechers, &change);
         if change.completed {
             if counts.has(&h)
                 || self.counted.fetch_add(1, Relaxed) < self.limits.max_counted_torrents
@@ -312,9 +288,22 @@ impl Swarm {
             self.drop_if_empty(torrents, at);
             return Ok(stats);
         }
+        self.answer(torrent, a, (asker_v4, asker_v6), out);
+        Ok(stats)
+    }
+
+    /// The peers an announce gets back: its own family first, the other too when the
+    /// protocol carries both; never the asker itself.
+    fn answer(
+        &self,
+        torrent: &mut Torrent,
+        a: &Announce,
+        asker: (Option<Peer<[u8; 4]>>, Option<Peer<[u8; 16]>>),
+        out: &mut Vec<ResponsePeer>,
+    ) {
         let only_leechers = self.only_leechers(a.left);
         let v6 = torrent.v6.as_deref_mut();
-        match (asker_v4, asker_v6) {
+        match asker {
             (Some(p), _) => {
                 torrent.v4.pick(only_leechers, Some(&p), a.numwant, out);
                 if a.families == Families::Both
@@ -332,7 +321,56 @@ impl Swarm {
                 }
             }
         }
-        Ok(stats)
+    }
+
+    /// The position of torrent `h`, made if absent and `make` says so (within
+    /// `max_torrents`); None if absent and not made. Shared by a local announce and an
+    /// applied record.
+    fn find_or_make(
+        &self,
+        torrents: &mut Torrents,
+        counts: &counts::Counts,
+        h: InfoHash,
+        make: bool,
+    ) -> Result<Option<usize>, Refusal> {
+        let th = torrents.hash(&h);
+        if let Some(at) = torrents.position(&h, th) {
+            return Ok(Some(at));
+        }
+        if !make {
+            return Ok(None);
+        }
+        // Checked without a lock across shards: racing announces may overshoot by at most
+        // one torrent per thread.
+        if self.held.load(Relaxed) >= self.limits.max_torrents {
+            return Err(Refusal::Torrents);
+        }
+        self.held.fetch_add(1, Relaxed);
+        let t = Torrent {
+            downloaded: counts.get(&h),
+            ..Torrent::default()
+        };
+        Ok(Some(torrents.insert(h, th, t)))
+    }
+
+    /// Whether a new peer may join `torrent` now.
+    fn room(&self, torrent: &Torrent) -> Admission {
+        Admission {
+            tracker_full: self.peers.load(Relaxed) >= self.limits.max_peers,
+            torrent_full: torrent.peers() >= self.limits.max_peers_per_torrent,
+            per_ip: self.limits.max_peers_per_ip,
+        }
+    }
+
+    /// Adds what a change did to a shard's seeders and leechers and the tracker's peers.
+    fn account(&self, seeders: &mut u64, leechers: &mut u64, change: &family::Change) {
+        *seeders = seeders.wrapping_add_signed(change.seeders);
+        *leechers = leechers.wrapping_add_signed(change.leechers);
+        match change.seeders + change.leechers {
+            1 => self.peers.fetch_add(1, Relaxed),
+            -1 => self.peers.fetch_sub(1, Relaxed),
+            _ => 0,
+        };
     }
 
     /// Drops the torrent at `at` if no peer is left (its count stays), or else its IPv6
@@ -352,7 +390,7 @@ impl Swarm {
     /// of the structure per pass over the batch, so that the batch waits on memory about as
     /// long as one announce would rather than once per announce. Only a hint: it changes
     /// nothing, and what it loads may be stale by the time the announce runs.
-    pub fn prefetch(&self, batch: &[Warm]) {
+    pub fn prefetch(&self, batch: &[Prefetch]) {
         const CHUNK: usize = 32;
         for chunk in batch.chunks(CHUNK) {
             let mut hashes = [0u64; CHUNK];
@@ -380,10 +418,10 @@ impl Swarm {
                     at[i] = usize::MAX;
                     continue;
                 };
-                let indexed = match Asker::new(PeerId([0; 20]), w.addr, 0) {
+                let indexed = match Announcer::new(PeerId([0; 20]), w.addr, 0) {
                     _ if *key != w.info_hash => None,
-                    Asker::V4(p) => t.v4.warm_list(&p, w.only_leechers, &self.hasher),
-                    Asker::V6(p) => {
+                    Announcer::V4(p) => t.v4.warm_list(&p, w.only_leechers, &self.hasher),
+                    Announcer::V6(p) => {
                         t.v6.as_ref()
                             .and_then(|f| f.warm_list(&p, w.only_leechers, &self.hasher))
                     }

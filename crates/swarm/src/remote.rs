@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use protocol::{InfoHash, PeerId};
 
-use crate::family::{Asker, Ip, Origin, Room, lease_at};
-use crate::torrents::{Shard, Torrent};
+use crate::family::{Announcer, Ip, Origin, lease_at};
+use crate::torrents::Shard;
 use crate::{Refusal, Swarm};
 
 /// What a record says of its peer. Departures say why: a stop removes the endpoint on
@@ -119,36 +119,19 @@ impl Swarm {
         let downloaded = (c.completed && d.count && d.origin != Origin::Me)
             .then(|| self.count_remote(&mut shard.counts, h))
             .flatten();
-        let th = shard.torrents.hash(&h);
-        let at = match shard.torrents.position(&h, th) {
-            Some(at) => at,
-            None if !joins => return Ok(()),
-            None => {
-                if self.held.load(Relaxed) >= self.limits.max_torrents {
-                    return Err(Refusal::Torrents);
-                }
-                self.held.fetch_add(1, Relaxed);
-                let t = Torrent {
-                    downloaded: shard.counts.get(&h),
-                    ..Torrent::default()
-                };
-                shard.torrents.insert(h, th, t)
-            }
+        let Some(at) = self.find_or_make(&mut shard.torrents, &shard.counts, h, joins)? else {
+            return Ok(());
         };
         let torrent = &mut shard.torrents.entries[at].1;
-        let room = Room {
-            tracker_full: self.peers.load(Relaxed) >= self.limits.max_peers,
-            torrent_full: torrent.peers() >= self.limits.max_peers_per_torrent,
-            per_ip: self.limits.max_peers_per_ip,
-        };
-        let change = match Asker::new(c.peer_id, c.addr, seen) {
-            Asker::V4(mut p) => {
+        let room = self.room(torrent);
+        let change = match Announcer::new(c.peer_id, c.addr, seen) {
+            Announcer::V4(mut p) => {
                 p.lease = lease;
                 torrent
                     .v4
                     .apply(p, d.origin, c.state, stale, &self.hasher, room)
             }
-            Asker::V6(mut p) => {
+            Announcer::V6(mut p) => {
                 p.lease = lease;
                 torrent.v6.get_or_insert_with(Box::default).apply(
                     p,
@@ -167,13 +150,7 @@ impl Swarm {
                 return Err(refused);
             }
         };
-        shard.seeders = shard.seeders.wrapping_add_signed(change.seeders);
-        shard.leechers = shard.leechers.wrapping_add_signed(change.leechers);
-        match change.seeders + change.leechers {
-            1 => self.peers.fetch_add(1, Relaxed),
-            -1 => self.peers.fetch_sub(1, Relaxed),
-            _ => 0,
-        };
+        self.account(&mut shard.seeders, &mut shard.leechers, &change);
         if let Some(n) = downloaded {
             torrent.downloaded = n;
         }

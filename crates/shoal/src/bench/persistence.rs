@@ -136,6 +136,8 @@ where
     })
 }
 
+// One measurement after another, in the order the report prints them: longer than a
+// function should be, but read top to bottom it is the report.
 pub async fn run(args: Args) -> Result<(), String> {
     let url = DatabaseUrl::parse(&args.db_url).map_err(|e| format!("--db-url: {e}"))?;
     let s = AnyStore::open(&url, args.concurrency.max(1) as u32 + 1)

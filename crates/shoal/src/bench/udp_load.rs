@@ -49,6 +49,8 @@ impl Rng {
 
 const SOCKETS: usize = 4;
 
+// One measurement after another, in the order the report prints them: longer than a
+// function should be, but read top to bottom it is the report.
 pub fn run(a: Args) -> Result<(), String> {
     let mut rng = Rng(7);
     let hashes: Vec<InfoHash> = (0..a.torrents.max(1))

@@ -260,121 +260,148 @@ async fn read(
     retain_ms: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // Replaying from one peer timeout ago rebuilds every live remote peer: each has a
-    // record within that window.
-    let mut last = format!("{}-0", crate::os::unix_ms().saturating_sub(retain_ms));
-    let mut replaying = true;
+    let mut r = Reader {
+        // Replaying from one timeout and one lease ago rebuilds every live remote peer:
+        // each has a record within that window.
+        last: format!("{}-0", crate::os::unix_ms().saturating_sub(retain_ms)),
+        replaying: true,
+        epoch: Epoch::default(),
+        follower: Follower::new(&state.node_id, &state.incarnation),
+        tracker,
+        store,
+        state,
+    };
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut epoch = Epoch::default();
-    let mut follower = Follower::new(&state.node_id, &state.incarnation);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        if conn.is_none() {
-            let connected = match connect(&url).await {
-                Ok(mut c) => epoch.changed(&mut c).await.map(|lost| (c, lost)),
-                Err(e) => Err(e),
-            };
-            match connected {
-                Ok((mut c, lost)) => {
-                    if lost {
-                        // What this node learned from the lost stream stands on nothing
-                        // now; the owners publish their peers again, read from the start.
-                        let n = tracker.forget_remote();
-                        tracing::warn!(
-                            "the bus lost its data (Redis restarted empty?): forgot {n} peers of other nodes; rereading the stream as the nodes republish"
-                        );
-                        last = "0-0".into();
-                    } else if !replaying {
-                        after_reconnect(&mut c, &mut last).await;
-                    }
-                    if !replaying {
-                        reload_access(&tracker, &store, "after a bus reconnect").await;
-                    }
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    state.error("cannot reach the bus", &e);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = stop.changed() => {}
-                    }
-                    continue;
+    while !*stop.borrow() {
+        let Some(c) = conn.as_mut() else {
+            conn = r.connect(&url).await;
+            if conn.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
                 }
             }
+            continue;
+        };
+        match r.fetch(c).await {
+            Ok(ids) => {
+                r.state.answered();
+                r.apply(entries(ids)).await;
+            }
+            Err(e) => {
+                r.state.error("cannot read the bus", &e);
+                conn = None;
+            }
         }
-        let Some(c) = conn.as_mut() else { continue };
-        let reply = if replaying {
-            redis::cmd("XRANGE")
+    }
+}
+
+/// The reader's place in the stream and what it does with each entry.
+struct Reader {
+    /// The id of the last entry read.
+    last: String,
+    /// Reading history at start (XRANGE) until it is exhausted, then following (XREAD).
+    replaying: bool,
+    epoch: Epoch,
+    follower: Follower,
+    tracker: Arc<Tracker>,
+    store: AnyStore,
+    state: Arc<BusState>,
+}
+
+impl Reader {
+    async fn connect(&mut self, url: &Bus) -> Option<MultiplexedConnection> {
+        let connected = match connect(url).await {
+            Ok(mut c) => self.epoch.changed(&mut c).await.map(|lost| (c, lost)),
+            Err(e) => Err(e),
+        };
+        let (mut c, lost) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                self.state.error("cannot reach the bus", &e);
+                return None;
+            }
+        };
+        if lost {
+            // What this node learned from the lost stream stands on nothing now; the
+            // owners publish their peers again, read from the start.
+            let n = self.tracker.forget_remote();
+            tracing::warn!(
+                "the bus lost its data (Redis restarted empty?): forgot {n} peers of other nodes; rereading the stream as the nodes republish"
+            );
+            self.last = "0-0".into();
+        } else if !self.replaying {
+            after_reconnect(&mut c, &mut self.last).await;
+        }
+        if !self.replaying {
+            reload_access(&self.tracker, &self.store, "after a bus reconnect").await;
+        }
+        Some(c)
+    }
+
+    /// The next entries: history while replaying, then new ones as they come.
+    async fn fetch(&self, c: &mut MultiplexedConnection) -> redis::RedisResult<Vec<StreamId>> {
+        if self.replaying {
+            return redis::cmd("XRANGE")
                 .arg(STREAM)
-                .arg(format!("({last}"))
+                .arg(format!("({}", self.last))
                 .arg("+")
                 .arg("COUNT")
                 .arg(100)
                 .query_async::<StreamRangeReply>(c)
                 .await
-                .map(|r| r.ids)
-        } else {
-            // Nil when BLOCK times out with nothing new.
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(100)
-                .arg("BLOCK")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(STREAM)
-                .arg(&last)
-                .query_async::<Option<StreamReadReply>>(c)
-                .await
-                .map(|r| {
-                    r.into_iter()
-                        .flat_map(|r| r.keys)
-                        .flat_map(|k| k.ids)
-                        .collect()
-                })
-        };
-        let batch = match reply {
-            Ok(ids) => {
-                state.answered();
-                entries(ids)
-            }
-            Err(e) => {
-                state.error("cannot read the bus", &e);
-                conn = None;
-                continue;
-            }
-        };
-        if replaying && batch.is_empty() {
-            replaying = false;
-            state.caught_up();
+                .map(|r| r.ids);
+        }
+        // Nil when BLOCK times out with nothing new.
+        let reply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(STREAM)
+            .arg(&self.last)
+            .query_async::<Option<StreamReadReply>>(c)
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect())
+    }
+
+    async fn apply(&mut self, batch: Vec<Entry>) {
+        if self.replaying && batch.is_empty() {
+            self.replaying = false;
+            self.state.caught_up();
             tracing::info!("caught up with the bus: the swarm holds every node's peers");
             // A node that could not read the stream in time took no notices either.
-            reload_access(&tracker, &store, "after catching up").await;
-            continue;
+            reload_access(&self.tracker, &self.store, "after catching up").await;
+            return;
         }
         let now = crate::os::unix_ms();
         for e in &batch {
-            last.clone_from(&e.id);
-            if e.node != state.node_id {
-                state.heard(&e.node);
+            self.last.clone_from(&e.id);
+            if e.node != self.state.node_id {
+                self.state.heard(&e.node);
             }
             let age = (now.saturating_sub(e.ms) / 1000) as u32;
-            let applied = follower.entry(e, |c, origin| {
+            let (tracker, live) = (&self.tracker, !self.replaying);
+            let applied = self.follower.entry(e, |c, origin| {
                 // A refusal (a limit met) leaves the peer out of this node's view only.
-                let _ = tracker.apply_remote(c, origin, age, !replaying);
+                let _ = tracker.apply_remote(c, origin, age, live);
             });
             if applied.malformed {
-                state.malformed();
+                self.state.malformed();
                 tracing::warn!(
                     "bus entry {} from node {} is malformed; skipped",
                     e.id,
                     e.node
                 );
             }
-            state.applied(applied.peers, now.saturating_sub(e.ms));
-            if applied.access_changed && !replaying {
-                reload_access(&tracker, &store, "after a notice").await;
+            self.state.applied(applied.peers, now.saturating_sub(e.ms));
+            if applied.access_changed && live {
+                reload_access(&self.tracker, &self.store, "after a notice").await;
             }
         }
     }

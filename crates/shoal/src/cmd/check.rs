@@ -138,38 +138,42 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
+    /// A socket connected to the tracker of `url`, with the BEP 41 URL data to send (the
+    /// path, the key, the query), and the address as the step's detail.
+    fn udp_socket(&self, url: &str) -> Result<((UdpSocket, String), String), String> {
+        let u = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let host = u
+            .host_str()
+            .ok_or("no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let addr = (host.as_str(), u.port().ok_or("no port")?)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no address")?;
+        let bind = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        s.connect(addr).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?;
+        let mut path = u.path().to_string();
+        if let Some(k) = self.key {
+            path = format!("{}/{k}", path.trim_end_matches('/'));
+        }
+        if let Some(q) = u.query() {
+            path = format!("{path}?{q}");
+        }
+        Ok(((s, path), addr.to_string()))
+    }
+
     fn udp(&self, url: &str, r: &mut Report) {
-        let Some(socket) = r.step("resolve", || {
-            let u = url::Url::parse(url).map_err(|e| e.to_string())?;
-            let host = u
-                .host_str()
-                .ok_or("no host")?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let addr = (host.as_str(), u.port().ok_or("no port")?)
-                .to_socket_addrs()
-                .map_err(|e| e.to_string())?
-                .next()
-                .ok_or("no address")?;
-            let bind = if addr.is_ipv6() {
-                "[::]:0"
-            } else {
-                "0.0.0.0:0"
-            };
-            let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-            s.connect(addr).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(3)))
-                .map_err(|e| e.to_string())?;
-            let mut path = u.path().to_string();
-            if let Some(k) = self.key {
-                path = format!("{}/{k}", path.trim_end_matches('/'));
-            }
-            if let Some(q) = u.query() {
-                path = format!("{path}?{q}");
-            }
-            Ok(((s, path), addr.to_string()))
-        }) else {
+        let Some(socket) = r.step("resolve", || self.udp_socket(url)) else {
             return;
         };
         let (socket, url_data) = socket;
@@ -286,23 +290,7 @@ impl Probe<'_> {
             no_peer_id: true,
             numwant: Some(50),
         };
-        let get = |path: &str| -> Result<Value, String> {
-            let t = Target {
-                tls: target.tls,
-                host: target.host.clone(),
-                port: target.port,
-                path: path.to_string(),
-            };
-            let (status, body) = client.request("GET", &t, &[], None)?;
-            if status != 200 {
-                return Err(format!("HTTP {status}"));
-            }
-            let v = bencode::decode(&body).map_err(|e| format!("not bencode: {e}"))?;
-            match v.get("failure reason").and_then(Value::as_bytes) {
-                Some(reason) => Err(format!("refused: {}", String::from_utf8_lossy(reason))),
-                None => Ok(v),
-            }
-        };
+        let get = |path: &str| http_get(client, &target, path);
         let announced = r.step("announce", || {
             let v = get(&format!(
                 "{path}?{query}{}",
@@ -371,5 +359,24 @@ impl Probe<'_> {
             ))?;
             Ok(((), "left the swarm".into()))
         });
+    }
+}
+
+/// A GET of `path` on `target`'s host: the bencoded answer, or why there is none.
+fn http_get(client: &Client, target: &Target, path: &str) -> Result<Value, String> {
+    let t = Target {
+        tls: target.tls,
+        host: target.host.clone(),
+        port: target.port,
+        path: path.to_string(),
+    };
+    let (status, body) = client.request("GET", &t, &[], None)?;
+    if status != 200 {
+        return Err(format!("HTTP {status}"));
+    }
+    let v = bencode::decode(&body).map_err(|e| format!("not bencode: {e}"))?;
+    match v.get("failure reason").and_then(Value::as_bytes) {
+        Some(reason) => Err(format!("refused: {}", String::from_utf8_lossy(reason))),
+        None => Ok(v),
     }
 }

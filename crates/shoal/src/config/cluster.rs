@@ -4,6 +4,7 @@ use std::num::{NonZeroU64, NonZeroUsize};
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::validate::bad;
 use super::{Config, ConfigError, Secret};
 
 /// Several nodes on one Redis/Valkey stream and one SQL database (docs/scaling.md).
@@ -58,13 +59,6 @@ fn redacted_text<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
 
 impl Config {
     pub(super) fn validate_cluster(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| {
-            Err(ConfigError::BadValue {
-                key: key.into(),
-                origin: String::new(),
-                message,
-            })
-        };
         let c = &self.cluster;
         let url = c.redis_url.expose();
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -102,10 +96,14 @@ impl Config {
                 "must be set (the same on every node) when cluster.redis_url is: without it a connection id from one node is refused by the others".into(),
             );
         }
-        if self.announce.peer_timeout / 2 >= 1 << 15 {
+        // Leases are renewed every half timeout; the swarm times them in a few bits.
+        if self.announce.peer_timeout / 2 >= swarm::MAX_LEASE_EVERY {
             return bad(
                 "announce.peer_timeout",
-                "must be below 65536 seconds in a cluster (leases are kept in 15 bits)".into(),
+                format!(
+                    "must be below {} seconds in a cluster (the swarm times a lease, half a timeout, in 15 bits)",
+                    2 * swarm::MAX_LEASE_EVERY
+                ),
             );
         }
         Ok(())

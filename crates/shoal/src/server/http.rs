@@ -86,14 +86,12 @@ pub async fn serve(
             }
             match tls {
                 None => conn.serve(stream).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => conn.serve(tls).await,
-                        _ => conn
-                            .tracker
-                            .count_error(Http, None, ErrorKind::TlsHandshake),
-                    }
-                }
+                Some(acceptor) => match Certs::accept(acceptor, stream, header_timeout).await {
+                    Some(tls) => conn.serve(tls).await,
+                    None => conn
+                        .tracker
+                        .count_error(Http, None, ErrorKind::TlsHandshake),
+                },
             }
         });
     }

@@ -44,7 +44,7 @@ impl fmt::Display for Refusal {
 
 /// The whitelist and keys as of one moment. Replaced whole, never changed in place.
 #[derive(Default, Clone)]
-struct Lists {
+struct AccessSnapshot {
     whitelist: HashMap<InfoHash, WhitelistEntry>,
     keys: HashMap<Key, AuthKey>,
 }
@@ -54,7 +54,7 @@ struct Lists {
 /// the store (at start, and whenever another writer may have changed the store).
 pub struct Access {
     mode: Mode,
-    lists: ArcSwap<Lists>,
+    lists: ArcSwap<AccessSnapshot>,
     /// Held from a change's store write to its snapshot, so two changes cannot interleave
     /// and leave memory holding what the store does not (a revoked key valid, say).
     writes: tokio::sync::Mutex<()>,
@@ -136,7 +136,7 @@ impl Access {
 
     /// Installs a whole new snapshot.
     pub fn load(&self, whitelist: Vec<WhitelistEntry>, keys: Vec<AuthKey>) {
-        self.lists.store(Arc::new(Lists {
+        self.lists.store(Arc::new(AccessSnapshot {
             whitelist: whitelist.into_iter().map(|e| (e.info_hash, e)).collect(),
             keys: keys.into_iter().map(|k| (k.key, k)).collect(),
         }));
@@ -154,8 +154,8 @@ impl Access {
 
     /// Publishes a copy of the snapshot with `change` applied. Copying is O(n) per admin
     /// change, which keeps every announce free of locks.
-    fn publish(&self, change: impl FnOnce(&mut Lists)) {
-        let mut next = Lists::clone(&self.lists.load());
+    fn publish(&self, change: impl FnOnce(&mut AccessSnapshot)) {
+        let mut next = AccessSnapshot::clone(&self.lists.load());
         change(&mut next);
         self.lists.store(Arc::new(next));
         self.changed
@@ -168,7 +168,7 @@ impl Access {
             .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
-    /// Lists an info-hash in the store, then here. Returns what the store holds (an entry
+    /// AccessSnapshot an info-hash in the store, then here. Returns what the store holds (an entry
     /// listed before keeps its first `added_at`) and whether it is new.
     pub async fn list<S: Store>(
         &self,

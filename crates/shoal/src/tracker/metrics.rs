@@ -288,6 +288,12 @@ impl Metrics {
 
     /// These counters, and the swarm's gauges as `g` says.
     pub fn render(&self, g: &swarm::SwarmStats, out: &mut Text) {
+        self.render_requests(out);
+        self.render_figures(g, out);
+    }
+
+    /// Requests, errors and failures, by protocol and action or kind.
+    fn render_requests(&self, out: &mut Text) {
         out.family(
             "shoal_requests_total",
             "counter",
@@ -339,6 +345,10 @@ impl Metrics {
                 out.sample("shoal_failed_requests_total", &labels, n);
             }
         }
+    }
+
+    /// The flusher's, the expiry's and the swarm's figures.
+    fn render_figures(&self, g: &swarm::SwarmStats, out: &mut Text) {
         out.counter(
             "shoal_flushes_total",
             "Successful flushes of download deltas.",

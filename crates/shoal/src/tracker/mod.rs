@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use protocol::{AnnounceEvent, CanonicalIp, InfoHash, PeerId, ResponsePeer};
 use swarm::{
-    Announce, Delivery, Expired, Families, Limits, Loader, Origin, PeerChange, PeerView, Refusal,
-    Swarm, SwarmStats, TorrentStats, Warm,
+    Announce, Delivery, Expired, Families, Limits, Loader, Origin, PeerChange, PeerView, Prefetch,
+    Refusal, Swarm, SwarmStats, TorrentStats,
 };
 
 use self::access::Access;
@@ -31,8 +31,8 @@ pub struct Tracker {
 pub struct Now {
     /// Unix seconds, for connection ids.
     pub unix: u32,
-    /// Seconds since start, the swarm's clock.
-    pub uptime: u32,
+    /// The swarm's clock (`Tracker::clock`): seconds since start plus one peer timeout.
+    pub swarm: u32,
 }
 
 /// An announce after decoding, in the protocol-neutral form every server hands over.
@@ -87,7 +87,7 @@ impl std::fmt::Display for Refused {
 
 /// The announces of one batch, for `Tracker::prefetch`.
 #[derive(Default)]
-pub struct Batch(Vec<Warm>);
+pub struct Batch(Vec<Prefetch>);
 
 impl Batch {
     pub fn with_capacity(n: usize) -> Self {
@@ -170,7 +170,7 @@ impl Tracker {
 
     /// Adds an announce about to be answered to `batch`.
     pub fn warm(&self, batch: &mut Batch, h: InfoHash, ip: IpAddr, port: u16, left: u64) {
-        batch.0.push(Warm {
+        batch.0.push(Prefetch {
             info_hash: h,
             addr: CanonicalIp::from(ip).with_port(port),
             only_leechers: self.swarm.only_leechers(left),
@@ -279,7 +279,7 @@ impl Tracker {
     pub fn now(&self) -> Now {
         Now {
             unix: crate::os::unix_secs() as u32,
-            uptime: self.clock(),
+            swarm: self.clock(),
         }
     }
 
@@ -322,7 +322,7 @@ impl Tracker {
         };
         let stats = self
             .swarm
-            .announce(&req, now.uptime, peers)
+            .announce(&req, now.swarm, peers)
             .map_err(|r| refuse(Refused::Limit(r)))?;
         Ok(Answer {
             interval: self.policy.interval.get(),

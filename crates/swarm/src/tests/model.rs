@@ -149,8 +149,8 @@ proptest! {
 fn prefetch_changes_nothing_and_survives_concurrent_removals() {
     let s = Swarm::new(2);
     let hash = |n: u8| InfoHash([n; 20]);
-    let batch: Vec<Warm> = (0..40u8)
-        .map(|n| Warm {
+    let batch: Vec<Prefetch> = (0..40u8)
+        .map(|n| Prefetch {
             info_hash: hash(n % 20),
             addr: if n % 3 == 0 {
                 format!("[::1]:{}", 1000 + u16::from(n))

@@ -38,7 +38,7 @@ pub struct ApiState {
     pub bus: Option<Arc<crate::cluster::BusState>>,
 }
 
-type St = State<Arc<ApiState>>;
+type Shared = State<Arc<ApiState>>;
 
 /// The admin API over TLS: each connection's handshake, then the same router.
 pub async fn serve_tls(
@@ -53,8 +53,9 @@ pub async fn serve_tls(
         };
         let (acceptor, app) = (certs.acceptor(), app.clone());
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-            let Ok(Ok(tls)) = handshake.await else {
+            let deadline = Duration::from_secs(10);
+            let Some(tls) = crate::server::tls::Certs::accept(acceptor, stream, deadline).await
+            else {
                 return;
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
@@ -125,7 +126,7 @@ fn host_allowed(host: &str, names: &[String]) -> bool {
 /// what a cross-site form can send without a CORS preflight (an empty body is no body: the
 /// Origin check covers a bodiless cross-site POST). Runs after the token check, so that 401
 /// keeps meaning "no or wrong token"; with an empty token it is the only guard.
-async fn refuse_browsers(State(s): St, req: Request, next: Next) -> Response {
+async fn refuse_browsers(State(s): Shared, req: Request, next: Next) -> Response {
     match browser_refusal(req.headers(), &s.hosts) {
         Some(refused) => refused,
         None => next.run(req).await,
@@ -184,7 +185,7 @@ fn same_token(given: &[u8], expected: &[u8]) -> bool {
 /// Only the `Authorization: Bearer` header counts; a token in the URL is never read, so it
 /// cannot leak into proxy logs and work. With no token configured the API is bound to
 /// loopback (config refuses otherwise) and open to local users.
-async fn require_token(State(s): St, req: Request, next: Next) -> Response {
+async fn require_token(State(s): Shared, req: Request, next: Next) -> Response {
     let expected = s.token.expose().as_bytes();
     if !expected.is_empty() {
         let given = req
@@ -213,7 +214,7 @@ async fn require_token(State(s): St, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn health(State(s): St) -> Response {
+async fn health(State(s): Shared) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let reachable = matches!(db, Ok(Ok(())));
     let m = s.tracker.metrics();
@@ -253,7 +254,7 @@ async fn health(State(s): St) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics(State(s): St) -> Response {
+async fn metrics(State(s): Shared) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), s.store.ping()).await;
     let up = matches!(db, Ok(Ok(()))) as u8;
     let m = s.tracker.metrics();
@@ -291,7 +292,7 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-async fn stats(State(s): St) -> Response {
+async fn stats(State(s): Shared) -> Response {
     let st = s.tracker.stats();
     let (whitelisted, keys) = s.tracker.access().counts();
     let cluster = s.bus.as_ref().map(|b| crate::cluster::json(b, &s.tracker));
@@ -346,7 +347,7 @@ impl Paging {
     }
 }
 
-async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Response {
+async fn torrents(State(s): Shared, q: Result<Query<Paging>, QueryRejection>) -> Response {
     let (offset, limit) = match Paging::read(q) {
         Ok(p) => p,
         Err(r) => return r,
@@ -357,7 +358,7 @@ async fn torrents(State(s): St, q: Result<Query<Paging>, QueryRejection>) -> Res
         .into_response()
 }
 
-async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
+async fn torrent(State(s): Shared, Path(raw): Path<String>) -> Response {
     let h = match parse_hash(&raw) {
         Ok(h) => h,
         Err(r) => return r,
@@ -374,7 +375,7 @@ async fn torrent(State(s): St, Path(raw): Path<String>) -> Response {
 /// A torrent's peers as this node sees them, by endpoint: to compare nodes of a cluster,
 /// or to see who is in a swarm.
 async fn peers(
-    State(s): St,
+    State(s): Shared,
     Path(raw): Path<String>,
     q: Result<Query<Paging>, QueryRejection>,
 ) -> Response {
@@ -408,7 +409,7 @@ fn entry_json(e: &WhitelistEntry) -> Value {
     json!({ "info_hash": e.info_hash.to_hex(), "added_at": e.added_at })
 }
 
-async fn whitelist(State(s): St) -> Response {
+async fn whitelist(State(s): Shared) -> Response {
     Json(
         s.tracker
             .access()
@@ -420,7 +421,7 @@ async fn whitelist(State(s): St) -> Response {
     .into_response()
 }
 
-async fn list(State(s): St, Path(raw): Path<String>) -> Response {
+async fn list(State(s): Shared, Path(raw): Path<String>) -> Response {
     let h = match parse_hash(&raw) {
         Ok(h) => h,
         Err(r) => return r,
@@ -442,7 +443,7 @@ async fn list(State(s): St, Path(raw): Path<String>) -> Response {
     (status, Json(entry_json(&stored))).into_response()
 }
 
-async fn unlist(State(s): St, Path(raw): Path<String>) -> Response {
+async fn unlist(State(s): Shared, Path(raw): Path<String>) -> Response {
     let h = match parse_hash(&raw) {
         Ok(h) => h,
         Err(r) => return r,
@@ -466,7 +467,7 @@ fn key_json(k: &AuthKey) -> Value {
     json!({ "key": k.key.as_str(), "valid_until": k.valid_until, "created_at": k.created_at })
 }
 
-async fn keys(State(s): St) -> Response {
+async fn keys(State(s): Shared) -> Response {
     Json(
         s.tracker
             .access()
@@ -479,7 +480,7 @@ async fn keys(State(s): St) -> Response {
 }
 
 async fn add_key(
-    State(s): St,
+    State(s): Shared,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -535,7 +536,7 @@ fn random_key() -> Result<Key, getrandom::Error> {
     failure.map_or(Ok(key), Err)
 }
 
-async fn remove_key(State(s): St, Path(raw): Path<String>) -> Response {
+async fn remove_key(State(s): Shared, Path(raw): Path<String>) -> Response {
     let key = match parse_key(&raw) {
         Ok(k) => k,
         Err(r) => return r,
