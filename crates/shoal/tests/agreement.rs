@@ -61,10 +61,7 @@ fn a_stop_at_the_clients_previous_node_removes_it_from_its_owner() {
     let redis = testkit::Redis::launch().unwrap();
     let db = database("postgres").unwrap();
     let dir = temp_dir();
-    let nodes: Vec<Shoal> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| node(dir.path(), &db, &redis.url(), id, "public"))
-        .collect();
+    let nodes = three_nodes(dir.path(), &db, &redis.url());
     let ih = hash(2);
     for p in 1..=3u8 {
         announce(&nodes[2], ih, p, 5, AnnounceEvent::Started);
@@ -359,26 +356,7 @@ fn a_seeded_random_run_ends_with_every_node_agreeing_with_the_model() {
             .map(|((_, a), p)| (a.to_string(), p.seeder))
             .collect();
         for (k, n) in nodes.iter().enumerate() {
-            let (code, v) = api(
-                n.api,
-                "GET",
-                &format!("/api/v1/torrents/{}/peers?limit=1000", ih.to_hex()),
-                Some(TOKEN),
-                None,
-            );
-            assert_eq!(code, 200, "{v}");
-            let mut got: Vec<(String, bool)> = v["peers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    (
-                        p["addr"].as_str().unwrap().to_string(),
-                        p["seeder"].as_bool().unwrap(),
-                    )
-                })
-                .collect();
-            got.sort();
+            let got = peer_view(n, *ih);
             assert_eq!(got, want, "node {} torrent {ih} (seed {seed})", k + 1);
             let seeders = want.iter().filter(|p| p.1).count() as u32;
             let scrape = udp_counts(n.udp[0], *ih);
@@ -489,40 +467,12 @@ fn a_rolling_upgrade_under_load_answers_rightly_and_loses_nothing() {
         timed_out.load(SeqCst),
         completed.load(SeqCst)
     );
-    let views: Vec<serde_json::Value> = nodes
-        .iter()
-        .map(|n| {
-            api(
-                n.api,
-                "GET",
-                &format!("/api/v1/torrents/{}/peers?limit=1000", ih.to_hex()),
-                Some(TOKEN),
-                None,
-            )
-            .1["peers"]
-                .clone()
-        })
-        .collect();
-    let strip = |v: &serde_json::Value| -> Vec<(String, bool)> {
-        let mut out: Vec<_> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["addr"].as_str().unwrap().to_string(),
-                    p["seeder"].as_bool().unwrap(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    };
-    assert_eq!(strip(&views[0]).len(), 60, "every client on node 1");
+    let views: Vec<Vec<(String, bool)>> = nodes.iter().map(|n| peer_view(n, ih)).collect();
+    assert_eq!(views[0].len(), 60, "every client on node 1");
     for v in &views[1..] {
-        assert_eq!(strip(v), strip(&views[0]), "views equal");
+        assert_eq!(v, &views[0], "views equal");
     }
-    let seeders = strip(&views[0]).iter().filter(|p| p.1).count() as u64;
+    let seeders = views[0].iter().filter(|p| p.1).count() as u64;
     assert_eq!(
         seeders,
         completed.load(SeqCst),

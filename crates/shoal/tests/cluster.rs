@@ -45,10 +45,7 @@ fn one_swarm_across_three_nodes() {
     let redis = testkit::Redis::launch().unwrap();
     let db = database("postgres").unwrap();
     let dir = temp_dir();
-    let nodes: Vec<Shoal> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| node(dir.path(), &db, &redis.url(), id, "public"))
-        .collect();
+    let nodes = three_nodes(dir.path(), &db, &redis.url());
     let ih = hash(1);
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
 

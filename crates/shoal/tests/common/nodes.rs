@@ -65,3 +65,32 @@ pub fn udp_counts(node: SocketAddr, ih: InfoHash) -> (u32, u32, u32) {
     let s = udp_scrape(node, ih).unwrap();
     (s.leechers, s.seeders, s.completed)
 }
+
+/// Three nodes n1, n2, n3 on one Redis and one database, each ready.
+pub fn three_nodes(dir: &std::path::Path, db: &str, redis: &str) -> Vec<Shoal> {
+    ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(dir, db, redis, id, "public"))
+        .collect()
+}
+
+/// A node's view of a torrent's peers (`GET /api/v1/torrents/{info_hash}/peers`): each
+/// endpoint and whether it seeds, sorted.
+pub fn peer_view(node: &Shoal, ih: InfoHash) -> Vec<(String, bool)> {
+    let target = format!("/api/v1/torrents/{}/peers?limit=1000", ih.to_hex());
+    let (code, v) = api(node.api, "GET", &target, Some(TOKEN), None);
+    assert_eq!(code, 200, "{v}");
+    let mut out: Vec<(String, bool)> = v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["addr"].as_str().unwrap().to_string(),
+                p["seeder"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
