@@ -12,8 +12,8 @@ use crate::Swarm;
 /// halves so the record packs into 28 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cold {
-    pub(crate) hash: InfoHash,
-    pub(crate) count: [u32; 2],
+    hash: InfoHash,
+    count: [u32; 2],
 }
 
 impl Cold {
@@ -33,15 +33,33 @@ impl Cold {
 #[derive(Default)]
 pub(crate) struct Counts {
     /// Counts loaded at start, sorted by hash; their values change in place.
-    pub(crate) cold: Vec<Cold>,
+    cold: Vec<Cold>,
     /// Counts of torrents not in `cold`.
-    pub(crate) hot: HashMap<InfoHash, u64>,
+    hot: HashMap<InfoHash, u64>,
     /// Increments not yet taken by the flusher.
-    pub(crate) pending: HashMap<InfoHash, u64>,
+    pending: HashMap<InfoHash, u64>,
 }
 
 impl Counts {
-    pub(crate) fn cold_at(&self, h: &InfoHash) -> Result<usize, usize> {
+    /// Every torrent with a count.
+    pub(crate) fn hashes(&self) -> impl Iterator<Item = InfoHash> + '_ {
+        self.hot
+            .keys()
+            .copied()
+            .chain(self.cold.iter().map(|c| c.hash))
+    }
+
+    /// The increments since the last call, for the flusher.
+    pub(crate) fn take_pending(&mut self) -> impl Iterator<Item = (InfoHash, u64)> + '_ {
+        self.pending.drain()
+    }
+
+    /// How many increments wait for the flusher.
+    pub(crate) fn pending(&self) -> u64 {
+        self.pending.values().sum()
+    }
+
+    fn cold_at(&self, h: &InfoHash) -> Result<usize, usize> {
         self.cold.binary_search_by(|c| c.hash.cmp(h))
     }
 

@@ -466,20 +466,8 @@ impl Swarm {
         for i in 0..self.shards.len() {
             let s = self.lock(i);
             hashes.extend(s.torrents.keys().copied());
-            hashes.extend(
-                s.counts
-                    .hot
-                    .keys()
-                    .filter(|h| !s.torrents.contains_key(*h))
-                    .copied(),
-            );
-            hashes.extend(
-                s.counts
-                    .cold
-                    .iter()
-                    .map(|c| c.hash)
-                    .filter(|h| !s.torrents.contains_key(h)),
-            );
+            let counted_only = s.counts.hashes().filter(|h| !s.torrents.contains_key(h));
+            hashes.extend(counted_only);
         }
         let total = hashes.len();
         let end = offset.saturating_add(limit).min(total);
@@ -581,7 +569,7 @@ impl Swarm {
     pub fn take_pending(&self) -> Vec<(InfoHash, u64)> {
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
-            out.extend(self.lock(i).counts.pending.drain());
+            out.extend(self.lock(i).counts.take_pending());
         }
         out
     }
@@ -594,7 +582,7 @@ impl Swarm {
             st.counted_torrents += s.counts.len() as u64;
             st.seeders += s.seeders;
             st.leechers += s.leechers;
-            st.pending_deltas += s.counts.pending.values().sum::<u64>();
+            st.pending_deltas += s.counts.pending();
         }
         st.uncounted_downloads = self.uncounted.load(Relaxed);
         st
