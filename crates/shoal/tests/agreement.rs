@@ -487,3 +487,40 @@ fn a_rolling_upgrade_under_load_answers_rightly_and_loses_nothing() {
             == completed.load(SeqCst)
     });
 }
+
+/// A bus that refuses the node's password: degraded past the catch-up timeout, the kind of
+/// error named in `/health` and in the one log line.
+#[test]
+fn a_node_whose_redis_refuses_its_password_serves_degraded_and_says_so() {
+    let redis = testkit::Redis::launch().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let url = redis
+        .url()
+        .replace("redis://", "redis://:not-the-password@");
+    let n1 = spawn_node(
+        dir.path(),
+        &db,
+        &url,
+        "n1",
+        "public",
+        "catch_up_timeout_ms = 1000\n",
+    );
+    wait_until(
+        "degraded past the catch-up timeout",
+        Duration::from_secs(5),
+        || health(&n1).0 == 200,
+    );
+    let (_, h) = health(&n1);
+    assert_eq!(h["status"], "degraded", "{h}");
+    let problem = h["bus"]["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("(authentication)"), "{h}");
+    let start_log = n1.start_log.clone();
+    let (_, log) = n1.stop();
+    let reported = start_log
+        .iter()
+        .chain(&log)
+        .filter(|l| l.contains("cannot reach the bus (authentication)"))
+        .count();
+    assert_eq!(reported, 1, "{start_log:#?} {log:#?}");
+}
