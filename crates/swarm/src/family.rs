@@ -108,16 +108,16 @@ impl<A: Ip> Peer<A> {
 /// role is one swap across the boundary.
 #[derive(Debug)]
 pub(crate) struct Family<A> {
-    pub(crate) peers: Vec<Peer<A>>,
+    peers: Vec<Peer<A>>,
     /// u32, so that the per-IP counts fit beside it in the 56 bytes a family had before.
-    pub(crate) seeders: u32,
+    seeders: u32,
     /// Where the next answer's window starts: answers walk round the list, so repeated
     /// announces spread over the whole swarm, and a batch can prefetch the window.
-    pub(crate) cursor: u32,
+    cursor: u32,
     /// Positions in `peers`, hashed by identity; only for large swarms.
-    pub(crate) index: Option<Slots>,
+    index: Option<Slots>,
     /// Peers per IP, beside the index (a short list is counted by a scan).
-    pub(crate) per_ip: Option<Box<HashMap<A, u32>>>,
+    per_ip: Option<Box<HashMap<A, u32>>>,
 }
 
 impl<A> Default for Family<A> {
@@ -156,6 +156,19 @@ pub(crate) struct Change {
 impl<A: Ip> Family<A> {
     pub(crate) fn is_empty(&self) -> bool {
         self.peers.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Every peer with whether it seeds.
+    pub(crate) fn with_roles(&self) -> impl Iterator<Item = (&Peer<A>, bool)> {
+        let seeders = self.seeders as usize;
+        self.peers
+            .iter()
+            .enumerate()
+            .map(move |(i, p)| (p, i < seeders))
     }
 
     pub(crate) fn counts(&self) -> (usize, usize) {

@@ -34,7 +34,6 @@ pub use remote::{Delivery, PeerChange, PeerState, PeerView};
 /// Torrents looked at per shard lock while expiring.
 const EXPIRE_CHUNK: usize = 1024;
 use family::{Admission, Announcer, Ip, Peer};
-use slots::{prefetch, prefetch_range};
 use torrents::{Shard, Torrent, Torrents};
 
 /// Which address families an answer may carry.
@@ -227,7 +226,7 @@ impl Swarm {
                 });
             }
         };
-        let torrent = &mut torrents.entries[at].1;
+        let torrent = torrents.at(at);
         let room = self.room(torrent);
         let (change, asker_v4, asker_v6) = match Announcer::new(a.peer_id, a.addr, now) {
             Announcer::V4(p) => (
@@ -376,7 +375,7 @@ impl Swarm {
     /// Drops the torrent at `at` if no peer is left (its count stays), or else its IPv6
     /// family if that is empty.
     fn drop_if_empty(&self, torrents: &mut Torrents, at: usize) {
-        let t = &mut torrents.entries[at].1;
+        let t = torrents.at(at);
         if t.v6.as_ref().is_some_and(|f| f.is_empty()) {
             t.v6 = None;
         }
@@ -398,13 +397,12 @@ impl Swarm {
             for (i, w) in chunk.iter().enumerate() {
                 let s = self.shard(&w.info_hash);
                 hashes[i] = s.torrents.hash(&w.info_hash);
-                prefetch(s.torrents.slots.home(hashes[i]));
+                s.torrents.prefetch_home(hashes[i]);
             }
             for (i, w) in chunk.iter().enumerate() {
                 let s = self.shard(&w.info_hash);
-                if let Some(p) = s.torrents.slots.guess(hashes[i]) {
+                if let Some(p) = s.torrents.prefetch_entry(hashes[i]) {
                     at[i] = p;
-                    prefetch_range(&s.torrents.entries[p], size_of::<(InfoHash, Torrent)>());
                 }
             }
             // From here `hashes` holds the asker's peer hash, for indexed families.
@@ -414,7 +412,7 @@ impl Swarm {
                 }
                 let s = self.shard(&w.info_hash);
                 // Another thread may have removed torrents since the last pass.
-                let Some((key, t)) = s.torrents.entries.get(at[i]) else {
+                let Some((key, t)) = s.torrents.entry(at[i]) else {
                     at[i] = usize::MAX;
                     continue;
                 };
@@ -436,7 +434,7 @@ impl Swarm {
                     continue;
                 }
                 let s = self.shard(&w.info_hash);
-                let Some((_, t)) = s.torrents.entries.get(at[i]) else {
+                let Some((_, t)) = s.torrents.entry(at[i]) else {
                     continue;
                 };
                 match w.addr {

@@ -89,7 +89,7 @@ impl Swarm {
             let Shard {
                 torrents, outbox, ..
             } = &mut *guard;
-            for (h, t) in &torrents.entries {
+            for (h, t) in torrents.iter() {
                 owned_changes(h, &t.v4, |c| self.publish(outbox, c));
                 if let Some(f) = &t.v6 {
                     owned_changes(h, f, |c| self.publish(outbox, c));
@@ -122,7 +122,7 @@ impl Swarm {
         let Some(at) = self.find_or_make(&mut shard.torrents, &shard.counts, h, joins)? else {
             return Ok(());
         };
-        let torrent = &mut shard.torrents.entries[at].1;
+        let torrent = shard.torrents.at(at);
         let room = self.room(torrent);
         let change = match Announcer::new(c.peer_id, c.addr, seen) {
             Announcer::V4(mut p) => {
@@ -191,11 +191,11 @@ impl Swarm {
 }
 
 fn views<A: Ip>(f: &crate::family::Family<A>, out: &mut Vec<PeerView>) {
-    for (i, p) in f.peers.iter().enumerate() {
+    for (p, seeder) in f.with_roles() {
         out.push(PeerView {
             addr: p.ip.socket(p.port),
             peer_id: p.id.0,
-            seeder: i < f.seeders as usize,
+            seeder,
             owner: match p.owner() {
                 Origin::Me => None,
                 Origin::Node(n) => Some(n),
@@ -209,13 +209,13 @@ fn owned_changes<A: Ip>(
     f: &crate::family::Family<A>,
     mut out: impl FnMut(PeerChange),
 ) {
-    for (i, p) in f.peers.iter().enumerate() {
+    for (p, seeder) in f.with_roles() {
         if p.owned() {
             out(PeerChange {
                 info_hash: *h,
                 peer_id: p.id,
                 addr: p.ip.socket(p.port),
-                state: if i < f.seeders as usize {
+                state: if seeder {
                     PeerState::Seeder
                 } else {
                     PeerState::Leecher

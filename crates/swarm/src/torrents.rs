@@ -8,7 +8,7 @@ use protocol::InfoHash;
 use crate::TorrentStats;
 use crate::counts::Counts;
 use crate::family::Family;
-use crate::slots::Slots;
+use crate::slots::{Slots, prefetch, prefetch_range};
 
 #[derive(Debug, Default)]
 pub(crate) struct Torrent {
@@ -30,7 +30,7 @@ impl Torrent {
     }
 
     pub(crate) fn peers(&self) -> usize {
-        self.v4.peers.len() + self.v6.as_ref().map_or(0, |f| f.peers.len())
+        self.v4.len() + self.v6.as_ref().map_or(0, |f| f.len())
     }
 
     pub(crate) fn counts(&self) -> (u32, u32) {
@@ -48,12 +48,38 @@ impl Torrent {
 /// hash of the info-hash (keyed, because anyone can choose info-hashes to collide).
 #[derive(Default)]
 pub(crate) struct Torrents {
-    pub(crate) hasher: DefaultHashBuilder,
-    pub(crate) slots: Slots,
-    pub(crate) entries: Vec<(InfoHash, Torrent)>,
+    hasher: DefaultHashBuilder,
+    slots: Slots,
+    entries: Vec<(InfoHash, Torrent)>,
 }
 
 impl Torrents {
+    /// The torrent at a position `position` or `insert` returned.
+    pub(crate) fn at(&mut self, at: usize) -> &mut Torrent {
+        &mut self.entries[at].1
+    }
+
+    /// The entry at a position a prefetch guessed, if there still is one.
+    pub(crate) fn entry(&self, at: usize) -> Option<&(InfoHash, Torrent)> {
+        self.entries.get(at)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(InfoHash, Torrent)> {
+        self.entries.iter()
+    }
+
+    /// Prefetch, first pass: where the probe for `hash` starts.
+    pub(crate) fn prefetch_home(&self, hash: u64) {
+        prefetch(self.slots.home(hash));
+    }
+
+    /// Prefetch, second pass: the entry the probe for `hash` most likely ends at; its
+    /// position, to follow.
+    pub(crate) fn prefetch_entry(&self, hash: u64) -> Option<usize> {
+        let at = self.slots.guess(hash)?;
+        prefetch_range(&self.entries[at], size_of::<(InfoHash, Torrent)>());
+        Some(at)
+    }
     pub(crate) fn hash(&self, h: &InfoHash) -> u64 {
         self.hasher.hash_one(h)
     }
