@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use super::{admin, check, db, migrate, serve};
+use super::{Error, Result, admin, check, db, migrate, serve};
 use crate::bench;
 use crate::config::{self, Config};
 
@@ -55,15 +55,15 @@ enum Bench {
     UdpLoad(bench::udp_load::Args),
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start runtime: {e}"))
+        .map_err(Error::io("cannot start the runtime"))
 }
 
-fn load_config(file: Option<&Path>) -> Result<Config, String> {
-    let loaded = config::load(file, std::env::vars()).map_err(|e| e.to_string())?;
+fn load_config(file: Option<&Path>) -> Result<Config> {
+    let loaded = config::load(file, std::env::vars())?;
     for var in &loaded.ignored_env {
         eprintln!("shoal: warning: environment variable {var} names no configuration key; ignored");
     }
@@ -71,19 +71,19 @@ fn load_config(file: Option<&Path>) -> Result<Config, String> {
 }
 
 /// Runs the command the line names.
-pub fn run(cli: Cli) -> Result<(), String> {
+pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(c) => {
             let config = load_config(c.config.as_deref())?;
             serve::init_logs(&config.log);
             runtime()?.block_on(serve::run(config))
         }
-        Command::Migrate(args) => runtime()?.block_on(migrate::run(args)),
+        Command::Migrate(args) => Ok(runtime()?.block_on(migrate::run(args))?),
         Command::Bench { what } => match what {
-            Bench::Persistence(args) => runtime()?.block_on(bench::persistence::run(args)),
-            Bench::Cluster(args) => runtime()?.block_on(bench::cluster::run(args)),
-            Bench::UdpFloor(args) => bench::udp_floor::run(args),
-            Bench::UdpLoad(args) => bench::udp_load::run(args),
+            Bench::Persistence(args) => Ok(runtime()?.block_on(bench::persistence::run(args))?),
+            Bench::Cluster(args) => Ok(runtime()?.block_on(bench::cluster::run(args))?),
+            Bench::UdpFloor(args) => Ok(bench::udp_floor::run(args)?),
+            Bench::UdpLoad(args) => Ok(bench::udp_load::run(args)?),
         },
         Command::Db(args) => {
             let config = load_config(args.config.as_deref())?;
@@ -94,14 +94,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 }
             })
         }
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => Ok(check::run(args)?),
         Command::Whitelist(a) => {
             let config = load_config(a.api.config.as_deref())?;
-            admin::run(a.api.api.as_deref(), &config, a.action.into())
+            Ok(admin::run(a.api.api.as_deref(), &config, a.action.into())?)
         }
         Command::Keys(a) => {
             let config = load_config(a.api.config.as_deref())?;
-            admin::run(a.api.api.as_deref(), &config, a.action.into())
+            Ok(admin::run(a.api.api.as_deref(), &config, a.action.into())?)
         }
         Command::Config(c) => load_config(c.config.as_deref()).map(|c| print!("{}", c.to_toml())),
     }

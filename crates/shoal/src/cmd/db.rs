@@ -2,6 +2,7 @@
 
 use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
 
+use super::{Error, Result};
 use crate::config::Config;
 
 /// Show or apply the database migrations without serving.
@@ -22,9 +23,11 @@ pub enum Action {
     Upgrade,
 }
 
-async fn open(config: &Config) -> Result<(AnyStore, DatabaseUrl), String> {
+async fn open(config: &Config) -> Result<(AnyStore, DatabaseUrl)> {
     let url = config.database.url.clone();
-    let store = AnyStore::open(&url, 1).await.map_err(|e| e.to_string())?;
+    let store = AnyStore::open(&url, 1)
+        .await
+        .map_err(Error::store("cannot open the database"))?;
     Ok((store, url))
 }
 
@@ -39,9 +42,12 @@ fn label(s: MigrationState) -> &'static str {
 }
 
 /// Prints every migration and its state. Fails when `serve` would refuse the database.
-pub async fn status(config: &Config) -> Result<(), String> {
+pub async fn status(config: &Config) -> Result<()> {
     let (store, url) = open(config).await?;
-    let list = store.migration_status().await.map_err(|e| e.to_string());
+    let list = store
+        .migration_status()
+        .await
+        .map_err(Error::store("cannot read the migrations"));
     store.close().await;
     let list = list?;
     println!("database {} ({})", url.redacted(), store.driver());
@@ -59,19 +65,22 @@ pub async fn status(config: &Config) -> Result<(), String> {
         .collect();
     if !bad.is_empty() {
         let versions: Vec<String> = bad.iter().map(|m| m.version.to_string()).collect();
-        return Err(format!(
+        return Err(Error::Said(format!(
             "this shoal cannot use the database: migration {} {}",
             versions.join(", "),
             label(bad[0].state)
-        ));
+        )));
     }
     println!("{pending} pending; `shoal db upgrade` (or `shoal serve`) applies them");
     Ok(())
 }
 
-pub async fn upgrade(config: &Config) -> Result<(), String> {
+pub async fn upgrade(config: &Config) -> Result<()> {
     let (store, url) = open(config).await?;
-    let before = store.migration_status().await.map_err(|e| e.to_string())?;
+    let before = store
+        .migration_status()
+        .await
+        .map_err(Error::store("cannot read the migrations"))?;
     let result = store
         .migrate()
         .await

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use store::copy::{self, CopyOptions, Format, Merge, Progress, Table, TableReport};
 use store::{AnyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator};
 
+use super::{Error, Result};
 use crate::persist::explain;
 
 /// Copy every row (torrents, counters, whitelist, keys) from one database to another and
@@ -50,50 +51,48 @@ impl From<MergeArg> for Merge {
     }
 }
 
-pub async fn run(args: Args) -> Result<(), String> {
+pub async fn run(args: Args) -> Result<()> {
     let (format, from) = match args.from.strip_prefix("torrust+") {
         Some(rest) => (Format::Torrust, rest),
         None => (Format::Shoal, args.from.as_str()),
     };
-    let from = DatabaseUrl::parse(from).map_err(|e| format!("--from: {e}"))?;
-    let to = DatabaseUrl::parse(&args.to).map_err(|e| format!("--to: {e}"))?;
+    let from = DatabaseUrl::parse(from).map_err(|e| Error::Said(format!("--from: {e}")))?;
+    let to = DatabaseUrl::parse(&args.to).map_err(|e| Error::Said(format!("--to: {e}")))?;
     let src = AnyStore::open_read_only(&from)
         .await
-        .map_err(|e| format!("--from: {e}"))?;
+        .map_err(Error::store("--from"))?;
     // Opening writes nothing (SQLite only creates a missing file); adopting it does, below.
-    let dst = AnyStore::open(&to, 4)
-        .await
-        .map_err(|e| format!("--to: {e}"))?;
+    let dst = AnyStore::open(&to, 4).await.map_err(Error::store("--to"))?;
     let same = async {
-        let a = src.identity().await.map_err(|e| format!("--from: {e}"))?;
-        let b = dst.identity().await.map_err(|e| format!("--to: {e}"))?;
-        Ok::<_, String>(!a.is_empty() && a == b)
+        let a = src.identity().await.map_err(Error::store("--from"))?;
+        let b = dst.identity().await.map_err(Error::store("--to"))?;
+        Ok::<_, Error>(!a.is_empty() && a == b)
     };
     if same.await? {
-        return Err(format!(
+        return Err(Error::Said(format!(
             "--from {} and --to {} are the same database; nothing was written",
             from.redacted(),
             to.redacted()
-        ));
+        )));
     }
     if format == Format::Shoal {
         let status = src
             .migration_status()
             .await
-            .map_err(|e| format!("--from: {e}"))?;
+            .map_err(Error::store("--from"))?;
         if let Some(m) = status.iter().find(|m| m.state != MigrationState::Applied) {
-            return Err(format!(
+            return Err(Error::Said(format!(
                 "--from {} is not a shoal database this version can read (migration {} is {:?}); a Torrust Tracker database is read with --from torrust+{}",
                 from.redacted(),
                 m.version,
                 m.state,
                 from.redacted()
-            ));
+            )));
         }
     }
     dst.migrate()
         .await
-        .map_err(|e| format!("--to: {}", explain(e, &to)))?;
+        .map_err(|e| Error::Said(format!("--to: {}", explain(e, &to))))?;
 
     eprintln!(
         "copying {} ({}) to {} ({})",
@@ -114,7 +113,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     printer.abort();
     src.close().await;
     dst.close().await;
-    let reports = result.map_err(|e| e.to_string())?;
+    let reports = result.map_err(Error::store("the copy"))?;
     let elapsed = started.elapsed();
     if std::io::stderr().is_terminal() {
         eprintln!();
@@ -128,10 +127,10 @@ pub async fn run(args: Args) -> Result<(), String> {
     if bad.is_empty() {
         Ok(())
     } else {
-        Err(format!(
+        Err(Error::Said(format!(
             "verification failed for {}: the destination would not hold what it should; nothing was written",
             bad.join(", ")
-        ))
+        )))
     }
 }
 

@@ -8,3 +8,44 @@ pub mod client;
 pub mod db;
 pub mod migrate;
 pub mod serve;
+
+/// Why a command failed: what it was doing, with the cause kept (`source()`), not flattened
+/// into text at the first `?`. Printed as "what: cause".
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        source: store::StoreError,
+    },
+    /// What the command itself found: a refused database explained, a check that failed.
+    #[error("{0}")]
+    Said(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    pub fn store(what: impl Into<String>) -> impl FnOnce(store::StoreError) -> Error {
+        let what = what.into();
+        move |source| Error::Store { what, source }
+    }
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error::Said(s)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -11,6 +11,7 @@ use store::{AnyStore, Connection, SchemaMigrator, TorrentMetricsStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::{Error, Result};
 use crate::cluster::BusState;
 use crate::config::Config;
 use crate::persist::flusher::FlusherThread;
@@ -32,11 +33,11 @@ pub fn init_logs(log: &crate::config::LogConfig) {
     }
 }
 
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<()> {
     let url = config.database.url.clone();
     let store = AnyStore::open(&url, config.database.max_connections.get())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::store("cannot open the database"))?;
     store
         .migrate()
         .await
@@ -44,11 +45,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     serve_with(config, url, store).await
 }
 
-async fn serve_with(
-    config: Config,
-    url: store::DatabaseUrl,
-    store: AnyStore,
-) -> Result<(), String> {
+async fn serve_with(config: Config, url: store::DatabaseUrl, store: AnyStore) -> Result<()> {
     // Bind everything before the (possibly long) load, so a taken port fails fast.
     let bound = Bound::bind(&config)?;
     let tracker = load(&config, &store).await?;
@@ -76,18 +73,18 @@ struct Bound {
 }
 
 impl Bound {
-    fn bind(config: &Config) -> Result<Bound, String> {
+    fn bind(config: &Config) -> Result<Bound> {
         let certs = |cert: &str, key: &str, keys| match (cert, key) {
             ("", _) | (_, "") => Ok(None),
             (cert, key) => Certs::open(cert, key, keys).map(Some),
         };
         let mut udp = Vec::new();
         for addr in &config.udp.bind {
-            udp.push(bind_udp(*addr).map_err(|e| format!("cannot bind udp.bind {addr}: {e}"))?);
+            udp.push(bind_udp(*addr).map_err(Error::io(format!("cannot bind udp.bind {addr}")))?);
         }
         let mut http = Vec::new();
         for addr in &config.http.bind {
-            http.push(bind_tcp(*addr).map_err(|e| format!("cannot bind http.bind {addr}: {e}"))?);
+            http.push(bind_tcp(*addr).map_err(Error::io(format!("cannot bind http.bind {addr}")))?);
         }
         let api = config.api.bind;
         Ok(Bound {
@@ -103,13 +100,13 @@ impl Bound {
             )?,
             udp,
             http,
-            api: bind_tcp(api).map_err(|e| format!("cannot bind api.bind {api}: {e}"))?,
+            api: bind_tcp(api).map_err(Error::io(format!("cannot bind api.bind {api}")))?,
         })
     }
 }
 
 /// The tracker, with the whitelist, keys and download counts the store holds.
-async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>, String> {
+async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>> {
     let (announce, limits) = (config.announce.clone(), config.limits.swarm());
     let tracker = Arc::new(match &config.cluster {
         c if c.enabled() => Tracker::clustered(announce, config.mode, limits, c.max_backlog.get()),
@@ -119,14 +116,14 @@ async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>, String>
         .access()
         .reload(store)
         .await
-        .map_err(|e| format!("cannot load the whitelist and keys: {e}"))?;
+        .map_err(Error::store("cannot load the whitelist and keys"))?;
     tracing::info!("loaded {whitelisted} whitelisted info-hashes and {keys} keys");
     let started = Instant::now();
     let mut loader = tracker.loader();
     let loaded = store
         .load_all_torrents_downloads(|h, n| loader.add(h, n))
         .await
-        .map_err(|e| format!("cannot load download counts: {e}"))?;
+        .map_err(Error::store("cannot load download counts"))?;
     loader.finish();
     tracing::info!(
         "loaded {loaded} download counts from {} in {:?}",
@@ -159,7 +156,7 @@ impl Node {
         tracker: Arc<Tracker>,
         store: AnyStore,
         url: store::DatabaseUrl,
-    ) -> Result<Node, String> {
+    ) -> Result<Node> {
         let (stop_http, http_stop) = tokio::sync::watch::channel(false);
         let (stop_bus, bus_stop) = tokio::sync::watch::channel(false);
         let mut node = Node {
@@ -254,7 +251,7 @@ impl Node {
         config: &Config,
         sockets: &[std::net::UdpSocket],
         tracker: &Arc<Tracker>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let cluster = &config.cluster;
         let ids = Arc::new(if cluster.enabled() {
             ConnectionIds::shared([cluster.secret.expose(), cluster.previous_secret.expose()])
@@ -266,11 +263,11 @@ impl Node {
             n => n,
         };
         for socket in sockets {
-            let addr = socket.local_addr().map_err(|e| e.to_string())?;
+            let addr = socket.local_addr().map_err(Error::io("udp socket"))?;
             tracing::info!("udp tracker listening on {addr}");
             self.udp.extend(
                 udp::spawn(socket, tracker, &ids, workers, &self.stop_udp)
-                    .map_err(|e| format!("cannot start udp workers: {e}"))?,
+                    .map_err(Error::io("cannot start udp workers"))?,
             );
         }
         Ok(())
@@ -283,7 +280,7 @@ impl Node {
         tls: Option<Arc<Certs>>,
         tracker: &Arc<Tracker>,
         bus: Option<Arc<BusState>>,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         tracing::info!("admin api listening on {}", local(&listener)?);
         if config.api.token.expose().is_empty() {
             tracing::warn!(
@@ -326,7 +323,7 @@ impl Node {
     /// is in the swarm before the final flush (a client that never finishes its request is
     /// cut off after the header timeout at most). Then UDP, then the bus (the last changes,
     /// departures of stopping clients, go out), then the final flush.
-    async fn shutdown(mut self) -> Result<(), String> {
+    async fn shutdown(mut self) -> Result<()> {
         let _ = self.stop_http.send(true);
         let drained = tokio::time::timeout(self.http_drain, async {
             while self.http.join_next().await.is_some() {}
@@ -343,7 +340,7 @@ impl Node {
         let threads = std::mem::take(&mut self.udp);
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Said(format!("a udp worker failed: {e}")))?;
         let _ = self.stop_bus.send(true);
         if let Some(mut tasks) = self.bus.take() {
             let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -353,12 +350,12 @@ impl Node {
         }
         let result = self.flusher.finish().await;
         self.store.close().await;
-        result
+        Ok(result?)
     }
 }
 
-fn local(listener: &TcpListener) -> Result<SocketAddr, String> {
-    listener.local_addr().map_err(|e| e.to_string())
+fn local(listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(Error::io("listener"))
 }
 
 /// Removes silent peers about ten times per peer timeout.
