@@ -22,11 +22,7 @@ fn a_rolling_restart_keeps_the_restarted_nodes_peers() {
     let redis = testkit::Redis::launch().unwrap();
     let db = database("postgres").unwrap();
     let dir = temp_dir();
-    let ids = ["n1", "n2", "n3"];
-    let mut nodes: Vec<Shoal> = ids
-        .iter()
-        .map(|id| node(dir.path(), &db, &redis.url(), id, "public"))
-        .collect();
+    let mut nodes = three_nodes(dir.path(), &db, &redis.url());
     let ih = hash(1);
     // 30 seeders, 10 announced to each node.
     for p in 0..30u8 {
@@ -387,10 +383,7 @@ fn a_rolling_upgrade_under_load_answers_rightly_and_loses_nothing() {
     let db = database("postgres").unwrap();
     let dir = temp_dir();
     let ids = ["n1", "n2", "n3"];
-    let mut nodes: Vec<Shoal> = ids
-        .iter()
-        .map(|id| node(dir.path(), &db, &redis.url(), id, "public"))
-        .collect();
+    let mut nodes = three_nodes(dir.path(), &db, &redis.url());
     let addrs = Arc::new(Mutex::new(
         nodes.iter().map(|n| n.udp[0]).collect::<Vec<_>>(),
     ));

@@ -66,7 +66,7 @@ pub fn udp_counts(node: SocketAddr, ih: InfoHash) -> (u32, u32, u32) {
     (s.leechers, s.seeders, s.completed)
 }
 
-/// Three nodes n1, n2, n3 on one Redis and one database, each ready.
+/// Three nodes n1, n2, n3 (in `dir/n1` …) on one Redis and one database, each ready.
 pub fn three_nodes(dir: &std::path::Path, db: &str, redis: &str) -> Vec<Shoal> {
     ["n1", "n2", "n3"]
         .iter()
