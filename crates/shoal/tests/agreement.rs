@@ -12,6 +12,13 @@ use protocol::AnnounceEvent;
 
 const SECOND: Duration = Duration::from_millis(1100);
 
+/// Waits (one second at most) until every node's scrape of `ih` says `want`.
+fn every_node_counts(nodes: &[Shoal], ih: protocol::InfoHash, want: (u32, u32, u32), what: &str) {
+    for n in nodes {
+        wait_until(what, SECOND, || udp_counts(n.udp[0], ih) == want);
+    }
+}
+
 fn announce(n: &Shoal, ih: protocol::InfoHash, peer: u8, left: u64, event: AnnounceEvent) {
     let req = http_request(ih, peer, 6000 + u16::from(peer), left, event, true);
     http_announce(n.http[0], "/announce", &req).unwrap();
@@ -28,11 +35,7 @@ fn a_rolling_restart_keeps_the_restarted_nodes_peers() {
     for p in 0..30u8 {
         announce(&nodes[usize::from(p % 3)], ih, p, 0, AnnounceEvent::Started);
     }
-    for n in &nodes {
-        wait_until("every node to hold 30", SECOND, || {
-            udp_counts(n.udp[0], ih) == (0, 30, 0)
-        });
-    }
+    every_node_counts(&nodes, ih, (0, 30, 0), "every node to hold 30");
     // SIGTERM node 2 and start it again with the same config: ready means it holds them.
     let (status, _) = nodes.remove(1).stop();
     assert!(status.success());
@@ -45,11 +48,12 @@ fn a_rolling_restart_keeps_the_restarted_nodes_peers() {
     nodes.insert(1, n2);
     // A client of the previous incarnation stops at the new one: every node drops it.
     announce(&nodes[1], ih, 1, 0, AnnounceEvent::Stopped);
-    for n in &nodes {
-        wait_until("every node to drop the stopped client", SECOND, || {
-            udp_counts(n.udp[0], ih) == (0, 29, 0)
-        });
-    }
+    every_node_counts(
+        &nodes,
+        ih,
+        (0, 29, 0),
+        "every node to drop the stopped client",
+    );
 }
 
 #[test]
@@ -64,11 +68,7 @@ fn a_stop_at_the_clients_previous_node_removes_it_from_its_owner() {
     }
     // The roaming client: started on node 1, then (DNS round robin) node 2 owns it.
     announce(&nodes[0], ih, 9, 5, AnnounceEvent::Started);
-    for n in &nodes {
-        wait_until("4 leechers everywhere", SECOND, || {
-            udp_counts(n.udp[0], ih) == (4, 0, 0)
-        });
-    }
+    every_node_counts(&nodes, ih, (4, 0, 0), "4 leechers everywhere");
     let published = nodes[1].metric("shoal_cluster_published_total");
     announce(&nodes[1], ih, 9, 5, AnnounceEvent::None);
     wait_until("node 2 to take the client over", SECOND, || {
@@ -77,11 +77,12 @@ fn a_stop_at_the_clients_previous_node_removes_it_from_its_owner() {
     std::thread::sleep(Duration::from_millis(300));
     // Its stop lands on node 1.
     announce(&nodes[0], ih, 9, 5, AnnounceEvent::Stopped);
-    for n in &nodes {
-        wait_until("3 leechers everywhere, the owner too", SECOND, || {
-            udp_counts(n.udp[0], ih) == (3, 0, 0)
-        });
-    }
+    every_node_counts(
+        &nodes,
+        ih,
+        (3, 0, 0),
+        "3 leechers everywhere, the owner too",
+    );
 }
 
 #[test]
