@@ -19,6 +19,18 @@ fn every_node_counts(nodes: &[Shoal], ih: protocol::InfoHash, want: (u32, u32, u
     }
 }
 
+/// Waits until the node is past its catch-up timeout: 200 `degraded`; the bus's problem.
+fn degraded_problem(n: &Shoal) -> String {
+    wait_until(
+        "degraded past the catch-up timeout",
+        Duration::from_secs(5),
+        || health(n).0 == 200,
+    );
+    let (_, h) = health(n);
+    assert_eq!(h["status"], "degraded", "{h}");
+    h["bus"]["problem"].as_str().unwrap_or_default().to_string()
+}
+
 fn announce(n: &Shoal, ih: protocol::InfoHash, peer: u8, left: u64, event: AnnounceEvent) {
     let req = http_request(ih, peer, 6000 + u16::from(peer), left, event, true);
     http_announce(n.http[0], "/announce", &req).unwrap();
@@ -105,15 +117,8 @@ fn a_node_that_cannot_reach_redis_serves_degraded_says_why_and_catches_up() {
         (503, Some("catching_up")),
         "{h}"
     );
-    wait_until(
-        "degraded past the catch-up timeout",
-        Duration::from_secs(5),
-        || health(&n1).0 == 200,
-    );
-    let (_, h) = health(&n1);
-    assert_eq!(h["status"], "degraded", "{h}");
-    let problem = h["bus"]["problem"].as_str().unwrap_or_default().to_string();
-    assert!(problem.contains("refused"), "{h}");
+    let problem = degraded_problem(&n1);
+    assert!(problem.contains("refused"), "{problem}");
     // It answers announces meanwhile.
     announce(&n1, hash(3), 1, 5, AnnounceEvent::Started);
     assert_eq!(udp_counts(n1.udp[0], hash(3)), (1, 0, 0));
@@ -500,15 +505,8 @@ fn a_node_whose_redis_refuses_its_password_serves_degraded_and_says_so() {
         "public",
         "catch_up_timeout_ms = 1000\n",
     );
-    wait_until(
-        "degraded past the catch-up timeout",
-        Duration::from_secs(5),
-        || health(&n1).0 == 200,
-    );
-    let (_, h) = health(&n1);
-    assert_eq!(h["status"], "degraded", "{h}");
-    let problem = h["bus"]["problem"].as_str().unwrap_or_default();
-    assert!(problem.contains("(authentication)"), "{h}");
+    let problem = degraded_problem(&n1);
+    assert!(problem.contains("(authentication)"), "{problem}");
     let start_log = n1.start_log.clone();
     let (_, log) = n1.stop();
     let reported = start_log
