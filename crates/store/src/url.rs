@@ -71,6 +71,10 @@ impl fmt::Debug for DatabaseUrl {
 /// `password`/`sslpassword` query parameters. Read from a parsed URL, so a password holding
 /// `/`, `?` or `@` cannot shift what is masked; a URL that does not parse is not shown at all.
 pub fn redact_url(url: &str) -> String {
+    if url.is_empty() {
+        // No URL (an unset optional one) holds no secret, and must read back as none.
+        return String::new();
+    }
     let scheme = url.split(':').next().unwrap_or("");
     if scheme == "sqlite" && !url.contains("password") {
         // A file path carries no secret, and url::Url would rewrite its spelling.
@@ -113,6 +117,7 @@ mod tests {
             DatabaseUrl("sqlite://data/shoal.db".into()).redacted(),
             "sqlite://data/shoal.db"
         );
+        assert_eq!(redact_url(""), "", "no URL stays no URL, so it loads back");
     }
 
     #[test]

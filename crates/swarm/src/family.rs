@@ -36,15 +36,15 @@ impl Ip for [u8; 16] {
 /// id replaces its old record instead of being counted twice. The id is only carried along.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer<A> {
-    pub(crate) id: PeerId,
-    pub(crate) ip: A,
-    pub(crate) port: u16,
-    pub(crate) seen: u32,
+    id: PeerId,
+    ip: A,
+    port: u16,
+    seen: u32,
     /// In a cluster: `OWNED` if this node answered the peer's last announce, with the low
     /// 15 bits of the second its record last went on the bus; otherwise the `Origin::Node`
     /// index of the incarnation whose record is the latest (0: none). It sits in what was
     /// padding, so a peer is no larger for it.
-    pub(crate) lease: u16,
+    lease: u16,
 }
 
 /// `Peer::lease`: this node owns the peer and publishes its changes.
@@ -75,6 +75,24 @@ impl Origin {
 }
 
 impl<A: Ip> Peer<A> {
+    pub(crate) fn id(&self) -> PeerId {
+        self.id
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.ip.socket(self.port)
+    }
+
+    /// The swarm second of its last announce (or record).
+    pub(crate) fn seen(&self) -> u32 {
+        self.seen
+    }
+
+    /// The peer as a record placed by `lease` (see `lease`'s layout above).
+    pub(crate) fn with_lease(self, lease: u16) -> Self {
+        Peer { lease, ..self }
+    }
+
     pub(crate) fn is(&self, other: &Peer<A>) -> bool {
         self.port == other.port && self.ip == other.ip
     }

@@ -33,7 +33,7 @@ pub use remote::{Delivery, PeerChange, PeerState, PeerView};
 
 /// Torrents looked at per shard lock while expiring.
 const EXPIRE_CHUNK: usize = 1024;
-use family::{Admission, Announcer, Ip, Peer};
+use family::{Admission, Announcer, Peer};
 use torrents::{Shard, Torrent, Torrents};
 
 /// Which address families an answer may carry.
@@ -517,17 +517,17 @@ impl Swarm {
                         self.publish(outbox, c);
                     };
                     let (s, l) = t.v4.remove_where(
-                        |p| gone(p.seen, p.owned()),
+                        |p| gone(p.seen(), p.owned()),
                         &self.hasher,
-                        |p| owned_gone(p.ip.socket(p.port), p.id),
+                        |p| owned_gone(p.addr(), p.id()),
                     );
                     gone_s += s;
                     gone_l += l;
                     if let Some(f) = &mut t.v6 {
                         let (s, l) = f.remove_where(
-                            |p| gone(p.seen, p.owned()),
+                            |p| gone(p.seen(), p.owned()),
                             &self.hasher,
-                            |p| owned_gone(p.ip.socket(p.port), p.id),
+                            |p| owned_gone(p.addr(), p.id()),
                         );
                         gone_s += s;
                         gone_l += l;

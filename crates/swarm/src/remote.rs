@@ -125,14 +125,14 @@ impl Swarm {
         let torrent = shard.torrents.at(at);
         let room = self.room(torrent);
         let change = match Announcer::new(c.peer_id, c.addr, seen) {
-            Announcer::V4(mut p) => {
-                p.lease = lease;
+            Announcer::V4(p) => {
+                let p = p.with_lease(lease);
                 torrent
                     .v4
                     .apply(p, d.origin, c.state, stale, &self.hasher, room)
             }
-            Announcer::V6(mut p) => {
-                p.lease = lease;
+            Announcer::V6(p) => {
+                let p = p.with_lease(lease);
                 torrent.v6.get_or_insert_with(Box::default).apply(
                     p,
                     d.origin,
@@ -193,8 +193,8 @@ impl Swarm {
 fn views<A: Ip>(f: &crate::family::Family<A>, out: &mut Vec<PeerView>) {
     for (p, seeder) in f.with_roles() {
         out.push(PeerView {
-            addr: p.ip.socket(p.port),
-            peer_id: p.id.0,
+            addr: p.addr(),
+            peer_id: p.id().0,
             seeder,
             owner: match p.owner() {
                 Origin::Me => None,
@@ -213,8 +213,8 @@ fn owned_changes<A: Ip>(
         if p.owned() {
             out(PeerChange {
                 info_hash: *h,
-                peer_id: p.id,
-                addr: p.ip.socket(p.port),
+                peer_id: p.id(),
+                addr: p.addr(),
                 state: if seeder {
                     PeerState::Seeder
                 } else {

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::client::{Client, Target};
+use super::{Error, Result};
 use crate::config::Config;
 
 /// Where the running tracker's admin API is.
@@ -117,11 +118,11 @@ fn base(api: Option<&str>, config: &Config) -> String {
     format!("http://{bind}")
 }
 
-pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<(), String> {
+pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<()> {
     let client = Client::new(None)?;
     let base = base(api, config);
     let token = config.api.token.expose();
-    let call = |method: &str, path: &str, body: Option<&str>| -> Result<(u16, Value), String> {
+    let call = |method: &str, path: &str, body: Option<&str>| -> Result<(u16, Value)> {
         let t = Target::parse(&format!("{base}/api/v1{path}"))?;
         let auth = [format!("Authorization: Bearer {token}")];
         let headers: &[String] = if token.is_empty() { &[] } else { &auth };
@@ -129,8 +130,7 @@ pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<(), Strin
         let v: Value = if body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&body)
-                .map_err(|e| format!("the API answered {status} with something not JSON: {e}"))?
+            serde_json::from_slice(&body).map_err(|source| Error::NotJson { status, source })?
         };
         if (200..300).contains(&status) {
             Ok((status, v))
@@ -138,7 +138,7 @@ pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<(), Strin
             let why = v["error"]
                 .as_str()
                 .map_or_else(|| v.to_string(), str::to_string);
-            Err(format!("the API refused ({status}): {why}"))
+            Err(Error::Refused { status, why })
         }
     };
     let until = |v: &Value| match v["valid_until"].as_i64() {

@@ -73,7 +73,7 @@ impl Report {
     }
 }
 
-pub fn run(a: Args) -> Result<(), String> {
+pub fn run(a: Args) -> super::Result<()> {
     let info_hash = a.info_hash.unwrap_or_else(|| InfoHash(random()));
     let mut peer_id = *b"-SH0100-000000000000";
     peer_id[8..].copy_from_slice(&random::<12>());
@@ -126,7 +126,10 @@ pub fn run(a: Args) -> Result<(), String> {
     let failed = reports.iter().filter(|r| !r.ok()).count();
     match failed {
         0 => Ok(()),
-        n => Err(format!("{n} of {} trackers failed a step", reports.len())),
+        n => Err(super::Error::Said(format!(
+            "{n} of {} trackers failed a step",
+            reports.len()
+        ))),
     }
 }
 
@@ -265,7 +268,8 @@ impl Probe<'_> {
 
     fn http(&self, url: &str, client: &Client, r: &mut Report) {
         let Some(mut target) = r.step("parse", || {
-            let t = Target::parse(url)?;
+            // A step's failure is a line of the report: its text is what is kept.
+            let t = Target::parse(url).map_err(|e| e.to_string())?;
             let what = format!("{}:{}{}", t.host, t.port, if t.tls { " (TLS)" } else { "" });
             Ok((t, what))
         }) else {
@@ -370,7 +374,9 @@ fn http_get(client: &Client, target: &Target, path: &str) -> Result<Value, Strin
         port: target.port,
         path: path.to_string(),
     };
-    let (status, body) = client.request("GET", &t, &[], None)?;
+    let (status, body) = client
+        .request("GET", &t, &[], None)
+        .map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(format!("HTTP {status}"));
     }

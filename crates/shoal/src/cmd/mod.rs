@@ -25,6 +25,16 @@ pub enum Error {
         what: String,
         source: store::StoreError,
     },
+    #[error(transparent)]
+    Client(#[from] client::Error),
+    /// The admin API answered, and refused.
+    #[error("the API refused ({status}): {why}")]
+    Refused { status: u16, why: String },
+    #[error("the API answered {status} with something not JSON: {source}")]
+    NotJson {
+        status: u16,
+        source: serde_json::Error,
+    },
     /// What the command itself found: a refused database explained, a check that failed.
     #[error("{0}")]
     Said(String),

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::{Error, Result};
 use crate::cluster::BusState;
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::persist::flusher::FlusherThread;
 use crate::server::tls::Certs;
 use crate::server::udp::connection_id::ConnectionIds;
@@ -74,10 +74,7 @@ struct Bound {
 
 impl Bound {
     fn bind(config: &Config) -> Result<Bound> {
-        let certs = |cert: &str, key: &str, keys| match (cert, key) {
-            ("", _) | (_, "") => Ok(None),
-            (cert, key) => Certs::open(cert, key, keys).map(Some),
-        };
+        let certs = |files: Option<TlsFiles>| files.map(Certs::open).transpose();
         let mut udp = Vec::new();
         for addr in &config.udp.bind {
             udp.push(bind_udp(*addr).map_err(Error::io(format!("cannot bind udp.bind {addr}")))?);
@@ -88,16 +85,8 @@ impl Bound {
         }
         let api = config.api.bind;
         Ok(Bound {
-            http_tls: certs(
-                &config.http.tls_cert_path,
-                &config.http.tls_key_path,
-                ("http.tls_cert_path", "http.tls_key_path"),
-            )?,
-            api_tls: certs(
-                &config.api.tls_cert_path,
-                &config.api.tls_key_path,
-                ("api.tls_cert_path", "api.tls_key_path"),
-            )?,
+            http_tls: certs(config.http.tls())?,
+            api_tls: certs(config.api.tls())?,
             udp,
             http,
             api: bind_tcp(api).map_err(Error::io(format!("cannot bind api.bind {api}")))?,
@@ -189,10 +178,10 @@ impl Node {
         if !watched.is_empty() {
             node.tasks.spawn(crate::server::tls::watch(watched));
         }
-        if bound.http_tls.is_some() {
+        if let Some(certs) = &bound.http_tls {
             tracing::info!(
                 "the http tracker speaks HTTPS with {}; reloaded on change and on SIGHUP",
-                config.http.tls_cert_path
+                certs.cert().display()
             );
         }
         for listener in bound.http {
@@ -311,7 +300,7 @@ impl Node {
             Some(certs) => {
                 tracing::info!(
                     "the admin api speaks HTTPS with {}",
-                    config.api.tls_cert_path
+                    certs.cert().display()
                 );
                 self.tasks.spawn(api::serve_tls(listener, app, certs));
             }

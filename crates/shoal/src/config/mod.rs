@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -71,8 +71,10 @@ pub struct HttpConfig {
     /// A request's head must arrive within this; an idle keep-alive connection closes after it.
     pub header_timeout_ms: NonZeroU64,
     /// PEM certificate chain; with `tls_key_path`, the HTTP tracker speaks HTTPS.
-    pub tls_cert_path: String,
-    pub tls_key_path: String,
+    #[serde(with = "path")]
+    pub tls_cert_path: Option<PathBuf>,
+    #[serde(with = "path")]
+    pub tls_key_path: Option<PathBuf>,
     /// CIDRs whose `X-Forwarded-For` or PROXY protocol header names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -86,8 +88,10 @@ pub struct ApiConfig {
     /// browser tricked by DNS rebinding sends the attacker's name, which is refused.
     pub hosts: Vec<String>,
     /// PEM chain and key: the admin API speaks HTTPS (for a bind that is not loopback).
-    pub tls_cert_path: String,
-    pub tls_key_path: String,
+    #[serde(with = "path")]
+    pub tls_cert_path: Option<PathBuf>,
+    #[serde(with = "path")]
+    pub tls_key_path: Option<PathBuf>,
 }
 
 /// A UDP datagram carries at most 65,507 bytes: a 20-byte answer header, 18 per IPv6 peer.
@@ -205,6 +209,67 @@ fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<store::DatabaseUrl, D
     store::DatabaseUrl::parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// An optional file's path, written `""` when there is none (as the documented defaults and
+/// the environment spell it), so every key has a default to check names and types against.
+mod path {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+    }
+
+    pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => p.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
+/// A listener's certificate chain and key (PEM files), and the config keys that named them.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub keys: (&'static str, &'static str),
+}
+
+impl TlsFiles {
+    /// Both paths or none: `validate` refuses one without the other.
+    fn of(
+        cert: &Option<PathBuf>,
+        key: &Option<PathBuf>,
+        keys: (&'static str, &'static str),
+    ) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: cert.clone()?,
+            key: key.clone()?,
+            keys,
+        })
+    }
+}
+
+impl HttpConfig {
+    pub fn tls(&self) -> Option<TlsFiles> {
+        TlsFiles::of(
+            &self.tls_cert_path,
+            &self.tls_key_path,
+            ("http.tls_cert_path", "http.tls_key_path"),
+        )
+    }
+}
+
+impl ApiConfig {
+    pub fn tls(&self) -> Option<TlsFiles> {
+        TlsFiles::of(
+            &self.tls_cert_path,
+            &self.tls_key_path,
+            ("api.tls_cert_path", "api.tls_key_path"),
+        )
+    }
+}
+
 /// Accepts `"127.0.0.1:6969"` as well as `["127.0.0.1:6969", "[::1]:6969"]`.
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
     #[derive(Deserialize)]
@@ -271,8 +336,8 @@ impl Default for HttpConfig {
             max_connections: NonZeroUsize::new(4096).unwrap(),
             max_header_bytes: 8192,
             header_timeout_ms: NonZeroU64::new(10_000).unwrap(),
-            tls_cert_path: String::new(),
-            tls_key_path: String::new(),
+            tls_cert_path: None,
+            tls_key_path: None,
             trusted_proxies: Vec::new(),
         }
     }
@@ -284,8 +349,8 @@ impl Default for ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 1212)),
             token: Secret::default(),
             hosts: Vec::new(),
-            tls_cert_path: String::new(),
-            tls_key_path: String::new(),
+            tls_cert_path: None,
+            tls_key_path: None,
         }
     }
 }

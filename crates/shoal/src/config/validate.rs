@@ -35,8 +35,8 @@ impl Config {
             ("http", &self.http.tls_cert_path, &self.http.tls_key_path),
             ("api", &self.api.tls_cert_path, &self.api.tls_key_path),
         ] {
-            if cert.is_empty() != key.is_empty() {
-                let missing = if cert.is_empty() {
+            if cert.is_none() != key.is_none() {
+                let missing = if cert.is_none() {
                     "tls_cert_path"
                 } else {
                     "tls_key_path"

@@ -13,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::TlsFiles;
+
 /// How often the files are looked at for a change.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -66,12 +68,8 @@ fn load(cert: &Path, key: &Path, keys: (&str, &str)) -> Result<ServerConfig, Str
 
 impl Certs {
     /// `keys` are the two config keys, named in every error.
-    pub fn open(
-        cert: &str,
-        key: &str,
-        keys: (&'static str, &'static str),
-    ) -> Result<Arc<Certs>, String> {
-        let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+    pub fn open(files: TlsFiles) -> Result<Arc<Certs>, String> {
+        let TlsFiles { cert, key, keys } = files;
         let config = load(&cert, &key, keys)?;
         Ok(Arc::new(Certs {
             keys,
@@ -80,6 +78,11 @@ impl Certs {
             key,
             current: ArcSwap::from_pointee(config),
         }))
+    }
+
+    /// The certificate chain's file, for messages.
+    pub fn cert(&self) -> &Path {
+        &self.cert
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
