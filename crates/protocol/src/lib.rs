@@ -6,5 +6,6 @@ pub mod http;
 pub mod percent;
 pub mod types;
 pub mod udp;
+pub mod ws;
 
 pub use types::{AnnounceEvent, CanonicalIp, InfoHash, Key, KeyError, PeerId, ResponsePeer};

@@ -577,9 +577,12 @@ impl<A: Ip> Family<A> {
 }
 
 /// The announcing peer, as a record of its family.
+#[derive(Clone, Copy)]
 pub(crate) enum Announcer {
     V4(Peer<[u8; 4]>),
     V6(Peer<[u8; 16]>),
+    /// A WebSocket peer: its endpoint is its connection (`protocol::ws::Endpoint`).
+    Rtc(Peer<[u8; 16]>),
 }
 
 impl Announcer {
@@ -592,13 +595,20 @@ impl Announcer {
                 seen,
                 lease: 0,
             }),
-            SocketAddr::V6(a) => Announcer::V6(Peer {
-                id,
-                ip: a.ip().octets(),
-                port: a.port(),
-                seen,
-                lease: 0,
-            }),
+            SocketAddr::V6(a) => {
+                let p = Peer {
+                    id,
+                    ip: a.ip().octets(),
+                    port: a.port(),
+                    seen,
+                    lease: 0,
+                };
+                if protocol::ws::is_endpoint_ip(&p.ip) {
+                    Announcer::Rtc(p)
+                } else {
+                    Announcer::V6(p)
+                }
+            }
         }
     }
 }

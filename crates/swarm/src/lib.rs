@@ -33,7 +33,7 @@ pub use remote::{Delivery, PeerChange, PeerState, PeerView};
 
 /// Torrents looked at per shard lock while expiring.
 const EXPIRE_CHUNK: usize = 1024;
-use family::{Admission, Announcer, Peer};
+use family::{Admission, Announcer};
 use torrents::{Shard, Torrent, Torrents};
 
 /// Which address families an answer may carry.
@@ -228,22 +228,12 @@ impl Swarm {
         };
         let torrent = torrents.at(at);
         let room = self.room(torrent);
-        let (change, asker_v4, asker_v6) = match Announcer::new(a.peer_id, a.addr, now) {
-            Announcer::V4(p) => (
-                torrent
-                    .v4
-                    .update(p, a.left, a.event, hasher, room, self.lease_every),
-                Some(p),
-                None,
-            ),
-            Announcer::V6(p) => {
-                let family = torrent.v6.get_or_insert_with(Box::default);
-                (
-                    family.update(p, a.left, a.event, hasher, room, self.lease_every),
-                    None,
-                    Some(p),
-                )
-            }
+        let asker = Announcer::new(a.peer_id, a.addr, now);
+        let (left, event, every) = (a.left, a.event, self.lease_every);
+        let change = match asker {
+            Announcer::V4(p) => torrent.v4.update(p, left, event, hasher, room, every),
+            Announcer::V6(p) => torrent.rare_mut().0.update(p, left, event, hasher, room, every),
+            Announcer::Rtc(p) => torrent.rare_mut().1.update(p, left, event, hasher, room, every),
         };
         let change = match change {
             Ok(c) => c,
@@ -287,36 +277,40 @@ impl Swarm {
             self.drop_if_empty(torrents, at);
             return Ok(stats);
         }
-        self.answer(torrent, a, (asker_v4, asker_v6), out);
+        self.answer(torrent, a, asker, out);
         Ok(stats)
     }
 
     /// The peers an announce gets back: its own family first, the other too when the
-    /// protocol carries both; never the asker itself.
+    /// protocol carries both; never the asker itself. A WebSocket peer gets WebSocket peers
+    /// only (WebRTC reaches no other kind), and no other kind gets them.
     fn answer(
         &self,
         torrent: &mut Torrent,
         a: &Announce,
-        asker: (Option<Peer<[u8; 4]>>, Option<Peer<[u8; 16]>>),
+        asker: Announcer,
         out: &mut Vec<ResponsePeer>,
     ) {
         let only_leechers = self.only_leechers(a.left);
-        let v6 = torrent.v6.as_deref_mut();
+        let both = a.families == Families::Both;
         match asker {
-            (Some(p), _) => {
+            Announcer::V4(p) => {
                 torrent.v4.pick(only_leechers, Some(&p), a.numwant, out);
-                if a.families == Families::Both
-                    && let Some(f) = v6
-                {
+                if let (true, Some(f)) = (both, torrent.v6_mut()) {
                     f.pick(only_leechers, None, a.numwant, out);
                 }
             }
-            (_, p) => {
-                if let Some(f) = v6 {
-                    f.pick(only_leechers, p.as_ref(), a.numwant, out);
+            Announcer::V6(p) => {
+                if let Some(f) = torrent.v6_mut() {
+                    f.pick(only_leechers, Some(&p), a.numwant, out);
                 }
-                if a.families == Families::Both {
+                if both {
                     torrent.v4.pick(only_leechers, None, a.numwant, out);
+                }
+            }
+            Announcer::Rtc(p) => {
+                if let Some(f) = torrent.rtc_mut() {
+                    f.pick(only_leechers, Some(&p), a.numwant, out);
                 }
             }
         }
@@ -345,10 +339,7 @@ impl Swarm {
             return Err(Refusal::Torrents);
         }
         self.held.fetch_add(1, Relaxed);
-        let t = Torrent {
-            downloaded: counts.get(&h),
-            ..Torrent::default()
-        };
+        let t = Torrent::with_downloads(counts.get(&h));
         Ok(Some(torrents.insert(h, th, t)))
     }
 
@@ -376,9 +367,7 @@ impl Swarm {
     /// family if that is empty.
     fn drop_if_empty(&self, torrents: &mut Torrents, at: usize) {
         let t = torrents.at(at);
-        if t.v6.as_ref().is_some_and(|f| f.is_empty()) {
-            t.v6 = None;
-        }
+        t.shrink();
         if t.is_empty() {
             torrents.remove_at(at);
             self.held.fetch_sub(1, Relaxed);
@@ -419,10 +408,12 @@ impl Swarm {
                 let indexed = match Announcer::new(PeerId([0; 20]), w.addr, 0) {
                     _ if *key != w.info_hash => None,
                     Announcer::V4(p) => t.v4.warm_list(&p, w.only_leechers, &self.hasher),
-                    Announcer::V6(p) => {
-                        t.v6.as_ref()
-                            .and_then(|f| f.warm_list(&p, w.only_leechers, &self.hasher))
-                    }
+                    Announcer::V6(p) => t
+                        .v6()
+                        .and_then(|f| f.warm_list(&p, w.only_leechers, &self.hasher)),
+                    Announcer::Rtc(p) => t
+                        .rtc()
+                        .and_then(|f| f.warm_list(&p, w.only_leechers, &self.hasher)),
                 };
                 match indexed {
                     Some(h) => hashes[i] = h,
@@ -437,9 +428,10 @@ impl Swarm {
                 let Some((_, t)) = s.torrents.entry(at[i]) else {
                     continue;
                 };
-                match w.addr {
-                    SocketAddr::V4(_) => t.v4.warm_peer(hashes[i]),
-                    SocketAddr::V6(_) => t.v6.iter().for_each(|f| f.warm_peer(hashes[i])),
+                match Announcer::new(PeerId([0; 20]), w.addr, 0) {
+                    Announcer::V4(_) => t.v4.warm_peer(hashes[i]),
+                    Announcer::V6(_) => t.v6().iter().for_each(|f| f.warm_peer(hashes[i])),
+                    Announcer::Rtc(_) => t.rtc().iter().for_each(|f| f.warm_peer(hashes[i])),
                 }
             }
         }
@@ -523,7 +515,7 @@ impl Swarm {
                     );
                     gone_s += s;
                     gone_l += l;
-                    if let Some(f) = &mut t.v6 {
+                    if let Some(f) = t.v6_mut() {
                         let (s, l) = f.remove_where(
                             |p| gone(p.seen(), p.owned()),
                             &self.hasher,
@@ -531,10 +523,17 @@ impl Swarm {
                         );
                         gone_s += s;
                         gone_l += l;
-                        if f.is_empty() {
-                            t.v6 = None;
-                        }
                     }
+                    if let Some(f) = t.rtc_mut() {
+                        let (s, l) = f.remove_where(
+                            |p| gone(p.seen(), p.owned()),
+                            &self.hasher,
+                            |p| owned_gone(p.addr(), p.id()),
+                        );
+                        gone_s += s;
+                        gone_l += l;
+                    }
+                    t.shrink();
                     !t.is_empty()
                 });
                 shard.seeders -= gone_s as u64;

@@ -91,7 +91,7 @@ impl Swarm {
             } = &mut *guard;
             for (h, t) in torrents.iter() {
                 owned_changes(h, &t.v4, |c| self.publish(outbox, c));
-                if let Some(f) = &t.v6 {
+                for f in t.v6().into_iter().chain(t.rtc()) {
                     owned_changes(h, f, |c| self.publish(outbox, c));
                 }
             }
@@ -131,17 +131,22 @@ impl Swarm {
                     .v4
                     .apply(p, d.origin, c.state, stale, &self.hasher, room)
             }
-            Announcer::V6(p) => {
-                let p = p.with_lease(lease);
-                torrent.v6.get_or_insert_with(Box::default).apply(
-                    p,
-                    d.origin,
-                    c.state,
-                    stale,
-                    &self.hasher,
-                    room,
-                )
-            }
+            Announcer::V6(p) => torrent.rare_mut().0.apply(
+                p.with_lease(lease),
+                d.origin,
+                c.state,
+                stale,
+                &self.hasher,
+                room,
+            ),
+            Announcer::Rtc(p) => torrent.rare_mut().1.apply(
+                p.with_lease(lease),
+                d.origin,
+                c.state,
+                stale,
+                &self.hasher,
+                room,
+            ),
         };
         let change = match change {
             Ok(change) => change,
@@ -181,7 +186,7 @@ impl Swarm {
         let mut out = Vec::new();
         if let Some(t) = shard.torrents.get(h) {
             views(&t.v4, &mut out);
-            if let Some(f) = &t.v6 {
+            for f in t.v6().into_iter().chain(t.rtc()) {
                 views(f, &mut out);
             }
         }

@@ -10,16 +10,64 @@ use crate::counts::Counts;
 use crate::family::Family;
 use crate::slots::{Slots, prefetch, prefetch_range};
 
+/// The families most swarms lack: IPv6 peers and WebSocket (WebRTC) peers, whose
+/// endpoints are 16 bytes too (`protocol::ws::Endpoint`).
+#[derive(Debug, Default)]
+pub(crate) struct Rare {
+    v6: Family<[u8; 16]>,
+    rtc: Family<[u8; 16]>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Torrent {
     pub(crate) v4: Family<[u8; 4]>,
-    /// Most swarms have no IPv6 peer: eight bytes instead of a second family.
-    pub(crate) v6: Option<Box<Family<[u8; 16]>>>,
+    /// Most swarms have neither IPv6 nor WebSocket peers: eight bytes instead of two families.
+    rare: Option<Box<Rare>>,
     /// The torrent's download count, mirrored from `Counts` so announces need no second lookup.
     pub(crate) downloaded: u64,
 }
 
 impl Torrent {
+    pub(crate) fn with_downloads(downloaded: u64) -> Self {
+        Torrent {
+            downloaded,
+            ..Torrent::default()
+        }
+    }
+
+    pub(crate) fn v6(&self) -> Option<&Family<[u8; 16]>> {
+        self.rare.as_deref().map(|r| &r.v6)
+    }
+
+    pub(crate) fn rtc(&self) -> Option<&Family<[u8; 16]>> {
+        self.rare.as_deref().map(|r| &r.rtc)
+    }
+
+    pub(crate) fn v6_mut(&mut self) -> Option<&mut Family<[u8; 16]>> {
+        self.rare.as_deref_mut().map(|r| &mut r.v6)
+    }
+
+    pub(crate) fn rtc_mut(&mut self) -> Option<&mut Family<[u8; 16]>> {
+        self.rare.as_deref_mut().map(|r| &mut r.rtc)
+    }
+
+    /// Both rare families, made if absent (for a peer about to join one).
+    pub(crate) fn rare_mut(&mut self) -> (&mut Family<[u8; 16]>, &mut Family<[u8; 16]>) {
+        let r = self.rare.get_or_insert_with(Box::default);
+        (&mut r.v6, &mut r.rtc)
+    }
+
+    /// Frees the rare families once neither holds a peer.
+    pub(crate) fn shrink(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.v6.is_empty() && r.rtc.is_empty())
+        {
+            self.rare = None;
+        }
+    }
+
     pub(crate) fn stats(&self) -> TorrentStats {
         let (seeders, leechers) = self.counts();
         TorrentStats {
@@ -30,17 +78,30 @@ impl Torrent {
     }
 
     pub(crate) fn peers(&self) -> usize {
-        self.v4.len() + self.v6.as_ref().map_or(0, |f| f.len())
+        self.v4.len()
+            + self
+                .rare
+                .as_ref()
+                .map_or(0, |r| r.v6.len() + r.rtc.len())
     }
 
+    /// Seeders and leechers of every family: a torrent has one set of numbers, whichever
+    /// protocol its peers speak.
     pub(crate) fn counts(&self) -> (u32, u32) {
         let (s4, l4) = self.v4.counts();
-        let (s6, l6) = self.v6.as_ref().map_or((0, 0), |f| f.counts());
+        let (s6, l6) = self.rare.as_ref().map_or((0, 0), |r| {
+            let ((a, b), (c, d)) = (r.v6.counts(), r.rtc.counts());
+            (a + c, b + d)
+        });
         ((s4 + s6) as u32, (l4 + l6) as u32)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.as_ref().is_none_or(|f| f.is_empty())
+        self.v4.is_empty()
+            && self
+                .rare
+                .as_ref()
+                .is_none_or(|r| r.v6.is_empty() && r.rtc.is_empty())
     }
 }
 
