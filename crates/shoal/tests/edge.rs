@@ -6,55 +6,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::tls::*;
 use common::*;
-
-fn certificates(dir: &Path) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    testkit::make_certificates(dir).unwrap();
-    dir.to_path_buf()
-}
-
-fn tls_config(cert_dir: &Path) -> String {
-    format!(
-        "tls_cert_path = \"{}\"\ntls_key_path = \"{}\"\n",
-        cert_dir.join("server.pem").display(),
-        cert_dir.join("server.key").display()
-    )
-}
-
-/// A TLS client trusting the CAs in `cas`.
-fn client_config(cas: &[&Path]) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for c in CertificateDer::pem_file_iter(ca.join("ca.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Tls {
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
-}
 
 /// One request on a keep-alive stream: (status, body).
 fn exchange<S: Read + Write>(s: &mut S, target: &str, headers: &str) -> (u16, Vec<u8>) {

@@ -17,7 +17,7 @@ use crate::config::{Config, TlsFiles};
 use crate::persist::flusher::FlusherThread;
 use crate::server::tls::Certs;
 use crate::server::udp::connection_id::ConnectionIds;
-use crate::server::{admin as api, http, udp};
+use crate::server::{admin as api, http, udp, ws};
 use crate::tracker::Tracker;
 
 /// Logs to stderr as `[log]` says: text (coloured on a terminal) or JSON lines.
@@ -67,8 +67,10 @@ async fn serve_with(config: Config, url: store::DatabaseUrl, store: AnyStore) ->
 struct Bound {
     udp: Vec<std::net::UdpSocket>,
     http: Vec<TcpListener>,
+    ws: Vec<TcpListener>,
     api: TcpListener,
     http_tls: Option<Arc<Certs>>,
+    ws_tls: Option<Arc<Certs>>,
     api_tls: Option<Arc<Certs>>,
 }
 
@@ -83,8 +85,14 @@ impl Bound {
         for addr in &config.http.bind {
             http.push(bind_tcp(*addr).map_err(Error::io(format!("cannot bind http.bind {addr}")))?);
         }
+        let mut ws = Vec::new();
+        for addr in &config.ws.bind {
+            ws.push(bind_tcp(*addr).map_err(Error::io(format!("cannot bind ws.bind {addr}")))?);
+        }
         let api = config.api.bind;
         Ok(Bound {
+            ws,
+            ws_tls: certs(config.ws.tls())?,
             http_tls: certs(config.http.tls())?,
             api_tls: certs(config.api.tls())?,
             udp,
@@ -172,6 +180,7 @@ impl Node {
         let watched: Vec<_> = bound
             .http_tls
             .iter()
+            .chain(&bound.ws_tls)
             .chain(&bound.api_tls)
             .cloned()
             .collect();
@@ -194,9 +203,49 @@ impl Node {
                 bound.http_tls.clone(),
             ));
         }
+        node.start_ws(config, bound.ws, bound.ws_tls, &tracker, bus.as_deref(), &http_stop)?;
         node.start_api(config, bound.api, bound.api_tls, &tracker, bus)?;
         node.tasks.spawn(clean_expired(tracker));
         Ok(node)
+    }
+
+    /// The WebSocket tracker: drained with the HTTP tracker, before the final flush.
+    fn start_ws(
+        &mut self,
+        config: &Config,
+        listeners: Vec<TcpListener>,
+        tls: Option<Arc<Certs>>,
+        tracker: &Arc<Tracker>,
+        bus: Option<&BusState>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<()> {
+        if listeners.is_empty() {
+            return Ok(());
+        }
+        let c = &config.ws;
+        // A connection's endpoint names its node: in a cluster, this incarnation.
+        let node = bus
+            .and_then(|b| u64::from_str_radix(&b.incarnation, 16).ok())
+            .unwrap_or_else(crate::os::random_u64) as u32;
+        let offers = c.max_connections.get() * c.max_offers.get();
+        let setup = ws::Setup {
+            tracker: tracker.clone(),
+            hub: Arc::new(ws::hub::Hub::new(
+                node,
+                Duration::from_millis(c.offer_timeout_ms.get()),
+                offers,
+            )),
+            config: c.clone(),
+            proxies: crate::server::proxy::Proxies::new(&config.http.trusted_proxies),
+            tls,
+        };
+        for listener in listeners {
+            let scheme = if setup.tls.is_some() { "wss" } else { "ws" };
+            tracing::info!("{scheme} tracker listening on {}", local(&listener)?);
+            self.http
+                .spawn(ws::serve(listener, setup.clone(), stop.clone()));
+        }
+        Ok(())
     }
 
     /// In a cluster: the publisher and the reader of the bus.

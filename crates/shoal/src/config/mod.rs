@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod cluster;
+mod ws;
 mod validate;
 pub use cluster::ClusterConfig;
+pub use ws::WsConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +25,7 @@ pub struct Config {
     pub announce: AnnounceConfig,
     pub limits: LimitsConfig,
     pub cluster: ClusterConfig,
+    pub ws: WsConfig,
     pub log: LogConfig,
 }
 
@@ -304,6 +307,7 @@ impl Default for Config {
             announce: AnnounceConfig::default(),
             limits: LimitsConfig::default(),
             cluster: ClusterConfig::default(),
+            ws: WsConfig::default(),
             log: LogConfig::default(),
         }
     }

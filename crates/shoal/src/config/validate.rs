@@ -6,6 +6,7 @@ impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listeners()?;
         self.validate_announce()?;
+        self.validate_ws()?;
         if self.cluster.enabled() {
             self.validate_cluster()?;
         }

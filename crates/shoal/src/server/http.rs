@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::proxy::Proxies;
+use super::stopped;
 use super::tls::Certs;
 use crate::config::HttpConfig;
 use crate::tracker::{Action, ErrorKind, PeerAnnounce, Protocol::Http, Tracker};
@@ -166,11 +167,6 @@ impl Conn {
             counted.count_error(Http, None, kind);
         }
     }
-}
-
-/// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {

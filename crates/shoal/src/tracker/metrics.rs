@@ -7,16 +7,23 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub enum Protocol {
     Udp,
     Http,
+    /// The WebSocket (WebTorrent) tracker.
+    Ws,
 }
 
 impl Protocol {
+    const ALL: [Protocol; PROTOCOLS] = [Protocol::Udp, Protocol::Http, Protocol::Ws];
+
     fn label(self) -> &'static str {
         match self {
             Protocol::Udp => "udp",
             Protocol::Http => "http",
+            Protocol::Ws => "ws",
         }
     }
 }
+
+const PROTOCOLS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
@@ -97,6 +104,21 @@ error_kinds! {
     MaxPeers => "max_peers",
     MaxPeersPerTorrent => "max_peers_per_torrent",
     MaxPeersPerIp => "max_peers_per_ip",
+    // A UDP or HTTP client announcing from the WebSocket endpoints' prefix (100::/64).
+    BadAddress => "bad_address",
+    // A WebSocket connection and its frames.
+    BadUpgrade => "bad_upgrade",
+    BadOrigin => "bad_origin",
+    TooManyConnectionsPerIp => "too_many_connections_per_ip",
+    NotJson => "not_json",
+    BadId => "bad_id",
+    BadAnswer => "bad_answer",
+    FrameTooLarge => "frame_too_large",
+    ConnectionTorrents => "connection_torrents",
+    PeerIdInUse => "peer_id_in_use",
+    UnknownOffer => "unknown_offer",
+    IdleTimeout => "idle_timeout",
+    SlowReader => "slow_reader",
 }
 
 const KINDS: usize = ErrorKind::ALL.len();
@@ -147,6 +169,20 @@ impl From<super::access::Refusal> for ErrorKind {
     }
 }
 
+impl From<protocol::ws::ParseErrorKind> for ErrorKind {
+    fn from(e: protocol::ws::ParseErrorKind) -> Self {
+        use protocol::ws::ParseErrorKind as P;
+        match e {
+            P::NotJson => ErrorKind::NotJson,
+            P::UnknownAction => ErrorKind::UnknownAction,
+            P::BadId => ErrorKind::BadId,
+            P::UnknownEvent => ErrorKind::UnknownEvent,
+            P::BadAnswer => ErrorKind::BadAnswer,
+            P::TooManyInfoHashes => ErrorKind::TooManyInfoHashes,
+        }
+    }
+}
+
 impl From<swarm::Refusal> for ErrorKind {
     fn from(r: swarm::Refusal) -> Self {
         match r {
@@ -160,7 +196,7 @@ impl From<swarm::Refusal> for ErrorKind {
 
 /// [protocol][kind]: a fixed table of atomics, so a flood of malformed packets never
 /// serialises the UDP workers on a lock.
-struct ErrorCounts([[AtomicU64; KINDS]; 2]);
+struct ErrorCounts([[AtomicU64; KINDS]; PROTOCOLS]);
 
 impl Default for ErrorCounts {
     fn default() -> Self {
@@ -210,11 +246,12 @@ impl Text {
 #[derive(Default)]
 pub struct Metrics {
     /// [protocol][action]
-    requests: [[AtomicU64; 3]; 2],
+    requests: [[AtomicU64; 3]; PROTOCOLS],
     /// Malformed or refused requests, by protocol and `ErrorKind`.
     errors: ErrorCounts,
     /// The same, by protocol and action ([protocol][connect, announce, scrape, unknown]).
-    failed: [[AtomicU64; 4]; 2],
+    failed: [[AtomicU64; 4]; PROTOCOLS],
+    ws: WsCounters,
     flushes: AtomicU64,
     flush_failures: AtomicU64,
     /// The last flush failed (cleared by the next that succeeds); `/health` reports it.
@@ -282,6 +319,11 @@ impl Metrics {
         self.unflushed_deltas.load(Relaxed)
     }
 
+    /// The WebSocket tracker's connections and relays.
+    pub fn ws(&self) -> &WsCounters {
+        &self.ws
+    }
+
     pub fn expired(&self, peers: u64) {
         self.expired_peers.fetch_add(peers, Relaxed);
     }
@@ -299,13 +341,13 @@ impl Metrics {
             "counter",
             "Requests answered, by protocol and action.",
         );
-        for p in [Protocol::Udp, Protocol::Http] {
+        for p in Protocol::ALL {
             for (a, name) in [
                 (Action::Connect, "connect"),
                 (Action::Announce, "announce"),
                 (Action::Scrape, "scrape"),
             ] {
-                if p == Protocol::Http && a == Action::Connect {
+                if p != Protocol::Udp && a == Action::Connect {
                     continue;
                 }
                 let n = self.requests[p as usize][a as usize].load(Relaxed);
@@ -318,7 +360,7 @@ impl Metrics {
             "counter",
             "Malformed, refused or dropped requests, by protocol and kind.",
         );
-        for p in [Protocol::Udp, Protocol::Http] {
+        for p in Protocol::ALL {
             for (kind, n) in ErrorKind::ALL.iter().zip(&self.errors.0[p as usize]) {
                 let n = n.load(Relaxed);
                 if n > 0 {
@@ -332,12 +374,12 @@ impl Metrics {
             "counter",
             "Requests answered with an error or dropped, by protocol and action.",
         );
-        for p in [Protocol::Udp, Protocol::Http] {
+        for p in Protocol::ALL {
             for (i, name) in ["connect", "announce", "scrape", "unknown"]
                 .iter()
                 .enumerate()
             {
-                if p == Protocol::Http && i == 0 {
+                if p != Protocol::Udp && i == 0 {
                     continue;
                 }
                 let n = self.failed[p as usize][i].load(Relaxed);
@@ -349,6 +391,7 @@ impl Metrics {
 
     /// The flusher's, the expiry's and the swarm's figures.
     fn render_figures(&self, g: &swarm::SwarmStats, out: &mut Text) {
+        self.ws.render(out);
         out.counter(
             "shoal_flushes_total",
             "Successful flushes of download deltas.",
@@ -410,6 +453,61 @@ impl Metrics {
             "shoal_peers",
             "Peers in all swarms.",
             g.seeders + g.leechers,
+        );
+    }
+}
+
+/// The WebSocket tracker's own figures (its requests and refusals are in the tables above).
+#[derive(Default)]
+pub struct WsCounters {
+    open: AtomicU64,
+    offers: AtomicU64,
+    answers: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl WsCounters {
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    pub fn offer_relayed(&self) {
+        self.offers.fetch_add(1, Relaxed);
+    }
+
+    pub fn answer_relayed(&self) {
+        self.answers.fetch_add(1, Relaxed);
+    }
+
+    /// A frame for a connection whose queue was full (a slow reader) or that had gone.
+    pub fn relay_dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut Text) {
+        out.gauge(
+            "shoal_ws_connections",
+            "Open WebSocket tracker connections.",
+            self.open.load(Relaxed),
+        );
+        out.counter(
+            "shoal_ws_offers_relayed_total",
+            "WebRTC offers forwarded to a peer.",
+            self.offers.load(Relaxed),
+        );
+        out.counter(
+            "shoal_ws_answers_relayed_total",
+            "WebRTC answers forwarded to the peer that made the offer.",
+            self.answers.load(Relaxed),
+        );
+        out.counter(
+            "shoal_ws_relays_dropped_total",
+            "Offers and answers not delivered: the receiver's queue was full or it had gone.",
+            self.dropped.load(Relaxed),
         );
     }
 }

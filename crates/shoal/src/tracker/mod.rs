@@ -1,4 +1,4 @@
-//! What both tracker protocols share: the swarm, the announce policy, metrics, the clock.
+//! What every tracker protocol shares: the swarm, the announce policy, metrics, the clock.
 //! `Tracker` is the one interface every server and task calls; its parts stay private, so
 //! where peers go (today the local swarm) changes in this file only.
 
@@ -65,6 +65,8 @@ pub struct Answer {
 pub enum Refused {
     Access(access::Refusal),
     Limit(swarm::Refusal),
+    /// An address of the WebSocket endpoints' prefix, from another protocol.
+    Address,
 }
 
 impl Refused {
@@ -72,6 +74,7 @@ impl Refused {
         match self {
             Refused::Access(r) => r.into(),
             Refused::Limit(r) => r.into(),
+            Refused::Address => ErrorKind::BadAddress,
         }
     }
 }
@@ -81,6 +84,7 @@ impl std::fmt::Display for Refused {
         match self {
             Refused::Access(r) => r.fmt(f),
             Refused::Limit(r) => f.write_str(r.message()),
+            Refused::Address => f.write_str("this address cannot announce"),
         }
     }
 }
@@ -197,6 +201,11 @@ impl Tracker {
     }
 
     /// Counts a UDP connect, the one request that needs no policy.
+    /// The WebSocket tracker's connection and relay counters.
+    pub fn ws_counters(&self) -> &metrics::WsCounters {
+        self.metrics.ws()
+    }
+
     pub fn count_connect(&self) {
         self.metrics.request(Protocol::Udp, Action::Connect);
     }
@@ -300,23 +309,32 @@ impl Tracker {
         self.access
             .check_announce(&a.info_hash, a.key, i64::from(now.unix))
             .map_err(|r| refuse(Refused::Access(r)))?;
+        let addr = CanonicalIp::from(a.ip).with_port(a.port);
+        // A WebSocket peer's endpoint is its connection, in a prefix no real peer has
+        // (protocol::ws::Endpoint); a UDP or HTTP client claiming one would be handed to
+        // browsers as a WebRTC peer.
+        if (p == Protocol::Ws) != protocol::ws::Endpoint::of(&addr).is_some() {
+            return Err(refuse(Refused::Address));
+        }
         self.metrics.request(p, Action::Announce);
-        // 0 and negative both mean "whatever the tracker gives", as most clients intend.
-        let numwant = match a.numwant {
-            None | Some(0) => self.policy.default_numwant,
-            Some(n) => n,
+        let numwant = match (p, a.numwant) {
+            // One peer per offer the browser sent, and none without offers.
+            (Protocol::Ws, n) => n.unwrap_or(0),
+            // 0 and negative both mean "whatever the tracker gives", as most clients intend.
+            (_, None | Some(0)) => self.policy.default_numwant,
+            (_, Some(n)) => n,
         }
         .min(self.policy.max_numwant.get()) as usize;
         let req = Announce {
             info_hash: a.info_hash,
             peer_id: a.peer_id,
-            addr: CanonicalIp::from(a.ip).with_port(a.port),
+            addr,
             left: a.left,
             event: a.event,
             numwant,
             // A UDP answer has one peer format, set by the socket; HTTP has peers and peers6.
             families: match p {
-                Protocol::Udp => Families::Same,
+                Protocol::Udp | Protocol::Ws => Families::Same,
                 Protocol::Http => Families::Both,
             },
         };
@@ -330,6 +348,21 @@ impl Tracker {
             seeders: stats.seeders,
             leechers: stats.leechers,
         })
+    }
+
+    /// A peer whose connection closed leaves its swarm: no access check (its key may have
+    /// expired since), no request counted; the same removal a `stopped` makes.
+    pub fn leave(&self, info_hash: InfoHash, peer_id: PeerId, addr: std::net::SocketAddr) {
+        let req = Announce {
+            info_hash,
+            peer_id,
+            addr,
+            left: 0,
+            event: AnnounceEvent::Stopped,
+            numwant: 0,
+            families: Families::Same,
+        };
+        let _ = self.swarm.announce(&req, self.clock(), &mut Vec::new());
     }
 
     /// One scrape, for every protocol: the access policy, the count, the counts of each

@@ -6,6 +6,8 @@ pub mod clients;
 pub mod nodes;
 pub mod process;
 pub mod stores;
+pub mod tls;
+pub mod ws;
 
 #[allow(unused_imports)]
 pub use clients::*;

@@ -16,6 +16,8 @@ pub struct Shoal {
     child: Child,
     pub udp: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,
+    /// WebSocket tracker listeners (`ws.bind`), ws:// or wss://.
+    pub ws: Vec<SocketAddr>,
     pub api: SocketAddr,
     pub log: mpsc::Receiver<String>,
     /// Everything logged up to and including the "ready" line.
@@ -125,7 +127,7 @@ impl Shoal {
                 }
             }
         });
-        let (mut udp, mut http, mut api) = (vec![], vec![], None);
+        let (mut udp, mut http, mut ws, mut api) = (vec![], vec![], vec![], None);
         let mut start_log = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -144,6 +146,10 @@ impl Shoal {
                 udp.push(addr());
             } else if line.contains("http tracker listening on") {
                 http.push(addr());
+            } else if line.contains("ws tracker listening on")
+                || line.contains("wss tracker listening on")
+            {
+                ws.push(addr());
             } else if line.contains("admin api listening on") {
                 api = Some(addr());
             }
@@ -157,6 +163,7 @@ impl Shoal {
             child,
             udp,
             http,
+            ws,
             api: api.expect("api address logged"),
             log: rx,
             start_log,

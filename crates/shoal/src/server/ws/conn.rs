@@ -1,0 +1,313 @@
+//! One WebSocket connection: frames in, answers and relayed offers out, until the client
+//! leaves, idles past `ws.idle_timeout_ms`, stops reading, or the tracker stops. Its peers
+//! leave their swarms when it closes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use protocol::ws::{self, Action, Endpoint, ParseErrorKind, Request};
+use protocol::{AnnounceEvent, InfoHash, PeerId};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::Setup;
+use crate::server::stopped;
+use super::hub::Frame;
+use crate::tracker::{ErrorKind, PeerAnnounce, Protocol::Ws, Refused};
+
+/// A frame refused: counted as `kind`, answered with an error frame naming its action and
+/// torrent (or, for an answer nobody waits for, not answered: the reference tracker only
+/// logs those).
+struct Failure {
+    action: Action,
+    info_hash: Option<InfoHash>,
+    kind: ErrorKind,
+    reason: String,
+    reply: bool,
+    /// Already counted where it was decided (`Tracker`'s refusals).
+    counted: bool,
+}
+
+impl Failure {
+    fn new(action: Action, h: InfoHash, kind: ErrorKind, reason: impl Into<String>) -> Self {
+        Failure {
+            action,
+            info_hash: Some(h),
+            kind,
+            reason: reason.into(),
+            reply: true,
+            counted: false,
+        }
+    }
+
+    fn refused(action: Action, h: Option<InfoHash>, r: Refused) -> Self {
+        Failure {
+            action,
+            info_hash: h,
+            kind: r.kind(),
+            reason: r.to_string(),
+            reply: true,
+            counted: true,
+        }
+    }
+}
+
+struct Conn<'a> {
+    setup: &'a Setup,
+    me: Endpoint,
+    key: Option<Vec<u8>>,
+    /// The torrents this connection announced, with the peer id it holds in each.
+    torrents: HashMap<InfoHash, PeerId>,
+}
+
+pub async fn run<IO>(
+    ws: WebSocketStream<IO>,
+    setup: &Setup,
+    key: Option<Vec<u8>>,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let c = &setup.config;
+    let (me, mut queue) = setup.hub.open(c.max_queued_frames.get());
+    let counters = setup.tracker.ws_counters();
+    counters.opened();
+    let mut conn = Conn {
+        setup,
+        me,
+        key,
+        torrents: HashMap::new(),
+    };
+    let (mut sink, mut frames) = ws.split();
+    let idle = Duration::from_millis(c.idle_timeout_ms.get());
+    let write_timeout = Duration::from_millis(c.write_timeout_ms.get());
+    let mut until = tokio::time::Instant::now() + idle;
+    let why = loop {
+        let out: Vec<Frame> = tokio::select! {
+            m = frames.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    until = tokio::time::Instant::now() + idle;
+                    conn.frame(t.as_str())
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    until = tokio::time::Instant::now() + idle;
+                    conn.fail(not_json())
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    until = tokio::time::Instant::now() + idle;
+                    Vec::new()
+                }
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Err(WsError::Capacity(_))) => break Some(ErrorKind::FrameTooLarge),
+                Some(Err(_)) => break None,
+            },
+            Some(f) = queue.recv() => vec![f],
+            _ = tokio::time::sleep_until(until) => break Some(ErrorKind::IdleTimeout),
+            () = stopped(&mut stop) => {
+                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(None))).await;
+                break None;
+            }
+        };
+        if let Err(kind) = write(&mut sink, out, write_timeout).await {
+            break kind;
+        }
+    };
+    if let Some(kind) = why {
+        setup.tracker.count_error(Ws, None, kind);
+    }
+    conn.close(&mut queue);
+    counters.closed();
+}
+
+/// Writes `frames`; a reader that takes none within `limit` is cut.
+async fn write<S>(sink: &mut S, frames: Vec<Frame>, limit: Duration) -> Result<(), Option<ErrorKind>>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    for f in frames {
+        match tokio::time::timeout(limit, sink.send(Message::text(f))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(None),
+            Err(_) => return Err(Some(ErrorKind::SlowReader)),
+        }
+    }
+    Ok(())
+}
+
+fn not_json() -> Failure {
+    Failure {
+        action: Action::Announce,
+        info_hash: None,
+        kind: ErrorKind::NotJson,
+        reason: ParseErrorKind::NotJson.message().into(),
+        reply: true,
+        counted: false,
+    }
+}
+
+impl Conn<'_> {
+    /// One text frame: the frames to send back on this connection.
+    fn frame(&mut self, text: &str) -> Vec<Frame> {
+        let r = match ws::parse(text) {
+            Ok(Request::Announce(a)) => self.announce(a),
+            Ok(Request::Answer(a)) => self.answer(a).map(|()| Vec::new()),
+            Ok(Request::Scrape(hashes)) => self.scrape(&hashes).map(|f| vec![f]),
+            Err(e) => Err(Failure {
+                action: e.action,
+                info_hash: e.info_hash,
+                kind: e.kind.into(),
+                reason: e.kind.message().into(),
+                reply: true,
+                counted: false,
+            }),
+        };
+        r.unwrap_or_else(|f| self.fail(f))
+    }
+
+    fn fail(&self, f: Failure) -> Vec<Frame> {
+        let action = match f.action {
+            Action::Announce => crate::tracker::Action::Announce,
+            Action::Scrape => crate::tracker::Action::Scrape,
+        };
+        if !f.counted {
+            self.setup.tracker.count_error(Ws, Some(action), f.kind);
+        }
+        match f.reply {
+            true => vec![ws::failure(f.action, f.info_hash, &f.reason)],
+            false => Vec::new(),
+        }
+    }
+
+    fn announce(&mut self, mut a: ws::Announce) -> Result<Vec<Frame>, Failure> {
+        let (h, me) = (a.info_hash, self.me);
+        let limits = &self.setup.config;
+        let held = self.torrents.get(&h).copied();
+        if held.is_none() && self.torrents.len() >= limits.max_torrents_per_connection.get() {
+            let why = "too many torrents on one connection";
+            return Err(Failure::new(Action::Announce, h, ErrorKind::ConnectionTorrents, why));
+        }
+        let hub = &self.setup.hub;
+        if !hub.hold(h, a.peer_id, me.conn) {
+            let why = "that peer id is in use by another connection";
+            return Err(Failure::new(Action::Announce, h, ErrorKind::PeerIdInUse, why));
+        }
+        a.offers.truncate(limits.max_offers.get());
+        let addr = me.addr();
+        let announce = PeerAnnounce {
+            info_hash: h,
+            peer_id: a.peer_id,
+            ip: addr.ip(),
+            port: addr.port(),
+            // A magnet leecher does not know what it lacks: a leecher.
+            left: a.left.unwrap_or(u64::MAX),
+            event: a.event,
+            numwant: Some(a.offers.len() as u32),
+            key: self.key.as_deref(),
+        };
+        let tracker = &self.setup.tracker;
+        let mut peers = Vec::new();
+        let answer = match tracker.announce(Ws, &announce, tracker.now(), &mut peers) {
+            Ok(answer) => answer,
+            Err(r) => {
+                if held != Some(a.peer_id) {
+                    hub.release(h, a.peer_id, me.conn);
+                }
+                return Err(Failure::refused(Action::Announce, Some(h), r));
+            }
+        };
+        // A new peer id on this connection (a client that restarted) frees the old one.
+        if let Some(old) = held.filter(|&old| old != a.peer_id) {
+            hub.release(h, old, me.conn);
+        }
+        if a.event == AnnounceEvent::Stopped {
+            self.torrents.remove(&h);
+            hub.release(h, a.peer_id, me.conn);
+        } else {
+            self.torrents.insert(h, a.peer_id);
+        }
+        let reply = ws::announce_reply(h, answer.interval, answer.seeders, answer.leechers);
+        self.relay_offers(h, a.peer_id, &peers, &a.offers);
+        Ok(vec![reply])
+    }
+
+    /// Each offer to a different peer of the swarm, in the order the swarm handed them out.
+    fn relay_offers(
+        &self,
+        h: InfoHash,
+        from: PeerId,
+        peers: &[protocol::ResponsePeer],
+        offers: &[ws::Offer],
+    ) {
+        let (hub, counters) = (&self.setup.hub, self.setup.tracker.ws_counters());
+        for (peer, offer) in peers.iter().zip(offers) {
+            let sent = match Endpoint::of(&peer.addr) {
+                Some(to) if hub.is_mine(to) => hub
+                    .offer(
+                        to.conn,
+                        (h, offer.offer_id),
+                        (self.me.conn, from),
+                        ws::offer(h, from, offer),
+                    )
+                    .is_ok(),
+                // Held by another node: relaying across nodes is not built yet.
+                _ => false,
+            };
+            match sent {
+                true => counters.offer_relayed(),
+                false => counters.relay_dropped(),
+            }
+        }
+    }
+
+    /// An answer goes to the connection that made the offer, if this connection was sent
+    /// that offer, answers as the peer it announced, and the offer has not expired.
+    fn answer(&self, a: ws::Answer) -> Result<(), Failure> {
+        let hub = &self.setup.hub;
+        let unknown = || Failure {
+            reply: false,
+            ..Failure::new(Action::Announce, a.info_hash, ErrorKind::UnknownOffer, "")
+        };
+        if self.torrents.get(&a.info_hash) != Some(&a.peer_id) {
+            return Err(unknown());
+        }
+        let to = hub
+            .answer(self.me.conn, (a.info_hash, a.offer_id), a.to_peer_id)
+            .ok_or_else(unknown)?;
+        let counters = self.setup.tracker.ws_counters();
+        match hub.send(to, ws::answer(&a)) {
+            Ok(()) => counters.answer_relayed(),
+            Err(_) => counters.relay_dropped(),
+        }
+        Ok(())
+    }
+
+    fn scrape(&self, hashes: &[InfoHash]) -> Result<Frame, Failure> {
+        let tracker = &self.setup.tracker;
+        let counts = tracker
+            .scrape(Ws, hashes, self.key.as_deref(), tracker.now())
+            .map_err(|r| Failure::refused(Action::Scrape, hashes.first().copied(), r))?;
+        Ok(ws::scrape_reply(hashes.iter().zip(counts).map(|(h, c)| {
+            (
+                *h,
+                ws::Counts {
+                    complete: c.seeders,
+                    incomplete: c.leechers,
+                    downloaded: c.downloaded,
+                },
+            )
+        })))
+    }
+
+    /// The connection is gone: its peers leave their swarms, its peer ids are free.
+    fn close(&mut self, queue: &mut mpsc::Receiver<Frame>) {
+        queue.close();
+        let tracker = &self.setup.tracker;
+        for (&h, &peer_id) in &self.torrents {
+            tracker.leave(h, peer_id, self.me.addr());
+        }
+        let held = self.torrents.drain();
+        self.setup.hub.close(self.me.conn, held);
+    }
+}

@@ -1,0 +1,278 @@
+//! What one node knows of its WebSocket connections, outside the swarm: where to send a
+//! frame for a connection, which connection holds a peer id in a torrent, and which offers
+//! are waiting for an answer (docs/design.md, "WebSocket").
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use protocol::ws::{Bytes20, Endpoint};
+use protocol::{InfoHash, PeerId};
+use tokio::sync::mpsc;
+
+/// A frame on its way to a connection.
+pub type Frame = String;
+
+/// An offer sent to a connection, waiting for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct OfferKey {
+    info_hash: InfoHash,
+    offer_id: Bytes20,
+    /// The connection the offer went to: only it may answer.
+    to: u32,
+}
+
+struct Pending {
+    from: u32,
+    from_peer: PeerId,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Offers {
+    pending: HashMap<OfferKey, Pending>,
+    /// Insertion order, for expiry and the bound.
+    order: VecDeque<(Instant, OfferKey)>,
+}
+
+pub struct Hub {
+    /// This node's half of every endpoint it hands out.
+    node: u32,
+    next: AtomicU32,
+    conns: Mutex<HashMap<u32, mpsc::Sender<Frame>>>,
+    /// Which connection holds a peer id in a torrent: another cannot take it over.
+    holders: Mutex<HashMap<(InfoHash, PeerId), u32>>,
+    offers: Mutex<Offers>,
+    offer_timeout: Duration,
+    max_offers: usize,
+}
+
+/// Why a frame for another connection was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The connection is gone.
+    Gone,
+    /// Its queue is full: a reader slower than its peers write.
+    Full,
+}
+
+impl Hub {
+    /// `node`: the endpoints' node half (a cluster node's incarnation); `max_offers`: the
+    /// most offers waiting at once, the oldest forgotten first.
+    pub fn new(node: u32, offer_timeout: Duration, max_offers: usize) -> Self {
+        Hub {
+            node,
+            next: AtomicU32::new(1),
+            conns: Mutex::default(),
+            holders: Mutex::default(),
+            offers: Mutex::default(),
+            offer_timeout,
+            max_offers,
+        }
+    }
+
+    /// A new connection: its endpoint, and the receiving end of its queue.
+    pub fn open(&self, queue: usize) -> (Endpoint, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let mut conns = self.conns.lock().unwrap();
+        let conn = loop {
+            // Wraps after four billion connections; skip numbers still open.
+            let n = self.next.fetch_add(1, Relaxed);
+            if n != 0 && !conns.contains_key(&n) {
+                break n;
+            }
+        };
+        conns.insert(conn, tx);
+        (
+            Endpoint {
+                node: self.node,
+                conn,
+            },
+            rx,
+        )
+    }
+
+    /// The connection closed: its peer ids are free again.
+    pub fn close(&self, conn: u32, held: impl Iterator<Item = (InfoHash, PeerId)>) {
+        self.conns.lock().unwrap().remove(&conn);
+        let mut holders = self.holders.lock().unwrap();
+        for k in held {
+            if holders.get(&k) == Some(&conn) {
+                holders.remove(&k);
+            }
+        }
+    }
+
+    pub fn is_mine(&self, e: Endpoint) -> bool {
+        e.node == self.node
+    }
+
+    /// Claims `peer_id` in `h` for `conn`; false if another open connection holds it.
+    pub fn hold(&self, h: InfoHash, peer_id: PeerId, conn: u32) -> bool {
+        let mut holders = self.holders.lock().unwrap();
+        match holders.get(&(h, peer_id)) {
+            Some(&other) if other != conn && self.conns.lock().unwrap().contains_key(&other) => {
+                false
+            }
+            _ => {
+                holders.insert((h, peer_id), conn);
+                true
+            }
+        }
+    }
+
+    pub fn release(&self, h: InfoHash, peer_id: PeerId, conn: u32) {
+        let mut holders = self.holders.lock().unwrap();
+        if holders.get(&(h, peer_id)) == Some(&conn) {
+            holders.remove(&(h, peer_id));
+        }
+    }
+
+    /// Queues `frame` for `conn` without waiting.
+    pub fn send(&self, conn: u32, frame: Frame) -> Result<(), Undelivered> {
+        let tx = self.conns.lock().unwrap().get(&conn).cloned();
+        match tx.map(|tx| tx.try_send(frame)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(mpsc::error::TrySendError::Full(_))) => Err(Undelivered::Full),
+            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Err(Undelivered::Gone),
+        }
+    }
+
+    /// Queues an offer for `to` and remembers who may be answered.
+    pub fn offer(
+        &self,
+        to: u32,
+        key: (InfoHash, Bytes20),
+        from: (u32, PeerId),
+        frame: Frame,
+    ) -> Result<(), Undelivered> {
+        self.send(to, frame)?;
+        let now = Instant::now();
+        let k = OfferKey {
+            info_hash: key.0,
+            offer_id: key.1,
+            to,
+        };
+        let mut o = self.offers.lock().unwrap();
+        o.expire(now, self.max_offers.saturating_sub(1));
+        o.pending.insert(
+            k,
+            Pending {
+                from: from.0,
+                from_peer: from.1,
+                expires: now + self.offer_timeout,
+            },
+        );
+        o.order.push_back((now + self.offer_timeout, k));
+        Ok(())
+    }
+
+    /// The connection an answer from `to` goes to: only for an offer it was really sent,
+    /// from the peer the answer names, not yet expired; the offer is then spent.
+    pub fn answer(&self, to: u32, key: (InfoHash, Bytes20), offerer: PeerId) -> Option<u32> {
+        let k = OfferKey {
+            info_hash: key.0,
+            offer_id: key.1,
+            to,
+        };
+        let mut o = self.offers.lock().unwrap();
+        let now = Instant::now();
+        let p = o.pending.get(&k)?;
+        if p.expires <= now || p.from_peer != offerer {
+            return None;
+        }
+        let from = p.from;
+        o.pending.remove(&k);
+        Some(from)
+    }
+
+    /// Offers waiting for an answer.
+    pub fn pending_offers(&self) -> usize {
+        self.offers.lock().unwrap().pending.len()
+    }
+}
+
+impl Offers {
+    /// Forgets expired offers, and the oldest beyond `keep`.
+    fn expire(&mut self, now: Instant, keep: usize) {
+        while let Some(&(at, k)) = self.order.front() {
+            if at > now && self.pending.len() <= keep {
+                break;
+            }
+            self.order.pop_front();
+            // A key offered again later has a later expiry: keep that one.
+            if self.pending.get(&k).is_some_and(|p| p.expires <= at) {
+                self.pending.remove(&k);
+            }
+        }
+        if self.order.len() > 2 * self.pending.len() + 64 {
+            self.order.retain(|(at, k)| {
+                self.pending.get(k).is_some_and(|p| p.expires == *at)
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: InfoHash = InfoHash([1; 20]);
+    const O: Bytes20 = Bytes20([2; 20]);
+
+    #[test]
+    fn an_answer_goes_only_to_its_offerer_once_and_in_time() {
+        let hub = Hub::new(9, Duration::from_millis(50), 100);
+        let (a, _ra) = hub.open(8);
+        let (b, mut rb) = hub.open(8);
+        let (c, _rc) = hub.open(8);
+        let alice = PeerId([b'a'; 20]);
+        hub.offer(b.conn, (H, O), (a.conn, alice), "offer".into())
+            .unwrap();
+        assert_eq!(rb.try_recv().unwrap(), "offer");
+        assert_eq!(hub.answer(c.conn, (H, O), alice), None, "not sent to c");
+        assert_eq!(
+            hub.answer(b.conn, (H, O), PeerId([b'x'; 20])),
+            None,
+            "names another offerer"
+        );
+        assert_eq!(hub.answer(b.conn, (H, O), alice), Some(a.conn));
+        assert_eq!(hub.answer(b.conn, (H, O), alice), None, "spent");
+        hub.offer(b.conn, (H, O), (a.conn, alice), "again".into())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(hub.answer(b.conn, (H, O), alice), None, "expired");
+    }
+
+    #[test]
+    fn offers_are_bounded_and_a_full_queue_drops() {
+        let hub = Hub::new(9, Duration::from_secs(60), 3);
+        let (a, _ra) = hub.open(2);
+        let (b, _rb) = hub.open(100);
+        for i in 0..10u8 {
+            hub.offer(b.conn, (H, Bytes20([i; 20])), (a.conn, PeerId([0; 20])), String::new())
+                .unwrap();
+        }
+        assert!(hub.pending_offers() <= 3, "{}", hub.pending_offers());
+        assert_eq!(hub.send(a.conn, "1".into()), Ok(()));
+        assert_eq!(hub.send(a.conn, "2".into()), Ok(()));
+        assert_eq!(hub.send(a.conn, "3".into()), Err(Undelivered::Full));
+        hub.close(a.conn, std::iter::empty());
+        assert_eq!(hub.send(a.conn, "4".into()), Err(Undelivered::Gone));
+    }
+
+    #[test]
+    fn a_peer_id_held_by_an_open_connection_cannot_be_taken() {
+        let hub = Hub::new(9, Duration::from_secs(60), 10);
+        let (a, _ra) = hub.open(2);
+        let (b, _rb) = hub.open(2);
+        let p = PeerId([7; 20]);
+        assert!(hub.hold(H, p, a.conn));
+        assert!(hub.hold(H, p, a.conn), "its own again");
+        assert!(!hub.hold(H, p, b.conn));
+        assert!(hub.hold(InfoHash([3; 20]), p, b.conn), "another torrent");
+        hub.close(a.conn, [(H, p)].into_iter());
+        assert!(hub.hold(H, p, b.conn), "free once a closed");
+    }
+}
