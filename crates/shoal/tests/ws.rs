@@ -418,3 +418,27 @@ fn a_connection_that_never_upgrades_is_closed_at_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert!(metric(&shoal, "shoal_errors_total{protocol=\"ws\",kind=\"head_timeout\"}") >= 1);
 }
+
+#[test]
+fn two_peers_of_one_torrent_on_one_pooled_socket_are_two_peers() {
+    let dir = temp_dir();
+    let shoal = ws_shoal(dir.path(), "", "");
+    let mut pooled = ws_connect(shoal.ws[0]);
+    pooled.announce(&H, &id(1), json!({"left": 10}));
+    assert_eq!(pooled.recv()["incomplete"], 1);
+    pooled.announce(&H, &id(2), json!({"event": "completed"}));
+    let r = pooled.recv();
+    assert_eq!((r["complete"].as_u64(), r["incomplete"].as_u64()), (Some(1), Some(1)), "{r}");
+    // The leecher's offer reaches the seeder on the same socket.
+    pooled.announce(&H, &id(1), json!({"left": 10, "offers": offers(5, 1)}));
+    let mut frames = vec![pooled.recv(), pooled.recv()];
+    frames.sort_by_key(|f| f.get("offer").is_some());
+    assert_eq!(frames[0]["complete"], 1);
+    assert_eq!(frames[1]["peer_id"].as_str().unwrap(), latin1(&id(1)));
+    drop(pooled);
+    let mut other = ws_connect(shoal.ws[0]);
+    wait_until("both peers of the closed socket to leave", Duration::from_secs(5), || {
+        let f = &other.scrape(&[H])["files"][latin1(&H)];
+        f["complete"] == 0 && f["incomplete"] == 0
+    });
+}

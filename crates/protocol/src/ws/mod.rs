@@ -156,10 +156,12 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// An offer as sent; one without a 20-byte `offer_id` or an `offer` is skipped (the
+/// reference client's own tests send such stubs), not a reason to refuse the announce.
 #[derive(Deserialize)]
 struct RawOffer {
-    offer_id: String,
-    offer: Box<RawValue>,
+    offer_id: Option<String>,
+    offer: Option<Box<RawValue>>,
 }
 
 /// A frame with every field loosely typed, so that a bad id still lets the error frame
@@ -249,14 +251,13 @@ pub fn parse(text: &str) -> Result<Request, ParseError> {
         .offers
         .unwrap_or_default()
         .into_iter()
-        .map(|o| {
+        .filter_map(|o| {
             Some(Offer {
-                offer_id: Bytes20(id(Some(&o.offer_id))?),
-                offer: o.offer,
+                offer_id: Bytes20(id(o.offer_id.as_ref())?),
+                offer: o.offer?,
             })
         })
-        .collect::<Option<Vec<_>>>()
-        .ok_or(fail(ParseErrorKind::BadId))?;
+        .collect();
     Ok(Request::Announce(Announce {
         info_hash,
         peer_id,

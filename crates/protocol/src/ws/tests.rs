@@ -128,3 +128,17 @@ proptest! {
         prop_assert_eq!(back.0, b);
     }
 }
+
+#[test]
+fn stub_offers_are_skipped_not_refused() {
+    let frame = announce_frame(
+        &[1; 20],
+        &[2; 20],
+        r#"{"offers":[{"fake_offer":"fake_offer_0"},{"offer_id":"short","offer":{}},
+            {"offer_id":"aaaaaaaaaaaaaaaaaaaa","offer":{"type":"offer","sdp":"x"}}]}"#,
+    );
+    let Ok(Request::Announce(a)) = parse(&frame) else {
+        panic!()
+    };
+    assert_eq!(a.offers.len(), 1, "only the well-formed offer is relayed");
+}

@@ -37,7 +37,8 @@ pub struct WsConfig {
     pub write_timeout_ms: NonZeroU64,
     /// The largest message (and frame) a client may send, in bytes.
     pub max_message_bytes: NonZeroUsize,
-    /// Torrents one connection may announce (a browser pools one socket per tracker).
+    /// Peers one connection may announce, and distinct peer ids it may use (a browser
+    /// pools one socket per tracker for all its torrents).
     pub max_torrents_per_connection: NonZeroUsize,
     /// Offers relayed per announce; more are ignored.
     pub max_offers: NonZeroUsize,
@@ -95,6 +96,12 @@ impl Config {
                     w.idle_timeout_ms,
                     self.announce.interval
                 ),
+            );
+        }
+        if w.max_torrents_per_connection.get() > usize::from(u16::MAX) {
+            return bad(
+                "ws.max_torrents_per_connection",
+                "above 65535 (a connection's peers are numbered in 16 bits)".into(),
             );
         }
         if w.max_message_bytes.get() < 1024 {

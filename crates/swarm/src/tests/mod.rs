@@ -266,7 +266,7 @@ mod model;
 #[test]
 fn websocket_peers_are_their_own_family_and_counted_with_the_rest() {
     let s = Swarm::default();
-    let ws = |conn: u32| protocol::ws::Endpoint { node: 7, conn }.addr().to_string();
+    let ws = |conn: u32| protocol::ws::Endpoint { node: 7, conn, slot: 1 }.addr().to_string();
     announce(&s, peer(1, "10.0.0.1:6881", 0, AnnounceEvent::Started));
     announce(&s, peer(2, "[2001:db8::2]:6881", 10, AnnounceEvent::Started));
     let (st, peers) = announce(&s, peer(3, &ws(1), 0, AnnounceEvent::Started));

@@ -2,7 +2,7 @@
 //! leaves, idles past `ws.idle_timeout_ms`, stops reading, or the tracker stops. Its peers
 //! leave their swarms when it closes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -56,10 +56,14 @@ impl Failure {
 
 struct Conn<'a> {
     setup: &'a Setup,
-    me: Endpoint,
+    /// This connection's number on this node.
+    me: u32,
     key: Option<Vec<u8>>,
-    /// The torrents this connection announced, with the peer id it holds in each.
-    torrents: HashMap<InfoHash, PeerId>,
+    /// The peers this connection announced, by torrent and peer id (a pooled socket may
+    /// carry several peers, even of one torrent).
+    peers: HashSet<(InfoHash, PeerId)>,
+    /// Each peer id's place on the connection: the port of its endpoint.
+    slots: HashMap<PeerId, u16>,
 }
 
 pub async fn run<IO>(
@@ -78,7 +82,8 @@ pub async fn run<IO>(
         setup,
         me,
         key,
-        torrents: HashMap::new(),
+        peers: HashSet::new(),
+        slots: HashMap::new(),
     };
     let (mut sink, mut frames) = ws.split();
     let idle = Duration::from_millis(c.idle_timeout_ms.get());
@@ -183,25 +188,32 @@ impl Conn<'_> {
     fn announce(&mut self, mut a: ws::Announce) -> Result<Vec<Frame>, Failure> {
         let (h, me) = (a.info_hash, self.me);
         let limits = &self.setup.config;
-        let held = self.torrents.get(&h).copied();
-        if held.is_none() && self.torrents.len() >= limits.max_torrents_per_connection.get() {
+        let known = self.peers.contains(&(h, a.peer_id));
+        let max = limits.max_torrents_per_connection.get();
+        let new_id = !self.slots.contains_key(&a.peer_id);
+        if !known && (self.peers.len() >= max || (new_id && self.slots.len() >= max)) {
             let why = "too many torrents on one connection";
             return Err(Failure::new(Action::Announce, h, ErrorKind::ConnectionTorrents, why));
         }
         let hub = &self.setup.hub;
-        if !hub.hold(h, a.peer_id, me.conn) {
+        if !hub.hold(h, a.peer_id, me) {
             let why = "that peer id is in use by another connection";
             return Err(Failure::new(Action::Announce, h, ErrorKind::PeerIdInUse, why));
         }
         a.offers.truncate(limits.max_offers.get());
-        let addr = me.addr();
+        let addr = self.endpoint(a.peer_id).addr();
         let announce = PeerAnnounce {
             info_hash: h,
             peer_id: a.peer_id,
             ip: addr.ip(),
             port: addr.port(),
-            // A magnet leecher does not know what it lacks: a leecher.
-            left: a.left.unwrap_or(u64::MAX),
+            // Without `left` (a magnet leecher sends null): a leecher, unless it says it
+            // completed, as the reference tracker reads it.
+            left: match (a.left, a.event) {
+                (Some(left), _) => left,
+                (None, AnnounceEvent::Completed) => 0,
+                (None, _) => u64::MAX,
+            },
             event: a.event,
             numwant: Some(a.offers.len() as u32),
             key: self.key.as_deref(),
@@ -211,25 +223,29 @@ impl Conn<'_> {
         let answer = match tracker.announce(Ws, &announce, tracker.now(), &mut peers) {
             Ok(answer) => answer,
             Err(r) => {
-                if held != Some(a.peer_id) {
-                    hub.release(h, a.peer_id, me.conn);
+                if !known {
+                    hub.release(h, a.peer_id, me);
                 }
                 return Err(Failure::refused(Action::Announce, Some(h), r));
             }
         };
-        // A new peer id on this connection (a client that restarted) frees the old one.
-        if let Some(old) = held.filter(|&old| old != a.peer_id) {
-            hub.release(h, old, me.conn);
-        }
         if a.event == AnnounceEvent::Stopped {
-            self.torrents.remove(&h);
-            hub.release(h, a.peer_id, me.conn);
+            self.peers.remove(&(h, a.peer_id));
+            hub.release(h, a.peer_id, me);
         } else {
-            self.torrents.insert(h, a.peer_id);
+            self.peers.insert((h, a.peer_id));
         }
         let reply = ws::announce_reply(h, answer.interval, answer.seeders, answer.leechers);
         self.relay_offers(h, a.peer_id, &peers, &a.offers);
         Ok(vec![reply])
+    }
+
+    /// The endpoint of `peer_id` on this connection: one slot per peer id, kept while the
+    /// connection lives (at most `ws.max_torrents_per_connection` of them, below 65536).
+    fn endpoint(&mut self, peer_id: PeerId) -> Endpoint {
+        let next = self.slots.len() as u16 + 1;
+        let slot = *self.slots.entry(peer_id).or_insert(next);
+        self.setup.hub.endpoint(self.me, slot)
     }
 
     /// Each offer to a different peer of the swarm, in the order the swarm handed them out.
@@ -247,7 +263,7 @@ impl Conn<'_> {
                     .offer(
                         to.conn,
                         (h, offer.offer_id),
-                        (self.me.conn, from),
+                        (self.me, from),
                         ws::offer(h, from, offer),
                     )
                     .is_ok(),
@@ -269,11 +285,11 @@ impl Conn<'_> {
             reply: false,
             ..Failure::new(Action::Announce, a.info_hash, ErrorKind::UnknownOffer, "")
         };
-        if self.torrents.get(&a.info_hash) != Some(&a.peer_id) {
+        if !self.peers.contains(&(a.info_hash, a.peer_id)) {
             return Err(unknown());
         }
         let to = hub
-            .answer(self.me.conn, (a.info_hash, a.offer_id), a.to_peer_id)
+            .answer(self.me, (a.info_hash, a.offer_id), a.to_peer_id)
             .ok_or_else(unknown)?;
         let counters = self.setup.tracker.ws_counters();
         match hub.send(to, ws::answer(&a)) {
@@ -304,10 +320,11 @@ impl Conn<'_> {
     fn close(&mut self, queue: &mut mpsc::Receiver<Frame>) {
         queue.close();
         let tracker = &self.setup.tracker;
-        for (&h, &peer_id) in &self.torrents {
-            tracker.leave(h, peer_id, self.me.addr());
+        let peers: Vec<_> = self.peers.drain().collect();
+        for &(h, peer_id) in &peers {
+            let at = self.endpoint(peer_id).addr();
+            tracker.leave(h, peer_id, at);
         }
-        let held = self.torrents.drain();
-        self.setup.hub.close(self.me.conn, held);
+        self.setup.hub.close(self.me, peers.into_iter());
     }
 }

@@ -72,8 +72,8 @@ impl Hub {
         }
     }
 
-    /// A new connection: its endpoint, and the receiving end of its queue.
-    pub fn open(&self, queue: usize) -> (Endpoint, mpsc::Receiver<Frame>) {
+    /// A new connection: its number, and the receiving end of its queue.
+    pub fn open(&self, queue: usize) -> (u32, mpsc::Receiver<Frame>) {
         let (tx, rx) = mpsc::channel(queue);
         let mut conns = self.conns.lock().unwrap();
         let conn = loop {
@@ -84,13 +84,16 @@ impl Hub {
             }
         };
         conns.insert(conn, tx);
-        (
-            Endpoint {
-                node: self.node,
-                conn,
-            },
-            rx,
-        )
+        (conn, rx)
+    }
+
+    /// The endpoint of the peer in `slot` of connection `conn` of this node.
+    pub fn endpoint(&self, conn: u32, slot: u16) -> Endpoint {
+        Endpoint {
+            node: self.node,
+            conn,
+            slot,
+        }
     }
 
     /// The connection closed: its peer ids are free again.
@@ -228,21 +231,21 @@ mod tests {
         let (b, mut rb) = hub.open(8);
         let (c, _rc) = hub.open(8);
         let alice = PeerId([b'a'; 20]);
-        hub.offer(b.conn, (H, O), (a.conn, alice), "offer".into())
+        hub.offer(b, (H, O), (a, alice), "offer".into())
             .unwrap();
         assert_eq!(rb.try_recv().unwrap(), "offer");
-        assert_eq!(hub.answer(c.conn, (H, O), alice), None, "not sent to c");
+        assert_eq!(hub.answer(c, (H, O), alice), None, "not sent to c");
         assert_eq!(
-            hub.answer(b.conn, (H, O), PeerId([b'x'; 20])),
+            hub.answer(b, (H, O), PeerId([b'x'; 20])),
             None,
             "names another offerer"
         );
-        assert_eq!(hub.answer(b.conn, (H, O), alice), Some(a.conn));
-        assert_eq!(hub.answer(b.conn, (H, O), alice), None, "spent");
-        hub.offer(b.conn, (H, O), (a.conn, alice), "again".into())
+        assert_eq!(hub.answer(b, (H, O), alice), Some(a));
+        assert_eq!(hub.answer(b, (H, O), alice), None, "spent");
+        hub.offer(b, (H, O), (a, alice), "again".into())
             .unwrap();
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(hub.answer(b.conn, (H, O), alice), None, "expired");
+        assert_eq!(hub.answer(b, (H, O), alice), None, "expired");
     }
 
     #[test]
@@ -251,15 +254,15 @@ mod tests {
         let (a, _ra) = hub.open(2);
         let (b, _rb) = hub.open(100);
         for i in 0..10u8 {
-            hub.offer(b.conn, (H, Bytes20([i; 20])), (a.conn, PeerId([0; 20])), String::new())
+            hub.offer(b, (H, Bytes20([i; 20])), (a, PeerId([0; 20])), String::new())
                 .unwrap();
         }
         assert!(hub.pending_offers() <= 3, "{}", hub.pending_offers());
-        assert_eq!(hub.send(a.conn, "1".into()), Ok(()));
-        assert_eq!(hub.send(a.conn, "2".into()), Ok(()));
-        assert_eq!(hub.send(a.conn, "3".into()), Err(Undelivered::Full));
-        hub.close(a.conn, std::iter::empty());
-        assert_eq!(hub.send(a.conn, "4".into()), Err(Undelivered::Gone));
+        assert_eq!(hub.send(a, "1".into()), Ok(()));
+        assert_eq!(hub.send(a, "2".into()), Ok(()));
+        assert_eq!(hub.send(a, "3".into()), Err(Undelivered::Full));
+        hub.close(a, std::iter::empty());
+        assert_eq!(hub.send(a, "4".into()), Err(Undelivered::Gone));
     }
 
     #[test]
@@ -268,11 +271,11 @@ mod tests {
         let (a, _ra) = hub.open(2);
         let (b, _rb) = hub.open(2);
         let p = PeerId([7; 20]);
-        assert!(hub.hold(H, p, a.conn));
-        assert!(hub.hold(H, p, a.conn), "its own again");
-        assert!(!hub.hold(H, p, b.conn));
-        assert!(hub.hold(InfoHash([3; 20]), p, b.conn), "another torrent");
-        hub.close(a.conn, [(H, p)].into_iter());
-        assert!(hub.hold(H, p, b.conn), "free once a closed");
+        assert!(hub.hold(H, p, a));
+        assert!(hub.hold(H, p, a), "its own again");
+        assert!(!hub.hold(H, p, b));
+        assert!(hub.hold(InfoHash([3; 20]), p, b), "another torrent");
+        hub.close(a, [(H, p)].into_iter());
+        assert!(hub.hold(H, p, b), "free once a closed");
     }
 }
