@@ -2,26 +2,32 @@
 //   node run.mjs --shoal target/debug/shoal [--only reference,webrtc,negative,browser]
 // Every run is on loopback, bounded in time, and stops the processes it started.
 import { parseArgs } from 'node:util'
-import { startShoal } from './shoal.mjs'
+import { metrics, startShoal } from './shoal.mjs'
 import { referenceClient } from './reference.mjs'
+import { negativeControl, webrtc } from './webrtc.mjs'
 
 const { values } = parseArgs({
   options: {
     shoal: { type: 'string', default: 'target/debug/shoal' },
-    only: { type: 'string', default: 'reference' }
+    only: { type: 'string', default: 'reference,webrtc,negative' }
   }
 })
 const wanted = new Set(values.only.split(','))
 
-const runs = {
-  reference: async () => {
-    const shoal = await startShoal(values.shoal)
-    try {
-      return await referenceClient(shoal)
-    } finally {
-      await shoal.stop()
-    }
+/** Runs `f` against a Shoal started for it, and stops that Shoal. */
+async function withShoal (f, extra = '') {
+  const shoal = await startShoal(values.shoal, extra)
+  try {
+    return await f(shoal)
+  } finally {
+    await shoal.stop()
   }
+}
+
+const runs = {
+  reference: () => withShoal(referenceClient),
+  webrtc: () => withShoal(shoal => webrtc(shoal, metrics)),
+  negative: negativeControl
 }
 
 let failed = false

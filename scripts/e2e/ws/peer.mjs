@@ -1,0 +1,50 @@
+// One WebTorrent peer in Node that can meet others only through the WebSocket tracker:
+// DHT, local discovery, PEX, uTP and NAT traversal off; WebRTC on loopback.
+//   node peer.mjs seed  <tracker-url> <dir>   writes <dir>/data.bin and <dir>/data.torrent,
+//                                             prints "seeding", runs until killed
+//   node peer.mjs leech <tracker-url> <dir>   downloads <dir>/data.torrent into <dir>/got/,
+//                                             prints one JSON line of what came over which wire
+import WebTorrent from 'webtorrent'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+const [mode, url, dir] = process.argv.slice(2)
+const client = new WebTorrent({
+  dht: false,
+  lsd: false,
+  utPex: false,
+  utp: false,
+  natUpnp: false,
+  natPmp: false,
+  webSeeds: false,
+  // Without a bind address the WebRTC stack offers only the machine's other interfaces.
+  tracker: { rtcConfig: { iceServers: [], bindAddress: '127.0.0.1' } }
+})
+client.on('error', err => {
+  console.error(`webtorrent: ${err.message}`)
+  process.exit(2)
+})
+
+if (mode === 'seed') {
+  const data = randomBytes(1 << 20)
+  writeFileSync(join(dir, 'data.bin'), data)
+  client.seed(join(dir, 'data.bin'), { announce: [url], name: 'data.bin' }, torrent => {
+    writeFileSync(join(dir, 'data.torrent'), torrent.torrentFile)
+    console.log(`seeding ${torrent.infoHash}`)
+  })
+} else {
+  const out = join(dir, 'got')
+  mkdirSync(out, { recursive: true })
+  const torrentFile = readFileSync(join(dir, 'data.torrent'))
+  client.add(torrentFile, { announce: [url], path: out }, torrent => {
+    const byWire = {}
+    const count = wire => wire.on('download', n => { byWire[wire.type] = (byWire[wire.type] || 0) + n })
+    torrent.wires.forEach(count)
+    torrent.on('wire', count)
+    torrent.on('done', () => {
+      console.log(JSON.stringify({ infoHash: torrent.infoHash, length: torrent.length, byWire }))
+      client.destroy(() => process.exit(0))
+    })
+  })
+}

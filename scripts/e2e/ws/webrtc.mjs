@@ -1,0 +1,72 @@
+// Real WebRTC through Shoal: a WebTorrent seeder and leecher in two Node processes that can
+// meet only through the WebSocket tracker; the bytes must arrive whole, over WebRTC.
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { within } from './shoal.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+
+/** Starts `node peer.mjs ...`; resolves with the process and its first stdout line. */
+function peer (mode, url, dir) {
+  const proc = spawn(process.execPath, [join(here, 'peer.mjs'), mode, url, dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const err = []
+  createInterface({ input: proc.stderr }).on('line', l => err.push(l))
+  const line = new Promise((resolve, reject) => {
+    createInterface({ input: proc.stdout }).once('line', resolve)
+    proc.once('exit', code => reject(new Error(`${mode} exited (${code}): ${err.join(' | ')}`)))
+  })
+  return { proc, line, stop: () => { if (proc.exitCode === null) proc.kill('SIGKILL') } }
+}
+
+/** Seeds through `seedUrl`, leeches through `leechUrl`; the leecher's report, or throws. */
+export async function transfer (seedUrl, leechUrl, ms) {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-webrtc-'))
+  const seeder = peer('seed', seedUrl, dir)
+  let leecher
+  try {
+    await within(20000, 'the seeder to start', seeder.line)
+    leecher = peer('leech', leechUrl, dir)
+    const report = JSON.parse(await within(ms, 'the leecher to finish', leecher.line))
+    const same = readFileSync(join(dir, 'data.bin')).equals(readFileSync(join(dir, 'got', 'data.bin')))
+    return { ...report, same }
+  } finally {
+    seeder.stop()
+    leecher?.stop()
+  }
+}
+
+export async function webrtc (shoal, metrics) {
+  const url = `${shoal.ws}/announce`
+  const r = await transfer(url, url, 60000)
+  const steps = []
+  const check = (ok, what) => {
+    if (!ok) throw new Error(`webrtc: ${what}: ${JSON.stringify(r)}`)
+    steps.push(what)
+  }
+  check(r.same && r.length === 1 << 20, 'the leecher has the seeder\'s 1 MiB, byte for byte')
+  check(r.byWire.webrtc === r.length && Object.keys(r.byWire).length === 1, 'every byte came over WebRTC')
+  const text = await metrics(shoal)
+  const relayed = name => Number((text.match(new RegExp(`^${name} (\\d+)`, 'm')) || [])[1] || 0)
+  check(relayed('shoal_ws_offers_relayed_total') >= 1 && relayed('shoal_ws_answers_relayed_total') >= 1,
+    'Shoal relayed the offer and its answer')
+  return steps
+}
+
+/** The same peers with no tracker to meet at: the leecher must not finish. */
+export async function negativeControl () {
+  // A loopback port where nothing listens: both peers keep retrying the tracker.
+  const nowhere = 'ws://127.0.0.1:9/announce'
+  try {
+    await transfer(nowhere, nowhere, 20000)
+  } catch (err) {
+    if (/timed out after 20000 ms: the leecher to finish/.test(err.message)) {
+      return ['without a tracker the peers did not meet within 20 s']
+    }
+    throw err
+  }
+  throw new Error('negative control: the leecher finished without a tracker')
+}
