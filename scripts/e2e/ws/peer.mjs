@@ -21,6 +21,10 @@ const client = new WebTorrent({
   // Without a bind address the WebRTC stack offers only the machine's other interfaces.
   tracker: { rtcConfig: { iceServers: [], bindAddress: '127.0.0.1' } }
 })
+client.on('torrent', t => {
+  t.on('warning', w => console.error(`warning: ${w.message || w}`))
+  t.on('wire', w => console.error(`wire ${w.type} ${w.remoteAddress || ''}`))
+})
 client.on('error', err => {
   console.error(`webtorrent: ${err.message}`)
   process.exit(2)

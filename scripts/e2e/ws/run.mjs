@@ -1,15 +1,17 @@
 // WebSocket tracker end-to-end runs against a built `shoal`:
 //   node run.mjs --shoal target/debug/shoal [--only reference,webrtc,negative,browser]
+// (browser needs Debian's chromium, or CHROMIUM=/path/to/chromium)
 // Every run is on loopback, bounded in time, and stops the processes it started.
 import { parseArgs } from 'node:util'
 import { metrics, startShoal } from './shoal.mjs'
 import { referenceClient } from './reference.mjs'
 import { negativeControl, webrtc } from './webrtc.mjs'
+import { browser } from './browser.mjs'
 
 const { values } = parseArgs({
   options: {
     shoal: { type: 'string', default: 'target/debug/shoal' },
-    only: { type: 'string', default: 'reference,webrtc,negative' }
+    only: { type: 'string', default: 'reference,webrtc,negative,browser' }
   }
 })
 const wanted = new Set(values.only.split(','))
@@ -19,6 +21,8 @@ async function withShoal (f, extra = '') {
   const shoal = await startShoal(values.shoal, extra)
   try {
     return await f(shoal)
+  } catch (err) {
+    throw new Error(`${err.message}\n  shoal log: ${shoal.log.slice(-30).join('\n    ')}`)
   } finally {
     await shoal.stop()
   }
@@ -26,8 +30,9 @@ async function withShoal (f, extra = '') {
 
 const runs = {
   reference: () => withShoal(referenceClient),
-  webrtc: () => withShoal(shoal => webrtc(shoal, metrics)),
-  negative: negativeControl
+  webrtc: () => withShoal(shoal => webrtc(shoal, metrics), '[log]\nlevel = "shoal=debug"\n'),
+  negative: negativeControl,
+  browser: () => browser(values.shoal)
 }
 
 let failed = false

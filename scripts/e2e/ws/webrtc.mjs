@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { within } from './shoal.mjs'
+import { seederSettled, within } from './shoal.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
@@ -19,18 +19,22 @@ function peer (mode, url, dir) {
     createInterface({ input: proc.stdout }).once('line', resolve)
     proc.once('exit', code => reject(new Error(`${mode} exited (${code}): ${err.join(' | ')}`)))
   })
-  return { proc, line, stop: () => { if (proc.exitCode === null) proc.kill('SIGKILL') } }
+  return { proc, line, err, stop: () => { if (proc.exitCode === null) proc.kill('SIGKILL') } }
 }
 
-/** Seeds through `seedUrl`, leeches through `leechUrl`; the leecher's report, or throws. */
-export async function transfer (seedUrl, leechUrl, ms) {
+/** Seeds through `seedUrl`, leeches through `leechUrl`; the leecher's report, or throws.
+ * With `shoal`, the leecher starts once the seeder has settled (shoal.mjs, `seederSettled`). */
+export async function transfer (seedUrl, leechUrl, ms, shoal) {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-webrtc-'))
   const seeder = peer('seed', seedUrl, dir)
   let leecher
   try {
-    await within(20000, 'the seeder to start', seeder.line)
+    const seeding = await within(20000, 'the seeder to start', seeder.line)
+    if (shoal) await seederSettled(shoal, seeding.split(' ')[1])
     leecher = peer('leech', leechUrl, dir)
-    const report = JSON.parse(await within(ms, 'the leecher to finish', leecher.line))
+    const report = JSON.parse(await within(ms, 'the leecher to finish', leecher.line).catch(err => {
+      throw new Error(`${err.message}\n  seeder: ${seeder.err.slice(-8).join(' | ')}\n  leecher: ${leecher.err.slice(-8).join(' | ')}`)
+    }))
     const same = readFileSync(join(dir, 'data.bin')).equals(readFileSync(join(dir, 'got', 'data.bin')))
     return { ...report, same }
   } finally {
@@ -41,7 +45,7 @@ export async function transfer (seedUrl, leechUrl, ms) {
 
 export async function webrtc (shoal, metrics) {
   const url = `${shoal.ws}/announce`
-  const r = await transfer(url, url, 60000)
+  const r = await transfer(url, url, 60000, shoal)
   const steps = []
   const check = (ok, what) => {
     if (!ok) throw new Error(`webrtc: ${what}: ${JSON.stringify(r)}`)

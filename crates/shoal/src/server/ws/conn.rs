@@ -235,6 +235,7 @@ impl Conn<'_> {
         } else {
             self.peers.insert((h, a.peer_id));
         }
+        tracing::debug!(conn = me, event = ?a.event, offers = a.offers.len(), peers = peers.len(), "ws announce");
         let reply = ws::announce_reply(h, answer.interval, answer.seeders, answer.leechers);
         self.relay_offers(h, a.peer_id, &peers, &a.offers);
         Ok(vec![reply])
@@ -270,6 +271,7 @@ impl Conn<'_> {
                 // Held by another node: relaying across nodes is not built yet.
                 _ => false,
             };
+            tracing::debug!(conn = self.me, to = %peer.addr, sent, "ws offer");
             match sent {
                 true => counters.offer_relayed(),
                 false => counters.relay_dropped(),
@@ -286,11 +288,13 @@ impl Conn<'_> {
             ..Failure::new(Action::Announce, a.info_hash, ErrorKind::UnknownOffer, "")
         };
         if !self.peers.contains(&(a.info_hash, a.peer_id)) {
+            tracing::debug!(conn = self.me, "ws answer from a peer this connection did not announce");
             return Err(unknown());
         }
         let to = hub
             .answer(self.me, (a.info_hash, a.offer_id), a.to_peer_id)
             .ok_or_else(unknown)?;
+        tracing::debug!(conn = self.me, to, "ws answer");
         let counters = self.setup.tracker.ws_counters();
         match hub.send(to, ws::answer(&a)) {
             Ok(()) => counters.answer_relayed(),
