@@ -4,6 +4,7 @@
 //                                             prints "seeding", runs until killed
 //   node peer.mjs leech <tracker-url> <dir>   downloads <dir>/data.torrent into <dir>/got/,
 //                                             prints one JSON line of what came over which wire
+import bencode from 'bencode'
 import WebTorrent from 'webtorrent'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -40,8 +41,16 @@ if (mode === 'seed') {
 } else {
   const out = join(dir, 'got')
   mkdirSync(out, { recursive: true })
-  const torrentFile = readFileSync(join(dir, 'data.torrent'))
-  client.add(torrentFile, { announce: [url], path: out }, torrent => {
+  // The torrent names the seeder's tracker: drop it, so this peer knows only `url` (a run
+  // across nodes must not let the leecher reach the seeder's node).
+  const meta = bencode.decode(readFileSync(join(dir, 'data.torrent')))
+  delete meta.announce
+  delete meta['announce-list']
+  client.add(Buffer.from(bencode.encode(meta)), { announce: [url], path: out }, torrent => {
+    if (torrent.announce.some(a => a !== url)) {
+      console.error(`leecher knows other trackers: ${torrent.announce}`)
+      process.exit(3)
+    }
     const byWire = {}
     const count = wire => wire.on('download', n => { byWire[wire.type] = (byWire[wire.type] || 0) + n })
     torrent.wires.forEach(count)

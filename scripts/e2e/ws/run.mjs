@@ -1,5 +1,6 @@
 // WebSocket tracker end-to-end runs against a built `shoal`:
-//   node run.mjs --shoal target/debug/shoal [--only reference,webrtc,negative,browser]
+//   node run.mjs --shoal target/debug/shoal [--dbserver target/debug/dbserver]
+//                [--only reference,webrtc,negative,browser,cluster,cluster-control]
 // (browser needs Debian's chromium, or CHROMIUM=/path/to/chromium)
 // Every run is on loopback, bounded in time, and stops the processes it started.
 import { parseArgs } from 'node:util'
@@ -7,11 +8,13 @@ import { metrics, startShoal } from './shoal.mjs'
 import { referenceClient } from './reference.mjs'
 import { negativeControl, webrtc } from './webrtc.mjs'
 import { browser } from './browser.mjs'
+import { cluster, clusterControl } from './cluster.mjs'
 
 const { values } = parseArgs({
   options: {
     shoal: { type: 'string', default: 'target/debug/shoal' },
-    only: { type: 'string', default: 'reference,webrtc,negative,browser' }
+    dbserver: { type: 'string', default: 'target/debug/dbserver' },
+    only: { type: 'string', default: 'reference,webrtc,negative,browser,cluster,cluster-control' }
   }
 })
 const wanted = new Set(values.only.split(','))
@@ -32,7 +35,9 @@ const runs = {
   reference: () => withShoal(referenceClient),
   webrtc: () => withShoal(shoal => webrtc(shoal, metrics), '[log]\nlevel = "shoal=debug"\n'),
   negative: negativeControl,
-  browser: () => browser(values.shoal)
+  browser: () => browser(values.shoal),
+  cluster: () => cluster(values.shoal, values.dbserver),
+  'cluster-control': () => clusterControl(values.shoal, values.dbserver)
 }
 
 let failed = false

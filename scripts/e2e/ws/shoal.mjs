@@ -54,22 +54,32 @@ export async function metrics (shoal) {
   return res.text()
 }
 
+/** Seeders of `infoHash` (hex) as the node's admin API counts them. */
+export async function seeders (shoal, infoHash) {
+  const res = await fetch(`${shoal.api}/api/v1/torrents/${infoHash}`, {
+    headers: { authorization: 'Bearer e2e-token-0123456789' }
+  })
+  return res.ok ? (await res.json()).seeders : 0
+}
+
+/** Polls `ok` every 100 ms until it holds, or throws after `ms`. */
+export async function until (what, ms, ok) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (await ok()) return
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  throw new Error(`${what}: not within ${ms} ms`)
+}
+
 /** Resolves once a WebTorrent seeder is settled in Shoal: counted as a seeder, and its
  * two first announces in (`completed` without offers, then `started` with offers). A peer
  * that joins only then sends offers the seeder answers, and gets the seeder's own next
  * offers an interval later: two peers that dial each other at the same moment may each
  * drop a different connection and keep none. */
-export async function seederSettled (shoal, infoHash, ms = 20000) {
-  const end = Date.now() + ms
+export function seederSettled (shoal, infoHash, ms = 20000) {
   const announces = /^shoal_requests_total\{protocol="ws",action="announce"\} (\d+)/m
-  while (Date.now() < end) {
-    const res = await fetch(`${shoal.api}/api/v1/torrents/${infoHash}`, {
-      headers: { authorization: 'Bearer e2e-token-0123456789' }
-    })
-    const seeders = res.ok ? (await res.json()).seeders : 0
-    const n = Number(((await metrics(shoal)).match(announces) || [])[1] || 0)
-    if (seeders >= 1 && n >= 2) return
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  throw new Error(`the seeder of ${infoHash} did not settle within ${ms} ms`)
+  return until(`the seeder of ${infoHash} to settle`, ms, async () =>
+    (await seeders(shoal, infoHash)) >= 1 &&
+    Number(((await metrics(shoal)).match(announces) || [])[1] || 0) >= 2)
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { seederSettled, within } from './shoal.mjs'
+import { seederSettled, seeders, until, within } from './shoal.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
@@ -23,14 +23,17 @@ function peer (mode, url, dir) {
 }
 
 /** Seeds through `seedUrl`, leeches through `leechUrl`; the leecher's report, or throws.
- * With `shoal`, the leecher starts once the seeder has settled (shoal.mjs, `seederSettled`). */
-export async function transfer (seedUrl, leechUrl, ms, shoal) {
+ * With `shoal`, the leecher starts once the seeder has settled there (shoal.mjs,
+ * `seederSettled`), and with `leechShoal` once that node counts the seeder too. */
+export async function transfer (seedUrl, leechUrl, ms, shoal, leechShoal) {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-webrtc-'))
   const seeder = peer('seed', seedUrl, dir)
   let leecher
   try {
     const seeding = await within(20000, 'the seeder to start', seeder.line)
-    if (shoal) await seederSettled(shoal, seeding.split(' ')[1])
+    const infoHash = seeding.split(' ')[1]
+    if (shoal) await seederSettled(shoal, infoHash)
+    if (leechShoal) await until('the leecher\'s node to count the seeder', 10000, async () => (await seeders(leechShoal, infoHash)) >= 1)
     leecher = peer('leech', leechUrl, dir)
     const report = JSON.parse(await within(ms, 'the leecher to finish', leecher.line).catch(err => {
       throw new Error(`${err.message}\n  seeder: ${seeder.err.slice(-8).join(' | ')}\n  leecher: ${leecher.err.slice(-8).join(' | ')}`)

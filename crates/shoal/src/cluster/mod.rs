@@ -38,26 +38,44 @@ const PRESENCE: Duration = Duration::from_secs(5);
 
 /// Where the bus is: its URL, and for `rediss://` the CA to trust (None: the system's).
 #[derive(Clone)]
-struct Bus {
+pub struct Bus {
     url: String,
     ca: Option<Vec<u8>>,
 }
 
-async fn connect(bus: &Bus) -> redis::RedisResult<MultiplexedConnection> {
+impl Bus {
+    pub fn of(config: &ClusterConfig) -> Bus {
+        // rustls needs one process-wide crypto provider for rediss://; a second install is
+        // a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Bus {
+            url: config.redis_url.expose().to_string(),
+            ca: (!config.redis_ca_cert_path.is_empty())
+                .then(|| std::fs::read(&config.redis_ca_cert_path).ok())
+                .flatten(),
+        }
+    }
+
+    /// A client of the bus (no connection yet).
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.ca {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+    }
+}
+
+pub async fn connect(bus: &Bus) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(5)));
-    let client = match &bus.ca {
-        Some(pem) => redis::Client::build_with_tls(
-            bus.url.as_str(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        )?,
-        None => redis::Client::open(bus.url.as_str())?,
-    };
-    client
+    bus.client()?
         .get_multiplexed_async_connection_with_config(&config)
         .await
 }
@@ -97,14 +115,7 @@ pub fn start(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    // rustls needs one process-wide crypto provider for rediss://; a second install is a no-op.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = Bus {
-        url: config.redis_url.expose().to_string(),
-        ca: (!config.redis_ca_cert_path.is_empty())
-            .then(|| std::fs::read(&config.redis_ca_cert_path).ok())
-            .flatten(),
-    };
+    let url = Bus::of(config);
     // A peer of another node lives here one timeout and one lease past its last record
     // (swarm `apply`): a node replaying the stream must see that far back.
     let timeout = tracker.policy().peer_timeout;

@@ -228,16 +228,22 @@ impl Node {
             .and_then(|b| u64::from_str_radix(&b.incarnation, 16).ok())
             .unwrap_or_else(crate::os::random_u64) as u32;
         let offers = c.max_connections.get() * c.max_offers.get();
+        let hub = Arc::new(ws::hub::Hub::new(
+            node,
+            Duration::from_millis(c.offer_timeout_ms.get()),
+            offers,
+        ));
+        let relay = config.cluster.enabled().then(|| {
+            let bus = crate::cluster::Bus::of(&config.cluster);
+            ws::relay::start(bus, hub.clone(), tracker.clone(), &mut self.tasks)
+        });
         let setup = ws::Setup {
             tracker: tracker.clone(),
-            hub: Arc::new(ws::hub::Hub::new(
-                node,
-                Duration::from_millis(c.offer_timeout_ms.get()),
-                offers,
-            )),
+            hub,
             config: c.clone(),
             proxies: crate::server::proxy::Proxies::new(&config.http.trusted_proxies),
             tls,
+            relay,
         };
         for listener in listeners {
             let scheme = if setup.tls.is_some() { "wss" } else { "ws" };

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Setup;
 use crate::server::stopped;
-use super::hub::Frame;
+use super::hub::{Frame, Offerer};
+use super::relay::Message as Relayed;
 use crate::tracker::{ErrorKind, PeerAnnounce, Protocol::Ws, Refused};
 
 /// A frame refused: counted as `kind`, answered with an error frame naming its action and
@@ -258,18 +259,30 @@ impl Conn<'_> {
         offers: &[ws::Offer],
     ) {
         let (hub, counters) = (&self.setup.hub, self.setup.tracker.ws_counters());
+        let offerer = Offerer {
+            node: hub.node(),
+            conn: self.me,
+            peer: from,
+        };
         for (peer, offer) in peers.iter().zip(offers) {
-            let sent = match Endpoint::of(&peer.addr) {
-                Some(to) if hub.is_mine(to) => hub
-                    .offer(
-                        to.conn,
-                        (h, offer.offer_id),
-                        (self.me, from),
-                        ws::offer(h, from, offer),
-                    )
-                    .is_ok(),
-                // Held by another node: relaying across nodes is not built yet.
-                _ => false,
+            let Some(to) = Endpoint::of(&peer.addr) else {
+                continue;
+            };
+            let frame = ws::offer(h, from, offer);
+            let sent = if hub.is_mine(to) {
+                hub.offer(to.conn, (h, offer.offer_id), offerer, frame).is_ok()
+            } else {
+                // Held by another node of the cluster: through the bus to that node.
+                self.setup.relay.as_ref().is_some_and(|r| {
+                    let m = Relayed::Offer {
+                        to: to.conn,
+                        info_hash: h,
+                        offer_id: offer.offer_id,
+                        from: offerer,
+                        frame,
+                    };
+                    r.send(to.node, &m)
+                })
             };
             tracing::debug!(conn = self.me, to = %peer.addr, sent, "ws offer");
             match sent {
@@ -294,11 +307,18 @@ impl Conn<'_> {
         let to = hub
             .answer(self.me, (a.info_hash, a.offer_id), a.to_peer_id)
             .ok_or_else(unknown)?;
-        tracing::debug!(conn = self.me, to, "ws answer");
+        tracing::debug!(conn = self.me, to.node, to.conn, "ws answer");
         let counters = self.setup.tracker.ws_counters();
-        match hub.send(to, ws::answer(&a)) {
-            Ok(()) => counters.answer_relayed(),
-            Err(_) => counters.relay_dropped(),
+        let frame = ws::answer(&a);
+        let sent = if to.node == hub.node() {
+            hub.send(to.conn, frame).is_ok()
+        } else {
+            let m = Relayed::Answer { to: to.conn, frame };
+            self.setup.relay.as_ref().is_some_and(|r| r.send(to.node, &m))
+        };
+        match sent {
+            true => counters.answer_relayed(),
+            false => counters.relay_dropped(),
         }
         Ok(())
     }

@@ -24,9 +24,16 @@ struct OfferKey {
 }
 
 struct Pending {
-    from: u32,
-    from_peer: PeerId,
+    from: Offerer,
     expires: Instant,
+}
+
+/// Who made an offer: a connection of some node (this one or another), and its peer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offerer {
+    pub node: u32,
+    pub conn: u32,
+    pub peer: PeerId,
 }
 
 #[derive(Default)]
@@ -111,6 +118,11 @@ impl Hub {
         e.node == self.node
     }
 
+    /// This node's half of its endpoints.
+    pub fn node(&self) -> u32 {
+        self.node
+    }
+
     /// Claims `peer_id` in `h` for `conn`; false if another open connection holds it.
     pub fn hold(&self, h: InfoHash, peer_id: PeerId, conn: u32) -> bool {
         let mut holders = self.holders.lock().unwrap();
@@ -142,12 +154,12 @@ impl Hub {
         }
     }
 
-    /// Queues an offer for `to` and remembers who may be answered.
+    /// Queues an offer for connection `to` of this node and remembers who may be answered.
     pub fn offer(
         &self,
         to: u32,
         key: (InfoHash, Bytes20),
-        from: (u32, PeerId),
+        from: Offerer,
         frame: Frame,
     ) -> Result<(), Undelivered> {
         self.send(to, frame)?;
@@ -162,8 +174,7 @@ impl Hub {
         o.pending.insert(
             k,
             Pending {
-                from: from.0,
-                from_peer: from.1,
+                from,
                 expires: now + self.offer_timeout,
             },
         );
@@ -171,9 +182,9 @@ impl Hub {
         Ok(())
     }
 
-    /// The connection an answer from `to` goes to: only for an offer it was really sent,
-    /// from the peer the answer names, not yet expired; the offer is then spent.
-    pub fn answer(&self, to: u32, key: (InfoHash, Bytes20), offerer: PeerId) -> Option<u32> {
+    /// Where an answer from `to` goes: only for an offer it was really sent, from the peer
+    /// the answer names, not yet expired; the offer is then spent.
+    pub fn answer(&self, to: u32, key: (InfoHash, Bytes20), offerer: PeerId) -> Option<Offerer> {
         let k = OfferKey {
             info_hash: key.0,
             offer_id: key.1,
@@ -182,7 +193,7 @@ impl Hub {
         let mut o = self.offers.lock().unwrap();
         let now = Instant::now();
         let p = o.pending.get(&k)?;
-        if p.expires <= now || p.from_peer != offerer {
+        if p.expires <= now || p.from.peer != offerer {
             return None;
         }
         let from = p.from;
@@ -231,8 +242,8 @@ mod tests {
         let (b, mut rb) = hub.open(8);
         let (c, _rc) = hub.open(8);
         let alice = PeerId([b'a'; 20]);
-        hub.offer(b, (H, O), (a, alice), "offer".into())
-            .unwrap();
+        let from = Offerer { node: 9, conn: a, peer: alice };
+        hub.offer(b, (H, O), from, "offer".into()).unwrap();
         assert_eq!(rb.try_recv().unwrap(), "offer");
         assert_eq!(hub.answer(c, (H, O), alice), None, "not sent to c");
         assert_eq!(
@@ -240,10 +251,9 @@ mod tests {
             None,
             "names another offerer"
         );
-        assert_eq!(hub.answer(b, (H, O), alice), Some(a));
+        assert_eq!(hub.answer(b, (H, O), alice), Some(from));
         assert_eq!(hub.answer(b, (H, O), alice), None, "spent");
-        hub.offer(b, (H, O), (a, alice), "again".into())
-            .unwrap();
+        hub.offer(b, (H, O), from, "again".into()).unwrap();
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(hub.answer(b, (H, O), alice), None, "expired");
     }
@@ -254,8 +264,8 @@ mod tests {
         let (a, _ra) = hub.open(2);
         let (b, _rb) = hub.open(100);
         for i in 0..10u8 {
-            hub.offer(b, (H, Bytes20([i; 20])), (a, PeerId([0; 20])), String::new())
-                .unwrap();
+            let from = Offerer { node: 9, conn: a, peer: PeerId([0; 20]) };
+            hub.offer(b, (H, Bytes20([i; 20])), from, String::new()).unwrap();
         }
         assert!(hub.pending_offers() <= 3, "{}", hub.pending_offers());
         assert_eq!(hub.send(a, "1".into()), Ok(()));

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod hub;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +33,8 @@ pub struct Setup {
     pub config: WsConfig,
     pub proxies: Proxies,
     pub tls: Option<Arc<Certs>>,
+    /// In a cluster: offers and answers for peers other nodes hold.
+    pub relay: Option<relay::Relay>,
 }
 
 /// Open connections per client address, over every listener.
