@@ -442,3 +442,67 @@ fn two_peers_of_one_torrent_on_one_pooled_socket_are_two_peers() {
         f["complete"] == 0 && f["incomplete"] == 0
     });
 }
+
+/// A TCP connection to `to` from 127.0.0.`n` (another client address on loopback).
+fn tcp_from(n: u8, to: std::net::SocketAddr, recv_buffer: Option<usize>) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(b) = recv_buffer {
+        s.set_recv_buffer_size(b).unwrap();
+    }
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, n], 0)).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    let t = TcpStream::from(s);
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    t
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Hostile clients from one address: hundreds of idle sockets, a flood of large offers to
+/// a peer that never reads. The honest client from another address is served, and the
+/// node's memory stays within what the limits allow.
+#[test]
+fn hostile_clients_leave_honest_ones_served_and_memory_bounded() {
+    let dir = temp_dir();
+    let shoal = ws_shoal(
+        dir.path(),
+        "max_connections_per_ip = 50\nmax_queued_bytes = 262144\nwrite_timeout_ms = 60000",
+        "",
+    );
+    let before = rss_kib(shoal.pid());
+    // 400 idle upgraded sockets from 127.0.0.1: at most 50 are held.
+    let idle: Vec<_> = (0..400).filter_map(|_| ws_open(shoal.ws[0], "/", &[]).ok()).collect();
+    wait_until("the idle sockets past the cap to be closed", Duration::from_secs(10), || {
+        metric(&shoal, "shoal_ws_connections") <= 50
+    });
+    assert!(metric(&shoal, "shoal_errors_total{protocol=\"ws\",kind=\"too_many_connections_per_ip\"}") >= 350);
+    // A peer that never reads, with a small receive buffer, sent 60 MB of offers.
+    let mut deaf = ws_over(tcp_from(3, shoal.ws[0], Some(4096)), shoal.ws[0], "/", &[]).unwrap();
+    deaf.announce(&H, &id(1), json!({"left": 0}));
+    let mut flooder = ws_over(tcp_from(4, shoal.ws[0], None), shoal.ws[0], "/", &[]).unwrap();
+    for i in 0..2000u16 {
+        let mut oid = [b'f'; 20];
+        oid[18..].copy_from_slice(&i.to_be_bytes());
+        let o = json!([{"offer_id": latin1(&oid), "offer": {"type": "offer", "sdp": "s".repeat(30_000)}}]);
+        flooder.announce(&H, &id(2), json!({"left": 9, "offers": o}));
+        flooder.recv();
+    }
+    assert!(metric(&shoal, "shoal_ws_relays_dropped_total") > 1000, "the deaf peer's queue is bounded");
+    // The honest client, from another address, is served at once.
+    let mut honest = ws_over(tcp_from(2, shoal.ws[0], None), shoal.ws[0], "/", &[]).unwrap();
+    honest.announce(&[7; 20], &id(3), json!({"left": 0}));
+    assert_eq!(honest.recv()["complete"], 1);
+    let grown = rss_kib(shoal.pid()).saturating_sub(before);
+    // 50 idle sockets and one 256 KiB queue; 60 MB went past it. Allow the allocator slack.
+    assert!(grown < 40 * 1024, "RSS grew {grown} KiB");
+    drop((idle, deaf));
+}

@@ -46,6 +46,8 @@ pub struct WsConfig {
     pub offer_timeout_ms: NonZeroU64,
     /// Frames waiting for a slow reader; past it, frames to it are dropped and counted.
     pub max_queued_frames: NonZeroUsize,
+    /// The same in bytes: what a reader that stopped reading can make this node hold.
+    pub max_queued_bytes: NonZeroUsize,
 }
 
 impl Default for WsConfig {
@@ -65,6 +67,7 @@ impl Default for WsConfig {
             max_offers: NonZeroUsize::new(10).unwrap(),
             offer_timeout_ms: NonZeroU64::new(50_000).unwrap(),
             max_queued_frames: NonZeroUsize::new(256).unwrap(),
+            max_queued_bytes: NonZeroUsize::new(1 << 20).unwrap(),
         }
     }
 }
@@ -102,6 +105,12 @@ impl Config {
             return bad(
                 "ws.max_torrents_per_connection",
                 "above 65535 (a connection's peers are numbered in 16 bits)".into(),
+            );
+        }
+        if w.max_queued_bytes < w.max_message_bytes {
+            return bad(
+                "ws.max_queued_bytes",
+                "below ws.max_message_bytes: the largest offer could never be queued".into(),
             );
         }
         if w.max_message_bytes.get() < 1024 {

@@ -8,13 +8,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use protocol::ws::{self, Action, Endpoint, ParseErrorKind, Request};
 use protocol::{AnnounceEvent, InfoHash, PeerId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Setup;
 use crate::server::stopped;
-use super::hub::{Frame, Offerer};
+use super::hub::{Frame, Offerer, Queue};
 use super::relay::Message as Relayed;
 use crate::tracker::{ErrorKind, PeerAnnounce, Protocol::Ws, Refused};
 
@@ -76,7 +76,9 @@ pub async fn run<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let c = &setup.config;
-    let (me, mut queue) = setup.hub.open(c.max_queued_frames.get());
+    let (me, mut queue) = setup
+        .hub
+        .open(c.max_queued_frames.get(), c.max_queued_bytes.get());
     let counters = setup.tracker.ws_counters();
     counters.opened();
     let mut conn = Conn {
@@ -341,7 +343,7 @@ impl Conn<'_> {
     }
 
     /// The connection is gone: its peers leave their swarms, its peer ids are free.
-    fn close(&mut self, queue: &mut mpsc::Receiver<Frame>) {
+    fn close(&mut self, queue: &mut Queue) {
         queue.close();
         let tracker = &self.setup.tracker;
         let peers: Vec<_> = self.peers.drain().collect();

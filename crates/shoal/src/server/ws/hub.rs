@@ -3,8 +3,8 @@
 //! are waiting for an answer (docs/design.md, "WebSocket").
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::ws::{Bytes20, Endpoint};
@@ -47,12 +47,39 @@ pub struct Hub {
     /// This node's half of every endpoint it hands out.
     node: u32,
     next: AtomicU32,
-    conns: Mutex<HashMap<u32, mpsc::Sender<Frame>>>,
+    conns: Mutex<HashMap<u32, Outbox>>,
     /// Which connection holds a peer id in a torrent: another cannot take it over.
     holders: Mutex<HashMap<(InfoHash, PeerId), u32>>,
     offers: Mutex<Offers>,
     offer_timeout: Duration,
     max_offers: usize,
+}
+
+/// A connection's queue: frames and their bytes, both bounded, so a reader that stops
+/// reading holds at most `max_bytes` of frames however large each is.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Frame>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The receiving end of a connection's queue.
+pub struct Queue {
+    rx: mpsc::Receiver<Frame>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    pub async fn recv(&mut self) -> Option<Frame> {
+        let f = self.rx.recv().await?;
+        self.queued.fetch_sub(f.len(), Relaxed);
+        Some(f)
+    }
+
+    pub fn close(&mut self) {
+        self.rx.close();
+    }
 }
 
 /// Why a frame for another connection was not queued.
@@ -79,9 +106,16 @@ impl Hub {
         }
     }
 
-    /// A new connection: its number, and the receiving end of its queue.
-    pub fn open(&self, queue: usize) -> (u32, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(queue);
+    /// A new connection: its number, and the receiving end of its queue (at most `frames`
+    /// frames and `max_bytes` bytes).
+    pub fn open(&self, frames: usize, max_bytes: usize) -> (u32, Queue) {
+        let (tx, rx) = mpsc::channel(frames);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let outbox = Outbox {
+            tx,
+            queued: queued.clone(),
+            max_bytes,
+        };
         let mut conns = self.conns.lock().unwrap();
         let conn = loop {
             // Wraps after four billion connections; skip numbers still open.
@@ -90,8 +124,8 @@ impl Hub {
                 break n;
             }
         };
-        conns.insert(conn, tx);
-        (conn, rx)
+        conns.insert(conn, outbox);
+        (conn, Queue { rx, queued })
     }
 
     /// The endpoint of the peer in `slot` of connection `conn` of this node.
@@ -146,11 +180,23 @@ impl Hub {
 
     /// Queues `frame` for `conn` without waiting.
     pub fn send(&self, conn: u32, frame: Frame) -> Result<(), Undelivered> {
-        let tx = self.conns.lock().unwrap().get(&conn).cloned();
-        match tx.map(|tx| tx.try_send(frame)) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(mpsc::error::TrySendError::Full(_))) => Err(Undelivered::Full),
-            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Err(Undelivered::Gone),
+        let Some(out) = self.conns.lock().unwrap().get(&conn).cloned() else {
+            return Err(Undelivered::Gone);
+        };
+        let len = frame.len();
+        if out.queued.fetch_add(len, Relaxed) + len > out.max_bytes {
+            out.queued.fetch_sub(len, Relaxed);
+            return Err(Undelivered::Full);
+        }
+        match out.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                out.queued.fetch_sub(len, Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => Err(Undelivered::Full),
+                    mpsc::error::TrySendError::Closed(_) => Err(Undelivered::Gone),
+                }
+            }
         }
     }
 
@@ -238,13 +284,13 @@ mod tests {
     #[test]
     fn an_answer_goes_only_to_its_offerer_once_and_in_time() {
         let hub = Hub::new(9, Duration::from_millis(50), 100);
-        let (a, _ra) = hub.open(8);
-        let (b, mut rb) = hub.open(8);
-        let (c, _rc) = hub.open(8);
+        let (a, _ra) = hub.open(8, 1 << 20);
+        let (b, mut rb) = hub.open(8, 1 << 20);
+        let (c, _rc) = hub.open(8, 1 << 20);
         let alice = PeerId([b'a'; 20]);
         let from = Offerer { node: 9, conn: a, peer: alice };
         hub.offer(b, (H, O), from, "offer".into()).unwrap();
-        assert_eq!(rb.try_recv().unwrap(), "offer");
+        assert_eq!(rb.rx.try_recv().unwrap(), "offer");
         assert_eq!(hub.answer(c, (H, O), alice), None, "not sent to c");
         assert_eq!(
             hub.answer(b, (H, O), PeerId([b'x'; 20])),
@@ -261,8 +307,8 @@ mod tests {
     #[test]
     fn offers_are_bounded_and_a_full_queue_drops() {
         let hub = Hub::new(9, Duration::from_secs(60), 3);
-        let (a, _ra) = hub.open(2);
-        let (b, _rb) = hub.open(100);
+        let (a, _ra) = hub.open(2, 1 << 20);
+        let (b, _rb) = hub.open(100, 1 << 20);
         for i in 0..10u8 {
             let from = Offerer { node: 9, conn: a, peer: PeerId([0; 20]) };
             hub.offer(b, (H, Bytes20([i; 20])), from, String::new()).unwrap();
@@ -273,13 +319,20 @@ mod tests {
         assert_eq!(hub.send(a, "3".into()), Err(Undelivered::Full));
         hub.close(a, std::iter::empty());
         assert_eq!(hub.send(a, "4".into()), Err(Undelivered::Gone));
+        // A byte budget bounds what a reader that stopped holds, however large each frame.
+        let (c, mut rc) = hub.open(100, 10);
+        assert_eq!(hub.send(c, "x".repeat(8)), Ok(()));
+        assert_eq!(hub.send(c, "y".repeat(8)), Err(Undelivered::Full));
+        assert_eq!(rc.rx.try_recv().map(|f| f.len()), Ok(8));
+        rc.queued.fetch_sub(8, Relaxed);
+        assert_eq!(hub.send(c, "y".repeat(8)), Ok(()), "room again once read");
     }
 
     #[test]
     fn a_peer_id_held_by_an_open_connection_cannot_be_taken() {
         let hub = Hub::new(9, Duration::from_secs(60), 10);
-        let (a, _ra) = hub.open(2);
-        let (b, _rb) = hub.open(2);
+        let (a, _ra) = hub.open(2, 1 << 20);
+        let (b, _rb) = hub.open(2, 1 << 20);
         let p = PeerId([7; 20]);
         assert!(hub.hold(H, p, a));
         assert!(hub.hold(H, p, a), "its own again");
