@@ -10,6 +10,8 @@ and compares the bytes. Run with Debian's /usr/bin/python3 (python3-libtorrent).
   clients.py --shoal … --cluster --dbserver target/debug/dbserver
                                                    # seeder on node 1, leecher on node 2 (Redis, PostgreSQL)
   clients.py --shoal … --cluster-negative-control  # two nodes sharing no bus: must not meet
+  clients.py --shoal … --hybrid                    # qBittorrent (HTTP) and WebTorrent (ws://) seed one
+                                                   # torrent: Shoal counts both seeders
 """
 
 import argparse
@@ -364,6 +366,8 @@ def main():
     ap.add_argument("--cluster-negative-control", action="store_true",
                     help="two nodes that share no bus: the same scenario must fail")
     ap.add_argument("--dbserver", default="target/debug/dbserver", help="testkit's dbserver, for --cluster")
+    ap.add_argument("--hybrid", action="store_true",
+                    help="qBittorrent over HTTP and WebTorrent (Node) over ws:// seed one torrent; a scrape counts both")
     args = ap.parse_args()
 
     if args.negative_control:
@@ -379,6 +383,8 @@ def main():
         ap.error("--shoal is required")
     if args.cluster or args.cluster_negative_control:
         return cluster(args)
+    if args.hybrid:
+        return hybrid(args)
     work = tempfile.mkdtemp(prefix="shoal-e2e-tracker-")
     shoal = Shoal(os.path.abspath(args.shoal), work)
     failures = []
@@ -404,6 +410,53 @@ def main():
         return 1
     shutil.rmtree(work, ignore_errors=True)
     print("all end-to-end scenarios passed")
+    return 0
+
+
+def hybrid(args):
+    """One torrent, two kinds of seeders: qBittorrent announcing over HTTP, a WebTorrent peer
+    in Node over the WebSocket tracker (two .torrent files, one info dictionary). A scrape
+    over HTTP must count two seeders, and each protocol must have been announced over."""
+    work = tempfile.mkdtemp(prefix="shoal-e2e-hybrid-")
+    ws_port = free_port()
+    shoal = Shoal(os.path.abspath(args.shoal), os.path.join(work, "shoal"),
+                  cluster=f'[ws]\nbind = ["127.0.0.1:{ws_port}"]\n')
+    seed_dir = os.path.join(work, "seed")
+    os.makedirs(seed_dir)
+    data = os.path.join(seed_dir, "payload.bin")
+    with open(data, "wb") as f:
+        f.write(os.urandom(SIZE))
+    http_torrent, infohash = make_torrent(data, f"http://127.0.0.1:{shoal.http}/announce")
+    ws_torrent, same = make_torrent(data, f"ws://127.0.0.1:{ws_port}/announce", suffix=".ws.torrent")
+    assert same == infohash
+    qbt = node = None
+    ok = False
+    try:
+        qbt = QBittorrent(os.path.join(work, "q"))
+        qbt.add(http_torrent, seed_dir)
+        if not wait_for("qBittorrent to seed", qbt.seeding, 30):
+            return 1
+        peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ws", "peer.mjs")
+        node = subprocess.Popen(["node", peer, "seed-torrent", f"ws://127.0.0.1:{ws_port}/announce", ws_torrent, seed_dir],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        line = node.stdout.readline()
+        if not line.startswith("seeding"):
+            print(f"    the WebTorrent seeder did not start: {line!r}")
+            return 1
+        ok = wait_for("Shoal to count both seeders", lambda: shoal.seeders(infohash) == 2, 30)
+        print(f"    HTTP scrape: {shoal.seeders(infohash)} seeders (qBittorrent over HTTP, WebTorrent over ws://)")
+        ok = ok and shoal.announces("http") >= 1 and shoal.announces("ws") >= 1
+    finally:
+        if qbt is not None:
+            qbt.stop()
+        if node is not None:
+            stop_process(node)
+        code = shoal.stop()
+    if not ok or code != 0:
+        print(f"hybrid torrent: FAILED (shoal exit {code}); kept {work}")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    print("hybrid torrent: ok, one set of numbers for both kinds of seeders")
     return 0
 
 

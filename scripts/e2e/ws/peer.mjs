@@ -4,6 +4,9 @@
 //                                             prints "seeding", runs until killed
 //   node peer.mjs leech <tracker-url> <dir>   downloads <dir>/data.torrent into <dir>/got/,
 //                                             prints one JSON line of what came over which wire
+//   node peer.mjs seed-torrent <tracker-url> <torrent> <data-dir>
+//                                             seeds a torrent whose data is in <data-dir>
+//                                             (verified first), prints "seeding", runs until killed
 import bencode from 'bencode'
 import WebTorrent from 'webtorrent'
 import { randomBytes } from 'node:crypto'
@@ -31,7 +34,14 @@ client.on('error', err => {
   process.exit(2)
 })
 
-if (mode === 'seed') {
+if (mode === 'seed-torrent') {
+  const [torrentPath, dataDir] = process.argv.slice(4)
+  client.add(readFileSync(torrentPath), { announce: [url], path: dataDir }, torrent => {
+    const ready = () => console.log(`seeding ${torrent.infoHash}`)
+    if (torrent.done) ready()
+    else torrent.once('done', ready)
+  })
+} else if (mode === 'seed') {
   const data = randomBytes(1 << 20)
   writeFileSync(join(dir, 'data.bin'), data)
   client.seed(join(dir, 'data.bin'), { announce: [url], name: 'data.bin' }, torrent => {
