@@ -11,6 +11,7 @@ use swarm::{PeerChange, PeerState};
 
 use crate::cluster::record::{self, Record};
 use crate::config::{AnnounceConfig, Mode};
+use crate::cmd::{Error, Result};
 use crate::tracker::Tracker;
 
 /// The cost of several nodes: applying another node's peer changes (ns each) and the Redis
@@ -54,7 +55,7 @@ fn change(i: usize, torrents: usize) -> PeerChange {
     }
 }
 
-pub async fn run(a: Args) -> Result<(), String> {
+pub async fn run(a: Args) -> Result<()> {
     let changes: Vec<PeerChange> = (0..a.changes as usize)
         .map(|i| change(i, a.torrents as usize))
         .collect();
@@ -81,17 +82,18 @@ pub async fn run(a: Args) -> Result<(), String> {
 
     // The stream: every live peer has about two records within one peer timeout (a join or
     // renewal, and the renewal half a timeout later); one million peers, two records each.
-    let client = redis::Client::open(a.redis_url.as_str()).map_err(|e| e.to_string())?;
+    let shown = store::redact_url(&a.redis_url);
+    let client = redis::Client::open(a.redis_url.as_str()).map_err(Error::bus(&shown))?;
     let mut c = client
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| format!("cannot reach {}: {e}", store::redact_url(&a.redis_url)))?;
+        .map_err(Error::bus(format!("cannot reach {shown}")))?;
     let key = "shoal:bench";
     let _: Value = redis::cmd("DEL")
         .arg(key)
         .query_async(&mut c)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::bus("DEL"))?;
     let mut bytes = 0usize;
     let mut entries = 0usize;
     for _round in 0..2 {
@@ -109,7 +111,7 @@ pub async fn run(a: Args) -> Result<(), String> {
                 .arg(data)
                 .query_async(&mut c)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Error::bus("XADD"))?;
         }
     }
     let usage: i64 = redis::cmd("MEMORY")
@@ -119,12 +121,12 @@ pub async fn run(a: Args) -> Result<(), String> {
         .arg(0)
         .query_async(&mut c)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::bus("MEMORY USAGE"))?;
     let _: Value = redis::cmd("DEL")
         .arg(key)
         .query_async(&mut c)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::bus("DEL"))?;
     let lag = lag(&a.redis_url, a.lag_samples).await?;
     let per_million = usage as f64 * 1_000_000.0 / a.changes as f64;
     println!(
@@ -158,23 +160,23 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Two nodes in this process, each with the real publisher and reader on the bus: the time
 /// from an announce answered by one to its peer being in the other's scrape, sorted (ms).
-async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
+async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>> {
     use std::sync::Arc;
     let dir = std::env::temp_dir().join(format!("shoal-bench-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot make {}", dir.display())))?;
     let url = store::DatabaseUrl::parse(&format!("sqlite://{}/access.db", dir.display()))
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::store("a SQLite URL"))?;
     let db = store::AnyStore::open(&url, 2)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::store("opening the access database"))?;
     store::SchemaMigrator::migrate(&db)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::store("migrating the access database"))?;
     let config = crate::config::ClusterConfig {
         redis_url: toml::from_str::<crate::config::ClusterConfig>(&format!(
             "redis_url = {redis_url:?}"
         ))
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::Said(e.to_string()))?
         .redis_url,
         ..Default::default()
     };
@@ -228,7 +230,7 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>, String> {
             tokio::time::sleep(std::time::Duration::from_micros(500)).await;
         }
         if b.torrent(&c.info_hash).is_none_or(|t| t.leechers == 0) {
-            return Err(format!("sample {i} never reached the other node"));
+            return Err(Error::Said(format!("sample {i} never reached the other node")));
         }
         lags.push(started.elapsed().as_secs_f64() * 1000.0);
     }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use protocol::{InfoHash, Key};
 use serde_json::{Value, json};
+
+use crate::cmd::{Error, Result};
 use store::{
     AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore,
     WhitelistEntry, WhitelistStore,
@@ -80,15 +82,15 @@ fn key(run: u64, i: usize) -> Key {
 }
 
 /// Times `count` calls of `op(i)`, one after another.
-async fn time<F, Fut>(name: &str, count: usize, mut op: F) -> Result<Timings, String>
+async fn time<F, Fut>(name: &str, count: usize, mut op: F) -> Result<Timings>
 where
     F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Result<(), store::StoreError>>,
+    Fut: Future<Output = std::result::Result<(), store::StoreError>>,
 {
     let mut samples = Vec::with_capacity(count);
     for i in 0..count {
         let t = Instant::now();
-        op(i).await.map_err(|e| format!("{name}: {e}"))?;
+        op(i).await.map_err(Error::store(name))?;
         samples.push(t.elapsed());
     }
     Ok(Timings {
@@ -103,10 +105,10 @@ async fn time_concurrent<F, Fut>(
     count: usize,
     c: usize,
     op: F,
-) -> Result<Timings, String>
+) -> Result<Timings>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), store::StoreError>> + Send,
+    Fut: Future<Output = std::result::Result<(), store::StoreError>> + Send,
 {
     let op = Arc::new(op);
     let mut tasks = Vec::new();
@@ -126,8 +128,8 @@ where
     for t in tasks {
         samples.extend(
             t.await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{name}: {e}"))?,
+                .map_err(|e| Error::Said(format!("{name}: a timing task failed: {e}")))?
+                .map_err(Error::store(name))?,
         );
     }
     Ok(Timings {
@@ -138,14 +140,14 @@ where
 
 // One measurement after another, in the order the report prints them: longer than a
 // function should be, but read top to bottom it is the report.
-pub async fn run(args: Args) -> Result<(), String> {
-    let url = DatabaseUrl::parse(&args.db_url).map_err(|e| format!("--db-url: {e}"))?;
+pub async fn run(args: Args) -> Result<()> {
+    let url = DatabaseUrl::parse(&args.db_url).map_err(Error::store("--db-url"))?;
     let s = AnyStore::open(&url, args.concurrency.max(1) as u32 + 1)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::store(format!("cannot open {}", url.redacted())))?;
     s.migrate()
         .await
-        .map_err(|e| crate::persist::explain(e, &url))?;
+        .map_err(|e| Error::Said(crate::persist::explain(e, &url)))?;
     let run = crate::os::since_epoch().as_nanos() as u64 | 1;
     let n = args.ops.max(1);
     let mut out = Vec::new();
@@ -331,7 +333,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             .collect();
         s.add_downloads(&deltas)
             .await
-            .map_err(|e| format!("filling {} rows: {e}", args.rows))?;
+            .map_err(Error::store(format!("filling {} rows", args.rows)))?;
     }
     let label = if args.rows == 1_000_000 {
         "load_all_1m".to_string()
@@ -365,7 +367,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     s.close().await;
     println!(
         "{}",
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        serde_json::to_string_pretty(&report).map_err(|e| Error::Said(e.to_string()))?
     );
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! the tracker, so a load test against it shows what the kernel and the load generator allow
 //! on this machine: the ceiling any tracker's UDP throughput is measured against.
 
+use crate::cmd::{Error, Result};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -28,14 +29,14 @@ pub fn run(
         seconds,
         peers,
     }: Args,
-) -> Result<(), String> {
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
+) -> Result<()> {
+    let socket = UdpSocket::bind(bind).map_err(Error::io(format!("cannot bind {bind}")))?;
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::io("setting a read timeout"))?;
     eprintln!(
         "udp floor listening on {}",
-        socket.local_addr().map_err(|e| e.to_string())?
+        socket.local_addr().map_err(Error::io("the socket's address"))?
     );
     let (mut io, mut inbox, mut outbox) = (Io::new(), MsgBatch::new(1501), MsgBatch::new(1500));
     let mut out = [0u8; 1500];

@@ -3,6 +3,7 @@
 //! possible"). Same mix as aquatic_udp_load_test's defaults: connect 50, announce 50,
 //! scrape 1; 75% of announces say `completed` with nothing left, the rest `started`.
 
+use crate::cmd::{Error, Result};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,7 @@ const SOCKETS: usize = 4;
 
 // One measurement after another, in the order the report prints them: longer than a
 // function should be, but read top to bottom it is the report.
-pub fn run(a: Args) -> Result<(), String> {
+pub fn run(a: Args) -> Result<()> {
     let mut rng = Rng(7);
     let hashes: Vec<InfoHash> = (0..a.torrents.max(1))
         .map(|_| {
@@ -74,8 +75,9 @@ pub fn run(a: Args) -> Result<(), String> {
         .collect();
     let mut sockets = Vec::new();
     for _ in 0..SOCKETS {
-        let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        s.connect(a.server).map_err(|e| e.to_string())?;
+        let s = UdpSocket::bind("127.0.0.1:0").map_err(Error::io("binding a load socket"))?;
+        s.connect(a.server)
+            .map_err(Error::io(format!("connecting to {}", a.server)))?;
         sockets.push(s);
     }
     let mut ids = Vec::new();
@@ -83,23 +85,24 @@ pub fn run(a: Args) -> Result<(), String> {
     let mut out = Vec::with_capacity(1500);
     for s in &sockets {
         s.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::io("setting a read timeout"))?;
         out.clear();
         Request::Connect {
             transaction_id: TransactionId(1),
         }
         .write(&mut out);
-        s.send(&out).map_err(|e| e.to_string())?;
+        s.send(&out).map_err(Error::io("sending a connect"))?;
         let n = s
             .recv(&mut buf)
-            .map_err(|e| format!("no connect answer from {}: {e}", a.server))?;
+            .map_err(Error::io(format!("no connect answer from {}", a.server)))?;
         if n < 16 {
-            return Err("short connect answer".into());
+            return Err(Error::Said("short connect answer".into()));
         }
         ids.push(ConnectionId(u64::from_be_bytes(
             buf[8..16].try_into().unwrap(),
         )));
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        s.set_nonblocking(true)
+            .map_err(Error::io("making a socket non-blocking"))?;
     }
 
     let (mut sent, mut received) = (0u64, 0u64);

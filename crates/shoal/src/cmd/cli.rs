@@ -80,10 +80,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Migrate(args) => Ok(runtime()?.block_on(migrate::run(args))?),
         Command::Bench { what } => match what {
-            Bench::Persistence(args) => Ok(runtime()?.block_on(bench::persistence::run(args))?),
-            Bench::Cluster(args) => Ok(runtime()?.block_on(bench::cluster::run(args))?),
-            Bench::UdpFloor(args) => Ok(bench::udp_floor::run(args)?),
-            Bench::UdpLoad(args) => Ok(bench::udp_load::run(args)?),
+            Bench::Persistence(args) => runtime()?.block_on(bench::persistence::run(args)),
+            Bench::Cluster(args) => runtime()?.block_on(bench::cluster::run(args)),
+            Bench::UdpFloor(args) => bench::udp_floor::run(args),
+            Bench::UdpLoad(args) => bench::udp_load::run(args),
         },
         Command::Db(args) => {
             let config = load_config(args.config.as_deref())?;

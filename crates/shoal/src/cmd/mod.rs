@@ -25,6 +25,11 @@ pub enum Error {
         what: String,
         source: store::StoreError,
     },
+    #[error("{what}: {source}")]
+    Bus {
+        what: String,
+        source: redis::RedisError,
+    },
     #[error(transparent)]
     Client(#[from] client::Error),
     /// The admin API answered, and refused.
@@ -44,6 +49,11 @@ impl Error {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let what = what.into();
         move |source| Error::Io { what, source }
+    }
+
+    pub fn bus(what: impl Into<String>) -> impl FnOnce(redis::RedisError) -> Error {
+        let what = what.into();
+        move |source| Error::Bus { what, source }
     }
 
     pub fn store(what: impl Into<String>) -> impl FnOnce(store::StoreError) -> Error {
