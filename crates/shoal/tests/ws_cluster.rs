@@ -36,14 +36,25 @@ fn an_offer_and_its_answer_cross_nodes_through_redis() {
     let n2 = node_with(dir.path(), &db, &redis.url(), "n2", "public", WS);
     let (mut seeder, mut leecher) = seeder_and_leecher(&n1, &n2);
     let mut probe = ws_connect(n2.ws[0]);
-    wait_until("node 2 to count node 1's WebSocket seeder", Duration::from_secs(5), || {
-        probe.scrape(&[H])["files"][latin1(&H)]["complete"] == 1
-    });
+    wait_until(
+        "node 2 to count node 1's WebSocket seeder",
+        Duration::from_secs(5),
+        || probe.scrape(&[H])["files"][latin1(&H)]["complete"] == 1,
+    );
     leecher.announce(&H, &id(2), json!({"left": 10, "offers": offers(3, 1)}));
     assert_eq!(leecher.recv()["complete"], 1);
     let offer = seeder.recv();
-    assert_eq!(offer["peer_id"].as_str().unwrap(), latin1(&id(2)), "{offer}");
-    assert!(offer["offer"]["sdp"].as_str().unwrap().starts_with("v=0 offer 3/"));
+    assert_eq!(
+        offer["peer_id"].as_str().unwrap(),
+        latin1(&id(2)),
+        "{offer}"
+    );
+    assert!(
+        offer["offer"]["sdp"]
+            .as_str()
+            .unwrap()
+            .starts_with("v=0 offer 3/")
+    );
     seeder.send(&json!({"action": "announce", "info_hash": latin1(&H), "peer_id": latin1(&id(1)),
         "to_peer_id": latin1(&id(2)), "offer_id": offer["offer_id"], "answer": {"type": "answer", "sdp": "v=0 from n1"}}));
     let answer = leecher.recv();
@@ -52,14 +63,19 @@ fn an_offer_and_its_answer_cross_nodes_through_redis() {
 
     // The seeder's socket closes on node 1: node 2 drops it too.
     drop(seeder);
-    wait_until("node 2 to drop the closed socket's seeder", Duration::from_secs(5), || {
-        probe.scrape(&[H])["files"][latin1(&H)]["complete"] == 0
-    });
+    wait_until(
+        "node 2 to drop the closed socket's seeder",
+        Duration::from_secs(5),
+        || probe.scrape(&[H])["files"][latin1(&H)]["complete"] == 0,
+    );
 }
 
 #[test]
 fn nodes_without_a_shared_bus_never_relay() {
-    let (r1, r2) = (testkit::Redis::launch().unwrap(), testkit::Redis::launch().unwrap());
+    let (r1, r2) = (
+        testkit::Redis::launch().unwrap(),
+        testkit::Redis::launch().unwrap(),
+    );
     let db = database("postgres").unwrap();
     let dir = temp_dir();
     let n1 = node_with(dir.path(), &db, &r1.url(), "n1", "public", WS);
@@ -67,6 +83,13 @@ fn nodes_without_a_shared_bus_never_relay() {
     let (mut seeder, mut leecher) = seeder_and_leecher(&n1, &n2);
     leecher.announce(&H, &id(2), json!({"left": 10, "offers": offers(3, 1)}));
     assert_eq!(leecher.recv()["complete"], 0, "node 2 knows no seeder");
-    seeder.ws.get_ref().set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    assert!(seeder.try_recv().is_none(), "an offer crossed without a bus");
+    seeder
+        .ws
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(
+        seeder.try_recv().is_none(),
+        "an offer crossed without a bus"
+    );
 }

@@ -232,8 +232,14 @@ impl Swarm {
         let (left, event, every) = (a.left, a.event, self.lease_every);
         let change = match asker {
             Announcer::V4(p) => torrent.v4.update(p, left, event, hasher, room, every),
-            Announcer::V6(p) => torrent.rare_mut().0.update(p, left, event, hasher, room, every),
-            Announcer::Rtc(p) => torrent.rare_mut().1.update(p, left, event, hasher, room, every),
+            Announcer::V6(p) => torrent
+                .rare_mut()
+                .0
+                .update(p, left, event, hasher, room, every),
+            Announcer::Rtc(p) => torrent
+                .rare_mut()
+                .1
+                .update(p, left, event, hasher, room, every),
         };
         let change = match change {
             Ok(c) => c,

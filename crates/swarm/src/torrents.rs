@@ -78,11 +78,7 @@ impl Torrent {
     }
 
     pub(crate) fn peers(&self) -> usize {
-        self.v4.len()
-            + self
-                .rare
-                .as_ref()
-                .map_or(0, |r| r.v6.len() + r.rtc.len())
+        self.v4.len() + self.rare.as_ref().map_or(0, |r| r.v6.len() + r.rtc.len())
     }
 
     /// Seeders and leechers of every family: a torrent has one set of numbers, whichever

@@ -61,11 +61,22 @@ mod tests {
 
     #[test]
     fn an_endpoint_survives_its_address_and_real_addresses_are_none() {
-        for (node, conn, slot) in [(0, 0, 1), (1, 2, 3), (u32::MAX, u32::MAX, u16::MAX), (0xdead_beef, 7, 9)] {
+        for (node, conn, slot) in [
+            (0, 0, 1),
+            (1, 2, 3),
+            (u32::MAX, u32::MAX, u16::MAX),
+            (0xdead_beef, 7, 9),
+        ] {
             let e = Endpoint { node, conn, slot };
             assert_eq!(Endpoint::of(&e.addr()), Some(e));
         }
-        for real in ["1.2.3.4:5", "[::1]:6969", "[2001:db8::1]:1", "[101::1]:1", "[100:0:0:1::]:1"] {
+        for real in [
+            "1.2.3.4:5",
+            "[::1]:6969",
+            "[2001:db8::1]:1",
+            "[101::1]:1",
+            "[100:0:0:1::]:1",
+        ] {
             assert_eq!(Endpoint::of(&real.parse().unwrap()), None, "{real}");
         }
     }

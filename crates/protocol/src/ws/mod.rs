@@ -138,7 +138,9 @@ impl ParseErrorKind {
         match self {
             ParseErrorKind::NotJson => "the frame is not a JSON tracker message",
             ParseErrorKind::UnknownAction => "action must be announce or scrape",
-            ParseErrorKind::BadId => "info_hash, peer_id and offer ids must be 20-character strings",
+            ParseErrorKind::BadId => {
+                "info_hash, peer_id and offer ids must be 20-character strings"
+            }
             ParseErrorKind::UnknownEvent => "event must be started, stopped, completed or update",
             ParseErrorKind::BadAnswer => "an answer needs to_peer_id and offer_id",
             ParseErrorKind::TooManyInfoHashes => "too many info_hashes in one scrape",
@@ -270,7 +272,12 @@ pub fn parse(text: &str) -> Result<Request, ParseError> {
 }
 
 /// The answer to an announce.
-pub fn announce_reply(info_hash: InfoHash, interval: u32, complete: u32, incomplete: u32) -> String {
+pub fn announce_reply(
+    info_hash: InfoHash,
+    interval: u32,
+    complete: u32,
+    incomplete: u32,
+) -> String {
     #[derive(Serialize)]
     struct Reply {
         action: &'static str,

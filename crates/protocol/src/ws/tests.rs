@@ -69,19 +69,28 @@ fn an_answer_needs_its_target_and_offer() {
     assert_eq!((a.to_peer_id.0, a.offer_id.0), ([b'b'; 20], [b'c'; 20]));
     let bad = announce_frame(&[1; 20], &[2; 20], r#"{"answer":{"type":"answer"}}"#);
     let e = parse(&bad).unwrap_err();
-    assert_eq!((e.kind, e.info_hash), (ParseErrorKind::BadAnswer, Some(InfoHash([1; 20]))));
+    assert_eq!(
+        (e.kind, e.info_hash),
+        (ParseErrorKind::BadAnswer, Some(InfoHash([1; 20])))
+    );
 }
 
 #[test]
 fn scrape_takes_one_many_or_none() {
-    let one = format!(r#"{{"action":"scrape","info_hash":{}}}"#, serde_json::json!(text(&[3; 20])));
+    let one = format!(
+        r#"{{"action":"scrape","info_hash":{}}}"#,
+        serde_json::json!(text(&[3; 20]))
+    );
     assert!(matches!(parse(&one), Ok(Request::Scrape(v)) if v == vec![InfoHash([3; 20])]));
     let many = serde_json::json!({"action":"scrape","info_hash":[text(&[3;20]), text(&[4;20])]});
     assert!(matches!(parse(&many.to_string()), Ok(Request::Scrape(v)) if v.len() == 2));
     let too_many: Vec<String> = (0..=MAX_SCRAPE).map(|_| text(&[5; 20])).collect();
     let e = parse(&serde_json::json!({"action":"scrape","info_hash":too_many}).to_string())
         .unwrap_err();
-    assert_eq!((e.action, e.kind), (Action::Scrape, ParseErrorKind::TooManyInfoHashes));
+    assert_eq!(
+        (e.action, e.kind),
+        (Action::Scrape, ParseErrorKind::TooManyInfoHashes)
+    );
     let reply: serde_json::Value = serde_json::from_str(&scrape_reply([(
         InfoHash([3; 20]),
         Counts {
@@ -98,21 +107,47 @@ fn scrape_takes_one_many_or_none() {
 fn bad_frames_name_their_action_and_info_hash() {
     for (frame, kind, action) in [
         ("nope", ParseErrorKind::NotJson, Action::Announce),
-        (r#"{"action":"x"}"#, ParseErrorKind::UnknownAction, Action::Announce),
-        (r#"{"action":"announce","info_hash":"short"}"#, ParseErrorKind::BadId, Action::Announce),
-        (r#"{"action":"scrape","info_hash":["short"]}"#, ParseErrorKind::BadId, Action::Scrape),
-        (&announce_frame(&[1; 20], &[2; 20], r#"{"event":"paused"}"#), ParseErrorKind::UnknownEvent, Action::Announce),
+        (
+            r#"{"action":"x"}"#,
+            ParseErrorKind::UnknownAction,
+            Action::Announce,
+        ),
+        (
+            r#"{"action":"announce","info_hash":"short"}"#,
+            ParseErrorKind::BadId,
+            Action::Announce,
+        ),
+        (
+            r#"{"action":"scrape","info_hash":["short"]}"#,
+            ParseErrorKind::BadId,
+            Action::Scrape,
+        ),
+        (
+            &announce_frame(&[1; 20], &[2; 20], r#"{"event":"paused"}"#),
+            ParseErrorKind::UnknownEvent,
+            Action::Announce,
+        ),
         // A code point above 255 is not a byte.
-        (&announce_frame(&[1; 20], &[b'p'; 20], "{}").replace(&text(&[b'p'; 20]), &"\u{100}".repeat(20)), ParseErrorKind::BadId, Action::Announce),
+        (
+            &announce_frame(&[1; 20], &[b'p'; 20], "{}")
+                .replace(&text(&[b'p'; 20]), &"\u{100}".repeat(20)),
+            ParseErrorKind::BadId,
+            Action::Announce,
+        ),
     ] {
         let e = parse(frame).unwrap_err();
         assert_eq!((e.kind, e.action), (kind, action), "{frame}");
-        let f: serde_json::Value = serde_json::from_str(&failure(e.action, e.info_hash, e.kind.message())).unwrap();
+        let f: serde_json::Value =
+            serde_json::from_str(&failure(e.action, e.info_hash, e.kind.message())).unwrap();
         assert_eq!(f["action"], action.name());
         assert!(f["failure reason"].is_string());
     }
     let e = parse(&announce_frame(&[9; 20], &[2; 20], r#"{"event":"paused"}"#)).unwrap_err();
-    assert_eq!(e.info_hash, Some(InfoHash([9; 20])), "the error frame can name the torrent");
+    assert_eq!(
+        e.info_hash,
+        Some(InfoHash([9; 20])),
+        "the error frame can name the torrent"
+    );
 }
 
 proptest! {

@@ -10,8 +10,8 @@ use redis::Value;
 use swarm::{PeerChange, PeerState};
 
 use crate::cluster::record::{self, Record};
-use crate::config::{AnnounceConfig, Mode};
 use crate::cmd::{Error, Result};
+use crate::config::{AnnounceConfig, Mode};
 use crate::tracker::Tracker;
 
 /// The cost of several nodes: applying another node's peer changes (ns each) and the Redis
@@ -230,7 +230,9 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>> {
             tokio::time::sleep(std::time::Duration::from_micros(500)).await;
         }
         if b.torrent(&c.info_hash).is_none_or(|t| t.leechers == 0) {
-            return Err(Error::Said(format!("sample {i} never reached the other node")));
+            return Err(Error::Said(format!(
+                "sample {i} never reached the other node"
+            )));
         }
         lags.push(started.elapsed().as_secs_f64() * 1000.0);
     }

@@ -100,12 +100,7 @@ where
 }
 
 /// The same operations from `c` tasks at once; each call is timed on its own.
-async fn time_concurrent<F, Fut>(
-    name: &str,
-    count: usize,
-    c: usize,
-    op: F,
-) -> Result<Timings>
+async fn time_concurrent<F, Fut>(name: &str, count: usize, c: usize, op: F) -> Result<Timings>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<(), store::StoreError>> + Send,

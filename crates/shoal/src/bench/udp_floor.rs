@@ -36,7 +36,9 @@ pub fn run(
         .map_err(Error::io("setting a read timeout"))?;
     eprintln!(
         "udp floor listening on {}",
-        socket.local_addr().map_err(Error::io("the socket's address"))?
+        socket
+            .local_addr()
+            .map_err(Error::io("the socket's address"))?
     );
     let (mut io, mut inbox, mut outbox) = (Io::new(), MsgBatch::new(1501), MsgBatch::new(1500));
     let mut out = [0u8; 1500];

@@ -27,7 +27,10 @@ pub enum Error {
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: std::io::Error },
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
     #[error("{0} has no address")]
     NoAddress(String),
     #[error("cannot connect to {addr}: {source}")]

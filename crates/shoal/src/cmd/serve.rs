@@ -203,7 +203,14 @@ impl Node {
                 bound.http_tls.clone(),
             ));
         }
-        node.start_ws(config, bound.ws, bound.ws_tls, &tracker, bus.as_deref(), &http_stop)?;
+        node.start_ws(
+            config,
+            bound.ws,
+            bound.ws_tls,
+            &tracker,
+            bus.as_deref(),
+            &http_stop,
+        )?;
         node.start_api(config, bound.api, bound.api_tls, &tracker, bus)?;
         node.tasks.spawn(clean_expired(tracker));
         Ok(node)
@@ -353,10 +360,7 @@ impl Node {
                 });
             }
             Some(certs) => {
-                tracing::info!(
-                    "the admin api speaks HTTPS with {}",
-                    certs.cert().display()
-                );
+                tracing::info!("the admin api speaks HTTPS with {}", certs.cert().display());
                 self.tasks.spawn(api::serve_tls(listener, app, certs));
             }
         }

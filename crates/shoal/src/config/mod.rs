@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod cluster;
-mod ws;
 mod validate;
+mod ws;
 pub use cluster::ClusterConfig;
 pub use ws::WsConfig;
 

@@ -201,7 +201,10 @@ fn secrets_are_redacted() {
 fn tls_paths_are_optional_and_an_empty_one_is_none() {
     let none = load(None, env(&[])).unwrap().config;
     assert!(none.http.tls().is_none() && none.api.tls().is_none());
-    assert!(none.to_toml().contains("tls_cert_path = \"\""), "no path is written empty");
+    assert!(
+        none.to_toml().contains("tls_cert_path = \"\""),
+        "no path is written empty"
+    );
     let f = file("[http]\ntls_cert_path = \"/a/c.pem\"\ntls_key_path = \"/a/k.pem\"\n");
     let c = load(
         Some(f.path()),
@@ -213,9 +216,14 @@ fn tls_paths_are_optional_and_an_empty_one_is_none() {
     .unwrap()
     .config;
     let tls = c.http.tls().expect("both paths set");
-    assert_eq!((tls.cert.to_str(), tls.key.to_str()), (Some("/a/c.pem"), Some("/a/k.pem")));
+    assert_eq!(
+        (tls.cert.to_str(), tls.key.to_str()),
+        (Some("/a/c.pem"), Some("/a/k.pem"))
+    );
     assert_eq!(tls.keys.0, "http.tls_cert_path");
     assert!(c.api.tls().is_none(), "empty strings are no TLS");
-    let again = load(Some(file(&c.to_toml()).path()), env(&[])).unwrap().config;
+    let again = load(Some(file(&c.to_toml()).path()), env(&[]))
+        .unwrap()
+        .config;
     assert_eq!(again, c, "shoal config's output loads back");
 }

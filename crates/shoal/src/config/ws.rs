@@ -96,8 +96,7 @@ impl Config {
                 "ws.idle_timeout_ms",
                 format!(
                     "{} ms is not above announce.interval ({} s): every client would be cut between two announces",
-                    w.idle_timeout_ms,
-                    self.announce.interval
+                    w.idle_timeout_ms, self.announce.interval
                 ),
             );
         }
@@ -123,7 +122,9 @@ impl Config {
             if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
                 return bad(
                     "ws.allowed_origins",
-                    format!("'{o}' is not an origin like https://example.org (scheme, host, port; no path)"),
+                    format!(
+                        "'{o}' is not an origin like https://example.org (scheme, host, port; no path)"
+                    ),
                 );
             }
         }

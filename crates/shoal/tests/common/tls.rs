@@ -50,4 +50,3 @@ pub fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Tls 
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }
-

@@ -266,19 +266,35 @@ mod model;
 #[test]
 fn websocket_peers_are_their_own_family_and_counted_with_the_rest() {
     let s = Swarm::default();
-    let ws = |conn: u32| protocol::ws::Endpoint { node: 7, conn, slot: 1 }.addr().to_string();
+    let ws = |conn: u32| {
+        protocol::ws::Endpoint {
+            node: 7,
+            conn,
+            slot: 1,
+        }
+        .addr()
+        .to_string()
+    };
     announce(&s, peer(1, "10.0.0.1:6881", 0, AnnounceEvent::Started));
-    announce(&s, peer(2, "[2001:db8::2]:6881", 10, AnnounceEvent::Started));
+    announce(
+        &s,
+        peer(2, "[2001:db8::2]:6881", 10, AnnounceEvent::Started),
+    );
     let (st, peers) = announce(&s, peer(3, &ws(1), 0, AnnounceEvent::Started));
     assert!(peers.is_empty(), "no WebSocket peer yet: {peers:?}");
     assert_eq!((st.seeders, st.leechers), (2, 1));
     let (_, peers) = announce(&s, peer(4, &ws(2), 10, AnnounceEvent::Started));
     assert_eq!(peers.len(), 1);
-    assert_eq!(protocol::ws::Endpoint::of(&peers[0].addr).map(|e| e.conn), Some(1));
+    assert_eq!(
+        protocol::ws::Endpoint::of(&peers[0].addr).map(|e| e.conn),
+        Some(1)
+    );
     for who in ["10.0.0.9:1", "[2001:db8::9]:1"] {
         let (st, peers) = announce(&s, peer(9, who, 10, AnnounceEvent::Started));
         assert!(
-            peers.iter().all(|p| protocol::ws::Endpoint::of(&p.addr).is_none()),
+            peers
+                .iter()
+                .all(|p| protocol::ws::Endpoint::of(&p.addr).is_none()),
             "{who} got {peers:?}"
         );
         assert_eq!(st.seeders, 2, "both seeders counted, whatever their kind");
@@ -287,6 +303,10 @@ fn websocket_peers_are_their_own_family_and_counted_with_the_rest() {
     announce(&s, peer(3, &ws(1), 0, AnnounceEvent::Stopped));
     announce(&s, peer(4, &ws(2), 0, AnnounceEvent::Stopped));
     assert_eq!(s.scrape(&IH).seeders + s.scrape(&IH).leechers, 4);
-    assert_eq!(s.remove_expired(u32::MAX).peers, 4, "expiry sweeps every family");
+    assert_eq!(
+        s.remove_expired(u32::MAX).peers,
+        4,
+        "expiry sweeps every family"
+    );
     assert_eq!(s.stats().torrents, 0);
 }

@@ -13,9 +13,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Setup;
-use crate::server::stopped;
 use super::hub::{Frame, Offerer, Queue};
 use super::relay::Message as Relayed;
+use crate::server::stopped;
 use crate::tracker::{ErrorKind, PeerAnnounce, Protocol::Ws, Refused};
 
 /// A frame refused: counted as `kind`, answered with an error frame naming its action and
@@ -130,7 +130,11 @@ pub async fn run<IO>(
 }
 
 /// Writes `frames`; a reader that takes none within `limit` is cut.
-async fn write<S>(sink: &mut S, frames: Vec<Frame>, limit: Duration) -> Result<(), Option<ErrorKind>>
+async fn write<S>(
+    sink: &mut S,
+    frames: Vec<Frame>,
+    limit: Duration,
+) -> Result<(), Option<ErrorKind>>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
@@ -196,12 +200,22 @@ impl Conn<'_> {
         let new_id = !self.slots.contains_key(&a.peer_id);
         if !known && (self.peers.len() >= max || (new_id && self.slots.len() >= max)) {
             let why = "too many torrents on one connection";
-            return Err(Failure::new(Action::Announce, h, ErrorKind::ConnectionTorrents, why));
+            return Err(Failure::new(
+                Action::Announce,
+                h,
+                ErrorKind::ConnectionTorrents,
+                why,
+            ));
         }
         let hub = &self.setup.hub;
         if !hub.hold(h, a.peer_id, me) {
             let why = "that peer id is in use by another connection";
-            return Err(Failure::new(Action::Announce, h, ErrorKind::PeerIdInUse, why));
+            return Err(Failure::new(
+                Action::Announce,
+                h,
+                ErrorKind::PeerIdInUse,
+                why,
+            ));
         }
         a.offers.truncate(limits.max_offers.get());
         let addr = self.endpoint(a.peer_id).addr();
@@ -272,7 +286,8 @@ impl Conn<'_> {
             };
             let frame = ws::offer(h, from, offer);
             let sent = if hub.is_mine(to) {
-                hub.offer(to.conn, (h, offer.offer_id), offerer, frame).is_ok()
+                hub.offer(to.conn, (h, offer.offer_id), offerer, frame)
+                    .is_ok()
             } else {
                 // Held by another node of the cluster: through the bus to that node.
                 self.setup.relay.as_ref().is_some_and(|r| {
@@ -303,7 +318,10 @@ impl Conn<'_> {
             ..Failure::new(Action::Announce, a.info_hash, ErrorKind::UnknownOffer, "")
         };
         if !self.peers.contains(&(a.info_hash, a.peer_id)) {
-            tracing::debug!(conn = self.me, "ws answer from a peer this connection did not announce");
+            tracing::debug!(
+                conn = self.me,
+                "ws answer from a peer this connection did not announce"
+            );
             return Err(unknown());
         }
         let to = hub
@@ -316,7 +334,10 @@ impl Conn<'_> {
             hub.send(to.conn, frame).is_ok()
         } else {
             let m = Relayed::Answer { to: to.conn, frame };
-            self.setup.relay.as_ref().is_some_and(|r| r.send(to.node, &m))
+            self.setup
+                .relay
+                .as_ref()
+                .is_some_and(|r| r.send(to.node, &m))
         };
         match sent {
             true => counters.answer_relayed(),

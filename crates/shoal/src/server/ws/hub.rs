@@ -267,9 +267,8 @@ impl Offers {
             }
         }
         if self.order.len() > 2 * self.pending.len() + 64 {
-            self.order.retain(|(at, k)| {
-                self.pending.get(k).is_some_and(|p| p.expires == *at)
-            });
+            self.order
+                .retain(|(at, k)| self.pending.get(k).is_some_and(|p| p.expires == *at));
         }
     }
 }
@@ -288,7 +287,11 @@ mod tests {
         let (b, mut rb) = hub.open(8, 1 << 20);
         let (c, _rc) = hub.open(8, 1 << 20);
         let alice = PeerId([b'a'; 20]);
-        let from = Offerer { node: 9, conn: a, peer: alice };
+        let from = Offerer {
+            node: 9,
+            conn: a,
+            peer: alice,
+        };
         hub.offer(b, (H, O), from, "offer".into()).unwrap();
         assert_eq!(rb.rx.try_recv().unwrap(), "offer");
         assert_eq!(hub.answer(c, (H, O), alice), None, "not sent to c");
@@ -310,8 +313,13 @@ mod tests {
         let (a, _ra) = hub.open(2, 1 << 20);
         let (b, _rb) = hub.open(100, 1 << 20);
         for i in 0..10u8 {
-            let from = Offerer { node: 9, conn: a, peer: PeerId([0; 20]) };
-            hub.offer(b, (H, Bytes20([i; 20])), from, String::new()).unwrap();
+            let from = Offerer {
+                node: 9,
+                conn: a,
+                peer: PeerId([0; 20]),
+            };
+            hub.offer(b, (H, Bytes20([i; 20])), from, String::new())
+                .unwrap();
         }
         assert!(hub.pending_offers() <= 3, "{}", hub.pending_offers());
         assert_eq!(hub.send(a, "1".into()), Ok(()));

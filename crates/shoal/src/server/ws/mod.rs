@@ -171,9 +171,11 @@ async fn upgrade<IO>(
     let ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(_)) => {
-            return setup
-                .tracker
-                .count_error(Ws, None, said.refused.unwrap_or(ErrorKind::BadUpgrade));
+            return setup.tracker.count_error(
+                Ws,
+                None,
+                said.refused.unwrap_or(ErrorKind::BadUpgrade),
+            );
         }
         Err(_) => return setup.tracker.count_error(Ws, None, ErrorKind::HeadTimeout),
     };

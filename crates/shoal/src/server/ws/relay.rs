@@ -73,7 +73,8 @@ impl Message {
         let u32_at = |b: &[u8], at: usize| -> Option<u32> {
             Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
         };
-        let id_at = |b: &[u8], at: usize| -> Option<[u8; 20]> { b.get(at..at + 20)?.try_into().ok() };
+        let id_at =
+            |b: &[u8], at: usize| -> Option<[u8; 20]> { b.get(at..at + 20)?.try_into().ok() };
         let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
         match kind {
             1 => Some(Message::Offer {
@@ -212,7 +213,12 @@ mod tests {
         for m in [offer, answer] {
             assert_eq!(Message::decode(&m.encode()), Some(m));
         }
-        for bad in [&[][..], &[1, 0, 0], &[3, 0, 0, 0, 0], &[2, 0, 0, 0, 1, 0xff]] {
+        for bad in [
+            &[][..],
+            &[1, 0, 0],
+            &[3, 0, 0, 0, 0],
+            &[2, 0, 0, 0, 1, 0xff],
+        ] {
             assert_eq!(Message::decode(bad), None, "{bad:?}");
         }
     }
