@@ -710,6 +710,10 @@ fn behind_a_trusted_proxy_the_forwarded_client_is_the_one_limited() {
     .start(dir.path());
     let via = |client: &str| ws_open(shoal.ws[0], "/", &[("X-Forwarded-For", client)]).unwrap();
     let _a = [via("203.0.113.1"), via("203.0.113.1")];
+    // The upgrade answers before the node counts the socket: wait until both are held.
+    wait_until("both sockets to be held", Duration::from_secs(5), || {
+        metric(&shoal, "shoal_ws_connections") == 2
+    });
     let mut third = via("203.0.113.1");
     assert!(
         third.closed_within(Duration::from_secs(3)),

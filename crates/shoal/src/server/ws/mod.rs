@@ -150,7 +150,11 @@ async fn upgrade<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let c = &setup.config;
+    // Small buffers: a tracker holds many idle sockets, each frame is small and written at
+    // once (the library's defaults reserve 128 KiB each way per socket).
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
         .max_message_size(Some(c.max_message_bytes.get()))
         .max_frame_size(Some(c.max_message_bytes.get()));
     let mut said = Upgrade::default();
