@@ -111,7 +111,7 @@ pub async fn run<IO>(
                 Some(Err(WsError::Capacity(_))) => break Some(ErrorKind::FrameTooLarge),
                 Some(Err(_)) => break None,
             },
-            Some(f) = queue.recv() => vec![f],
+            Some(f) = queue.recv() => queue.drain_into(vec![f], BATCH),
             _ = tokio::time::sleep_until(until) => break Some(ErrorKind::IdleTimeout),
             () = stopped(&mut stop) => {
                 let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(None))).await;
@@ -138,15 +138,25 @@ async fn write<S>(
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    for f in frames {
-        match tokio::time::timeout(limit, sink.send(Message::text(f))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(None),
-            Err(_) => return Err(Some(ErrorKind::SlowReader)),
-        }
+    if frames.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // One flush for the lot: fewer TLS records and system calls when frames queue up.
+    let all = async {
+        for f in frames {
+            sink.feed(Message::text(f)).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(limit, all).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(ErrorKind::SlowReader)),
+    }
 }
+
+/// Frames written with one flush at most, when that many wait.
+const BATCH: usize = 64;
 
 fn not_json() -> Failure {
     Failure {

@@ -77,6 +77,20 @@ impl Queue {
         Some(f)
     }
 
+    /// `out` and up to `max` frames more that are already waiting.
+    pub fn drain_into(&mut self, mut out: Vec<Frame>, max: usize) -> Vec<Frame> {
+        while out.len() < max {
+            match self.rx.try_recv() {
+                Ok(f) => {
+                    self.queued.fetch_sub(f.len(), Relaxed);
+                    out.push(f);
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     pub fn close(&mut self) {
         self.rx.close();
     }
