@@ -230,7 +230,12 @@ impl Hub {
             to,
         };
         let mut o = self.offers.lock().unwrap();
-        o.expire(now, self.max_offers.saturating_sub(1));
+        // Room for one more, unless the offer replaces one already waiting.
+        let keep = match o.pending.contains_key(&k) {
+            true => self.max_offers,
+            false => self.max_offers.saturating_sub(1),
+        };
+        o.expire(now, keep);
         o.pending.insert(
             k,
             Pending {
@@ -362,5 +367,89 @@ mod tests {
         assert!(hub.hold(InfoHash([3; 20]), p, b), "another torrent");
         hub.close(a, [(H, p)].into_iter());
         assert!(hub.hold(H, p, b), "free once a closed");
+    }
+
+    /// What the hub does, drawn in random orders and held to a plain model: an answer
+    /// reaches the offerer of an offer that went to the answering connection, naming that
+    /// offerer, once; an offer made again replaces the first; a peer id is held by at most
+    /// one open connection per torrent; pending offers stay within their bound.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Offer { from: usize, to: usize, offer: u8, peer: u8 },
+            Answer { by: usize, offer: u8, names: u8 },
+            Hold { conn: usize, peer: u8 },
+            Close { conn: usize },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..4usize, 0..4usize, 0..3u8, 0..3u8)
+                    .prop_map(|(from, to, offer, peer)| Op::Offer { from, to, offer, peer }),
+                (0..4usize, 0..3u8, 0..3u8).prop_map(|(by, offer, names)| Op::Answer { by, offer, names }),
+                (0..4usize, 0..3u8).prop_map(|(conn, peer)| Op::Hold { conn, peer }),
+                (0..4usize).prop_map(|conn| Op::Close { conn }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn the_hub_follows_the_model(ops in proptest::collection::vec(op(), 1..80)) {
+                const MAX: usize = 5;
+                let hub = Hub::new(1, Duration::from_secs(600), MAX);
+                let conns: Vec<(u32, Queue)> = (0..4).map(|_| hub.open(1000, 1 << 20)).collect();
+                let ids: Vec<u32> = conns.iter().map(|c| c.0).collect();
+                let mut open = [true; 4];
+                // (offer id, to) -> offerer (conn index, peer), in insertion order for the bound.
+                let mut pending: Vec<((u8, usize), (usize, u8))> = Vec::new();
+                let mut holders: HashMap<u8, usize> = HashMap::new();
+                for op in ops {
+                    match op {
+                        Op::Offer { from, to, offer, peer } => {
+                            let from_o = Offerer { node: 1, conn: ids[from], peer: PeerId([peer; 20]) };
+                            let sent = hub.offer(ids[to], (H, Bytes20([offer; 20])), from_o, "o".into());
+                            prop_assert_eq!(sent.is_ok(), open[to]);
+                            if open[to] {
+                                pending.retain(|(k, _)| *k != (offer, to));
+                                pending.push(((offer, to), (from, peer)));
+                                // The hub forgets the oldest beyond its bound.
+                                while pending.len() > MAX {
+                                    pending.remove(0);
+                                }
+                            }
+                        }
+                        Op::Answer { by, offer, names } => {
+                            let got = hub.answer(ids[by], (H, Bytes20([offer; 20])), PeerId([names; 20]));
+                            let at = pending.iter().position(|(k, v)| *k == (offer, by) && v.1 == names);
+                            match at {
+                                Some(i) => {
+                                    let (_, (from, _)) = pending.remove(i);
+                                    prop_assert_eq!(got.map(|o| o.conn), Some(ids[from]));
+                                }
+                                None => prop_assert!(got.is_none()),
+                            }
+                        }
+                        Op::Hold { conn, peer } => {
+                            let free = holders.get(&peer).is_none_or(|&c| c == conn || !open[c]);
+                            prop_assert_eq!(hub.hold(H, PeerId([peer; 20]), ids[conn]), free);
+                            if free {
+                                holders.insert(peer, conn);
+                            }
+                        }
+                        Op::Close { conn } => {
+                            let held: Vec<_> = holders.iter().filter(|(_, c)| **c == conn).map(|(p, _)| (H, PeerId([*p; 20]))).collect();
+                            hub.close(ids[conn], held.into_iter());
+                            holders.retain(|_, c| *c != conn);
+                            open[conn] = false;
+                        }
+                    }
+                    prop_assert!(hub.pending_offers() <= MAX);
+                }
+            }
+        }
     }
 }
