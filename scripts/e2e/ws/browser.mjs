@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import bencode from 'bencode'
 import { chromium } from 'playwright-core'
-import { metrics, seederSettled, startShoal, within } from './shoal.mjs'
+import { metrics, seederSettled, seeders, startShoal, until, within } from './shoal.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
@@ -46,20 +47,46 @@ function serve (files) {
   return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(server)))
 }
 
-export async function browser (shoalBin) {
+/** The page's loopback server; `tracker` is set once the tracker is known. The torrent it
+ * serves names no tracker: the page must know only its own node. */
+export async function pageServer () {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-browser-'))
   const bundle = join(here, 'node_modules', 'webtorrent', 'dist', 'webtorrent.min.js')
-  let tracker
-  const web = await serve({
-    '/': { type: 'text/html', body: () => page(tracker) },
+  const site = { dir, tracker: null }
+  const torrent = () => {
+    const meta = bencode.decode(readFileSync(join(dir, 'data.torrent')))
+    delete meta.announce
+    delete meta['announce-list']
+    return Buffer.from(bencode.encode(meta))
+  }
+  site.web = await serve({
+    '/': { type: 'text/html', body: () => page(site.tracker) },
     '/webtorrent.min.js': { type: 'text/javascript', body: () => readFileSync(bundle) },
-    '/data.torrent': { type: 'application/x-bittorrent', body: () => readFileSync(join(dir, 'data.torrent')) },
+    '/data.torrent': { type: 'application/x-bittorrent', body: torrent },
     '/favicon.ico': { type: 'image/x-icon', body: () => '' }
   })
-  const origin = `http://127.0.0.1:${web.address().port}`
-  const shoal = await startShoal(shoalBin, `allowed_origins = ["${origin}"]\n[log]\nlevel = "shoal=debug"\n`)
-  tracker = `${shoal.ws}/announce`
-  const seeder = spawn(process.execPath, [join(here, 'peer.mjs'), 'seed', tracker, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
+  site.origin = `http://127.0.0.1:${site.web.address().port}`
+  return site
+}
+
+export async function browser (shoalBin) {
+  const site = await pageServer()
+  const shoal = await startShoal(shoalBin, `allowed_origins = ["${site.origin}"]\n[log]\nlevel = "shoal=debug"\n`)
+  try {
+    return await download(site, shoal, shoal)
+  } finally {
+    await shoal.stop()
+    site.web.close()
+  }
+}
+
+/** A Node seeder on `seedShoal`, the page in Chromium on `pageShoal` (the same node, or
+ * another of the cluster). */
+export async function download (site, seedShoal, pageShoal) {
+  const { dir } = site
+  const shoal = pageShoal
+  site.tracker = `${pageShoal.ws}/announce`
+  const seeder = spawn(process.execPath, [join(here, 'peer.mjs'), 'seed', `${seedShoal.ws}/announce`, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
   let browserProc
   const steps = []
   const check = (ok, what) => {
@@ -68,8 +95,11 @@ export async function browser (shoalBin) {
   }
   try {
     const seeding = await within(20000, 'the seeder to start', new Promise(resolve => createInterface({ input: seeder.stdout }).once('line', resolve)))
-    // The page starts once the seeder has settled (shoal.mjs, `seederSettled`).
-    await seederSettled(shoal, seeding.split(' ')[1])
+    // The page starts once the seeder has settled (shoal.mjs, `seederSettled`), and the
+    // page's node counts it.
+    const infoHash = seeding.split(' ')[1]
+    await seederSettled(seedShoal, infoHash)
+    await until('the page\'s node to count the seeder', 10000, async () => (await seeders(pageShoal, infoHash)) >= 1)
     browserProc = await chromium.launch({
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       args: ['--no-sandbox', '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection',
@@ -103,7 +133,7 @@ export async function browser (shoalBin) {
       if (m.type() === 'error') errors.push(m.text())
     })
     tab.on('pageerror', e => errors.push(String(e)))
-    await tab.goto(`${origin}/`)
+    await tab.goto(`${site.origin}/`)
     try {
       await tab.waitForFunction(() => window.result || window.failed, null, { timeout: 60000 })
     } catch (err) {
@@ -119,8 +149,6 @@ export async function browser (shoalBin) {
   } finally {
     await browserProc?.close()
     if (seeder.exitCode === null) seeder.kill('SIGKILL')
-    await shoal.stop()
-    web.close()
   }
   return steps
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { startShoal, within } from './shoal.mjs'
 import { transfer } from './webrtc.mjs'
+import { download, pageServer } from './browser.mjs'
 
 function freePort () {
   return new Promise(resolve => {
@@ -37,11 +38,12 @@ async function postgres (dbserver) {
   return { url, stop: () => proc.stdin.end() }
 }
 
-/** Two nodes on `redisUrls[0]` and `redisUrls[1]` (one bus or two) and one database. */
-async function twoNodes (bin, dir, db, redisUrls) {
+/** Two nodes on `redisUrls[0]` and `redisUrls[1]` (one bus or two) and one database;
+ * `ws` is more of the [ws] table. */
+async function twoNodes (bin, dir, db, redisUrls, ws = '') {
   const nodes = []
   for (const [i, r] of redisUrls.entries()) {
-    const extra = `[database]\nurl = "${db}"\nflush_interval_ms = 100\n` +
+    const extra = `${ws}[database]\nurl = "${db}"\nflush_interval_ms = 100\n` +
       `[cluster]\nredis_url = "${r}"\nnode_id = "ws-e2e-${i + 1}"\nsecret = "e2e"\n[log]\nlevel = "shoal=debug"\n`
     nodes.push(await startShoal(bin, extra, { dir, name: `n${i + 1}` }))
   }
@@ -81,4 +83,23 @@ export async function clusterControl (bin, dbserver) {
     throw err
   }
   throw new Error('cluster control: the leecher finished with no shared bus')
+}
+
+/** The browser's page on node 2, the Node seeder on node 1. */
+export async function browserAcross (bin, dbserver) {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ws-cluster-'))
+  const bus = await redis(dir)
+  const pg = await postgres(dbserver)
+  const site = await pageServer()
+  let nodes = []
+  try {
+    nodes = await twoNodes(bin, dir, pg.url, [bus.url, bus.url], `allowed_origins = ["${site.origin}"]\n`)
+    const steps = await download(site, nodes[0], nodes[1])
+    return steps.map(s => `seeder on node 1, page on node 2: ${s}`)
+  } finally {
+    for (const n of nodes) await n.stop()
+    site.web.close()
+    pg.stop()
+    bus.stop()
+  }
 }

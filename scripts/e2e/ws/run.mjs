@@ -1,6 +1,6 @@
 // WebSocket tracker end-to-end runs against a built `shoal`:
 //   node run.mjs --shoal target/debug/shoal [--dbserver target/debug/dbserver]
-//                [--only reference,webrtc,negative,browser,cluster,cluster-control]
+//                [--only reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster]
 // (browser needs Debian's chromium, or CHROMIUM=/path/to/chromium)
 // Every run is on loopback, bounded in time, and stops the processes it started.
 import { parseArgs } from 'node:util'
@@ -8,13 +8,13 @@ import { metrics, startShoal } from './shoal.mjs'
 import { referenceClient } from './reference.mjs'
 import { negativeControl, webrtc } from './webrtc.mjs'
 import { browser } from './browser.mjs'
-import { cluster, clusterControl } from './cluster.mjs'
+import { browserAcross, cluster, clusterControl } from './cluster.mjs'
 
 const { values } = parseArgs({
   options: {
     shoal: { type: 'string', default: 'target/debug/shoal' },
     dbserver: { type: 'string', default: 'target/debug/dbserver' },
-    only: { type: 'string', default: 'reference,webrtc,negative,browser,cluster,cluster-control' }
+    only: { type: 'string', default: 'reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster' }
   }
 })
 const wanted = new Set(values.only.split(','))
@@ -37,7 +37,8 @@ const runs = {
   negative: negativeControl,
   browser: () => browser(values.shoal),
   cluster: () => cluster(values.shoal, values.dbserver),
-  'cluster-control': () => clusterControl(values.shoal, values.dbserver)
+  'cluster-control': () => clusterControl(values.shoal, values.dbserver),
+  'browser-cluster': () => browserAcross(values.shoal, values.dbserver)
 }
 
 let failed = false
