@@ -521,16 +521,7 @@ impl Swarm {
                     );
                     gone_s += s;
                     gone_l += l;
-                    if let Some(f) = t.v6_mut() {
-                        let (s, l) = f.remove_where(
-                            |p| gone(p.seen(), p.owned()),
-                            &self.hasher,
-                            |p| owned_gone(p.addr(), p.id()),
-                        );
-                        gone_s += s;
-                        gone_l += l;
-                    }
-                    if let Some(f) = t.rtc_mut() {
+                    for f in t.rare_families_mut() {
                         let (s, l) = f.remove_where(
                             |p| gone(p.seen(), p.owned()),
                             &self.hasher,

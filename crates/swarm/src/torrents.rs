@@ -57,6 +57,14 @@ impl Torrent {
         (&mut r.v6, &mut r.rtc)
     }
 
+    /// The rare families there are (IPv6, WebSocket), where both are treated alike.
+    pub(crate) fn rare_families_mut(&mut self) -> impl Iterator<Item = &mut Family<[u8; 16]>> {
+        self.rare
+            .as_deref_mut()
+            .into_iter()
+            .flat_map(|r| [&mut r.v6, &mut r.rtc])
+    }
+
     /// Frees the rare families once neither holds a peer.
     pub(crate) fn shrink(&mut self) {
         if self

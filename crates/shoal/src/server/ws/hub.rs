@@ -380,17 +380,41 @@ mod tests {
 
         #[derive(Debug, Clone)]
         enum Op {
-            Offer { from: usize, to: usize, offer: u8, peer: u8 },
-            Answer { by: usize, offer: u8, names: u8 },
-            Hold { conn: usize, peer: u8 },
-            Close { conn: usize },
+            Offer {
+                from: usize,
+                to: usize,
+                offer: u8,
+                peer: u8,
+            },
+            Answer {
+                by: usize,
+                offer: u8,
+                names: u8,
+            },
+            Hold {
+                conn: usize,
+                peer: u8,
+            },
+            Close {
+                conn: usize,
+            },
         }
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
-                (0..4usize, 0..4usize, 0..3u8, 0..3u8)
-                    .prop_map(|(from, to, offer, peer)| Op::Offer { from, to, offer, peer }),
-                (0..4usize, 0..3u8, 0..3u8).prop_map(|(by, offer, names)| Op::Answer { by, offer, names }),
+                (0..4usize, 0..4usize, 0..3u8, 0..3u8).prop_map(|(from, to, offer, peer)| {
+                    Op::Offer {
+                        from,
+                        to,
+                        offer,
+                        peer,
+                    }
+                }),
+                (0..4usize, 0..3u8, 0..3u8).prop_map(|(by, offer, names)| Op::Answer {
+                    by,
+                    offer,
+                    names
+                }),
                 (0..4usize, 0..3u8).prop_map(|(conn, peer)| Op::Hold { conn, peer }),
                 (0..4usize).prop_map(|conn| Op::Close { conn }),
             ]
