@@ -131,22 +131,16 @@ impl Swarm {
                     .v4
                     .apply(p, d.origin, c.state, stale, &self.hasher, room)
             }
-            Announcer::V6(p) => torrent.rare_mut().0.apply(
-                p.with_lease(lease),
-                d.origin,
-                c.state,
-                stale,
-                &self.hasher,
-                room,
-            ),
-            Announcer::Rtc(p) => torrent.rare_mut().1.apply(
-                p.with_lease(lease),
-                d.origin,
-                c.state,
-                stale,
-                &self.hasher,
-                room,
-            ),
+            a @ (Announcer::V6(p) | Announcer::Rtc(p)) => {
+                let (v6, rtc) = torrent.rare_mut();
+                let family = if matches!(a, Announcer::Rtc(_)) {
+                    rtc
+                } else {
+                    v6
+                };
+                let p = p.with_lease(lease);
+                family.apply(p, d.origin, c.state, stale, &self.hasher, room)
+            }
         };
         let change = match change {
             Ok(change) => change,
