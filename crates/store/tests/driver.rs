@@ -22,8 +22,9 @@ async fn fresh_url(b: Backend) -> String {
         Backend::Sqlite => {
             use std::hash::{BuildHasher, RandomState};
             let n = RandomState::new().hash_one(std::time::SystemTime::now());
-            let dir =
-                std::env::temp_dir().join(format!("shoal-store-{}-{n:x}", std::process::id()));
+            // Under target/tmp (Cargo's scratch space for tests), not /tmp: nothing to clean.
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("shoal-store-{}-{n:x}", std::process::id()));
             format!("sqlite://{}/nested/shoal.db", dir.display())
         }
         Backend::Postgres => testkit::fresh_database(Kind::Postgres).await,

@@ -3,6 +3,9 @@
 //                [--only reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster]
 // (browser needs Debian's chromium, or CHROMIUM=/path/to/chromium)
 // Every run is on loopback, bounded in time, and stops the processes it started.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { metrics, startShoal } from './shoal.mjs'
 import { referenceClient } from './reference.mjs'
@@ -18,6 +21,12 @@ const { values } = parseArgs({
   }
 })
 const wanted = new Set(values.only.split(','))
+
+// Every temporary file of the run (ours, Shoal's databases, the peers' and Chromium's) goes
+// under one directory, removed when the run ends, however it ends.
+const scratch = mkdtempSync(join(tmpdir(), 'shoal-ws-run-'))
+process.env.TMPDIR = scratch
+process.on('exit', () => rmSync(scratch, { recursive: true, force: true }))
 
 /** Runs `f` against a Shoal started for it, and stops that Shoal. */
 async function withShoal (f, extra = '') {

@@ -1,7 +1,7 @@
 // Real WebRTC through Shoal: a WebTorrent seeder and leecher in two Node processes that can
 // meet only through the WebSocket tracker; the bytes must arrive whole, over WebRTC.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -43,6 +43,7 @@ export async function transfer (seedUrl, leechUrl, ms, shoal, leechShoal) {
   } finally {
     seeder.stop()
     leecher?.stop()
+    rmSync(dir, { recursive: true, force: true })
   }
 }
 
