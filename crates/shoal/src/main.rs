@@ -9,6 +9,7 @@ use shoal::cmd::cli::{self, Cli};
 fn main() -> ExitCode {
     match cli::run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(shoal::cmd::Error::Logged(_)) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("shoal: error: {e}");
             ExitCode::FAILURE

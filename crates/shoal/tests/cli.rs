@@ -424,3 +424,83 @@ fn the_benchmark_floor_and_fixed_rate_load_answer_every_request() {
     assert_eq!(received, sent);
     assert!(shoal.metric("shoal_requests_total{protocol=\"udp\",action=\"announce\"}") > sent / 3);
 }
+
+/// With `log.format = "json"` every line `serve` writes is a JSON object: the start-up
+/// warning about an unknown variable and the error it stops with included.
+#[test]
+fn a_json_log_is_json_to_its_last_line() {
+    let dir = temp_dir();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap().to_string();
+    let err = fails_with(
+        &["serve"],
+        &[
+            ("SHOAL_LOG__FORMAT", "json"),
+            ("SHOAL_BOGUS", "1"),
+            ("SHOAL_UDP__BIND", "127.0.0.1:0"),
+            ("SHOAL_HTTP__BIND", &addr),
+            ("SHOAL_API__BIND", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |level: &str, what: &str| {
+        lines.iter().any(|v| {
+            v["level"] == level && v["fields"]["message"].as_str().unwrap().contains(what)
+        })
+    };
+    assert!(said("WARN", "SHOAL_BOGUS"), "{err}");
+    assert!(said("ERROR", &format!("http.bind {addr}")), "{err}");
+}
+
+/// What `shoal config` prints, `shoal serve --config` accepts: an empty Redis URL and
+/// empty TLS paths included.
+#[test]
+fn config_output_loads_back() {
+    let dir = temp_dir();
+    let out = command(&["config"])
+        .current_dir(dir.path())
+        .env("SHOAL_API__TOKEN", "sekrit-token-0123")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, &out.stdout).unwrap();
+    let again = command(&["config", "--config", printed.to_str().unwrap()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(again.stdout).unwrap(),
+        String::from_utf8(out.stdout).unwrap()
+    );
+}
+
+/// A TOML mistake on a secret's line names the key and the line, never the secret.
+#[test]
+fn a_toml_mistake_never_prints_the_secret_on_its_line() {
+    let dir = temp_dir();
+    for (table, line) in [
+        ("api", "token = \"hunter2-secret-token\" x"),
+        ("database", "url = \"postgresql://u:hunter2-secret-token@h/db"),
+        ("cluster", "secret = hunter2-secret-token"),
+    ] {
+        let cfg = dir.path().join("bad.toml");
+        std::fs::write(&cfg, format!("[{table}]\n{line}\n")).unwrap();
+        let err = fails_with(
+            &["serve", "--config", cfg.to_str().unwrap()],
+            &[],
+            dir.path(),
+        );
+        assert!(!err.contains("hunter2"), "{line}: {err}");
+        assert!(err.contains("bad.toml") && err.contains("line 2"), "{line}: {err}");
+    }
+}

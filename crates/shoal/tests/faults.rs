@@ -455,3 +455,35 @@ fn a_full_disk_keeps_deltas_until_there_is_room() {
         "the log names the full disk: {log:?}"
     );
 }
+
+/// With the database gone, SIGTERM still ends well inside systemd's `TimeoutStopSec=30`
+/// (docs/operations.md, "Stopping: the time budget"), and says what it could not write.
+#[test]
+fn sigterm_with_the_database_down_stops_within_budget_and_counts_the_loss() {
+    let mut pg = block_on(testkit::Server::launch(testkit::Kind::Postgres)).unwrap();
+    let url = block_on(pg.create_database("stop_budget")).unwrap();
+    let dir = temp_dir();
+    let shoal = Setup {
+        db_url: Some(url),
+        ..Setup::default()
+    }
+    .start(dir.path());
+    pg.stop();
+    let mut c = UdpClient::new(shoal.udp[0]);
+    let cid = c.connect();
+    for peer in 1..=2 {
+        for (left, event) in [(10, AnnounceEvent::Started), (0, AnnounceEvent::Completed)] {
+            c.announce(cid, hash(3), peer_id(peer), 7000, left, event);
+        }
+    }
+    let started = Instant::now();
+    let (status, log) = shoal.stop();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "SIGTERM took {took:?}: {log:?}");
+    assert!(!status.success(), "a loss is an error exit: {status:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("2 download increments could not be written")),
+        "{log:?}"
+    );
+}

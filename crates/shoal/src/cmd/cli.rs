@@ -65,19 +65,34 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn load_config(file: Option<&Path>) -> Result<Config> {
     let loaded = config::load(file, std::env::vars())?;
     for var in &loaded.ignored_env {
-        eprintln!("shoal: warning: environment variable {var} names no configuration key; ignored");
+        eprintln!("shoal: warning: {}", ignored(var));
     }
     Ok(loaded.config)
+}
+
+fn ignored(var: &str) -> String {
+    format!("environment variable {var} names no configuration key; ignored")
+}
+
+/// `serve` logs everything, warnings and the error it stops with included, through the
+/// formatter `[log]` chose, so a JSON log stays JSON to its last line.
+fn serve(file: Option<&Path>) -> Result<()> {
+    let loaded = config::load(file, std::env::vars())?;
+    serve::init_logs(&loaded.config.log);
+    for var in &loaded.ignored_env {
+        tracing::warn!("{}", ignored(var));
+    }
+    let result = runtime().and_then(|rt| rt.block_on(serve::run(loaded.config)));
+    result.map_err(|e| {
+        tracing::error!("{e}");
+        Error::Logged(Box::new(e))
+    })
 }
 
 /// Runs the command the line names.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(c) => {
-            let config = load_config(c.config.as_deref())?;
-            serve::init_logs(&config.log);
-            runtime()?.block_on(serve::run(config))
-        }
+        Command::Serve(c) => serve(c.config.as_deref()),
         Command::Migrate(args) => Ok(runtime()?.block_on(migrate::run(args))?),
         Command::Bench { what } => match what {
             Bench::Persistence(args) => runtime()?.block_on(bench::persistence::run(args)),

@@ -43,6 +43,9 @@ pub enum Error {
     /// What the command itself found: a refused database explained, a check that failed.
     #[error("{0}")]
     Said(String),
+    /// Already logged through the configured formatter: not printed again.
+    #[error("{0}")]
+    Logged(Box<Error>),
 }
 
 impl Error {

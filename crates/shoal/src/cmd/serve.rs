@@ -34,6 +34,9 @@ pub fn init_logs(log: &crate::config::LogConfig) {
 }
 
 pub async fn run(config: Config) -> Result<()> {
+    // Before anything slow: from here on SIGHUP can no longer end the process (its default
+    // action), whatever phase it arrives in (docs/operations.md, "Signals").
+    let signals = Signals::install()?;
     let url = config.database.url.clone();
     let store = AnyStore::open(&url, config.database.max_connections.get())
         .await
@@ -42,21 +45,42 @@ pub async fn run(config: Config) -> Result<()> {
         .migrate()
         .await
         .map_err(|e| crate::persist::explain(e, &url))?;
-    serve_with(config, url, store).await
+    serve_with(config, url, store, signals).await
 }
 
-async fn serve_with(config: Config, url: store::DatabaseUrl, store: AnyStore) -> Result<()> {
+async fn serve_with(
+    config: Config,
+    url: store::DatabaseUrl,
+    store: AnyStore,
+    mut signals: Signals,
+) -> Result<()> {
     // Bind everything before the (possibly long) load, so a taken port fails fast.
     let bound = Bound::bind(&config)?;
-    let tracker = load(&config, &store).await?;
+    // Loading counts can take seconds at scale: a stop asked meanwhile ends start-up (nothing
+    // is counted yet, so nothing is lost).
+    let tracker = tokio::select! {
+        loaded = load(&config, &store) => loaded?,
+        name = signals.stop() => {
+            tracing::info!("{name} received during start-up: stopping before serving");
+            store.close().await;
+            return Ok(());
+        }
+    };
     let node = Node::start(&config, bound, tracker, store, url).await?;
     tracing::info!(
         "ready: {} mode, database {}",
         format!("{:?}", config.mode).to_lowercase(),
         config.database.url.redacted()
     );
-    let signal = shutdown_signal().await;
-    tracing::info!("{signal} received: stopping listeners and flushing");
+    loop {
+        match signals.next().await {
+            Signal::Reload => node.reload().await,
+            Signal::Stop(name) => {
+                tracing::info!("{name} received: stopping listeners and flushing");
+                break;
+            }
+        }
+    }
     node.shutdown().await?;
     tracing::info!("all download counts flushed; bye");
     Ok(())
@@ -144,6 +168,9 @@ struct Node {
     tasks: JoinSet<()>,
     bus: Option<JoinSet<()>>,
     stop_bus: tokio::sync::watch::Sender<bool>,
+    /// What SIGHUP reloads besides the access lists.
+    certs: Vec<Arc<Certs>>,
+    tracker: Arc<Tracker>,
 }
 
 impl Node {
@@ -174,6 +201,8 @@ impl Node {
             tasks: JoinSet::new(),
             bus: None,
             stop_bus,
+            certs: Vec::new(),
+            tracker: tracker.clone(),
         };
         let bus = node.start_bus(config, &tracker, bus_stop);
         node.start_udp(config, &bound.udp, &tracker)?;
@@ -185,8 +214,9 @@ impl Node {
             .cloned()
             .collect();
         if !watched.is_empty() {
-            node.tasks.spawn(crate::server::tls::watch(watched));
+            node.tasks.spawn(crate::server::tls::watch(watched.clone()));
         }
+        node.certs = watched;
         if let Some(certs) = &bound.http_tls {
             tracing::info!(
                 "the http tracker speaks HTTPS with {}; reloaded on change and on SIGHUP",
@@ -367,6 +397,23 @@ impl Node {
         Ok(())
     }
 
+    /// SIGHUP: certificates and the access lists (whitelist, keys) from the store. What
+    /// fails to load is logged and the previous version keeps serving; nothing stops.
+    async fn reload(&self) {
+        for c in &self.certs {
+            c.reload();
+        }
+        match self.tracker.access().reload(&self.store).await {
+            Ok((whitelisted, keys)) => tracing::info!(
+                "SIGHUP received: reloaded {} certificate(s), {whitelisted} whitelisted info-hashes and {keys} keys",
+                self.certs.len()
+            ),
+            Err(e) => tracing::error!(
+                "SIGHUP received: the access lists were not reloaded, the previous ones stay: {e}"
+            ),
+        }
+    }
+
     /// HTTP first: connections finish what they are answering, so every announce answered
     /// is in the swarm before the final flush (a client that never finishes its request is
     /// cut off after the header timeout at most). Then UDP, then the bus (the last changes,
@@ -426,13 +473,48 @@ async fn clean_expired(tracker: Arc<Tracker>) {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// The signal table (docs/operations.md, "Signals"): SIGTERM and SIGINT drain and stop,
+/// SIGHUP reloads and never stops.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+enum Signal {
+    Stop(&'static str),
+    Reload,
+}
+
+impl Signals {
+    fn install() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let on = |kind, name: &str| {
+            signal(kind).map_err(Error::io(format!("cannot handle {name}")))
+        };
+        Ok(Signals {
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The next stop signal; a SIGHUP meanwhile has nothing loaded to reload and is logged.
+    async fn stop(&mut self) -> &'static str {
+        loop {
+            match self.next().await {
+                Signal::Stop(name) => return name,
+                Signal::Reload => tracing::info!("SIGHUP received during start-up: nothing to reload yet"),
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }
 

@@ -426,7 +426,7 @@ pub fn load(
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
                     path: shown.clone(),
-                    message: e.to_string().trim_end().to_string(),
+                    message: syntax_error(&text, &e),
                 })?;
         check_known(&table, &defaults, "", &shown)?;
         merged = table;
@@ -480,6 +480,21 @@ pub fn load(
         config,
         ignored_env,
     })
+}
+
+/// Where the TOML went wrong and why, without the offending line: it may hold a secret
+/// (a token, a database password), which docs/security.md promises never to print.
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("TOML syntax error at line {line}, column {column}: {message} (the line is not shown: it may hold a secret)")
+        }
+        None => format!("TOML syntax error: {message}"),
+    }
 }
 
 fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {

@@ -14,6 +14,9 @@ use crate::tracker::Tracker;
 /// Retries slow down to this, so a database that comes back is used within seconds.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// What the final flush may take at shutdown, retries included.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(8);
+
 pub struct Flusher<S> {
     store: S,
     tracker: Arc<Tracker>,
@@ -104,16 +107,25 @@ impl<S: TorrentMetricsStore> Flusher<S> {
         self
     }
 
-    /// The last flush at shutdown: a few quick retries, then an honest count of what is lost.
+    /// The last flush at shutdown: retries within `FINAL_FLUSH`, then an honest count of
+    /// what is lost. Bounded so the loss is logged before systemd's `TimeoutStopSec` kills the
+    /// process (docs/operations.md, "Stopping: the time budget").
     pub async fn finish(&mut self) -> Result<(), u64> {
-        for attempt in 0..5 {
-            match self.flush().await {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    tracing::error!("final flush attempt {} failed: {e}", attempt + 1);
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        let deadline = tokio::time::Instant::now() + FINAL_FLUSH;
+        for attempt in 1.. {
+            match tokio::time::timeout_at(deadline, self.flush()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => tracing::error!("final flush attempt {attempt} failed: {e}"),
+                Err(_) => {
+                    tracing::error!("final flush attempt {attempt} did not finish within {FINAL_FLUSH:?}");
+                    break;
                 }
             }
+            let pause = Duration::from_millis(200 << attempt.min(4));
+            if tokio::time::Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
         }
         Err(self.unflushed.values().sum())
     }

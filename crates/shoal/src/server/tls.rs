@@ -128,22 +128,14 @@ impl Certs {
     }
 }
 
-/// Reloads `certs` on SIGHUP and when their files change, until the process ends.
+/// Reloads `certs` when their files change, until the process ends (SIGHUP forces a
+/// reload through `shoal serve`'s signal table).
 pub async fn watch(certs: Vec<Arc<Certs>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(POLL);
     loop {
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            Some(_) = async { match &mut hup { Some(h) => h.recv().await, None => None } } => true,
-        };
+        tick.tick().await;
         for c in &certs {
-            if forced {
-                c.reload();
-            } else {
-                c.reload_if_changed();
-            }
+            c.reload_if_changed();
         }
     }
 }
