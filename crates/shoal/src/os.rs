@@ -35,3 +35,31 @@ pub fn random<const N: usize>() -> [u8; N] {
 pub fn random_u64() -> u64 {
     u64::from_le_bytes(random())
 }
+
+/// Makes sure this process may open `needed` file descriptors: raises the soft
+/// `RLIMIT_NOFILE` up to the hard one if it must. Err((soft, hard)) when even the hard
+/// limit is lower.
+pub fn ensure_open_files(needed: u64) -> Result<(), (u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(()); // Unknown: nothing to check against.
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= needed {
+        return Ok(());
+    }
+    if lim.rlim_max != libc::RLIM_INFINITY && lim.rlim_max < needed {
+        return Err((lim.rlim_cur, lim.rlim_max));
+    }
+    let raised = libc::rlimit {
+        rlim_cur: needed,
+        rlim_max: lim.rlim_max,
+    };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err((lim.rlim_cur, lim.rlim_max));
+    }
+    Ok(())
+}

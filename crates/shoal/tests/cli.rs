@@ -448,9 +448,9 @@ fn a_json_log_is_json_to_its_last_line() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     let said = |level: &str, what: &str| {
-        lines.iter().any(|v| {
-            v["level"] == level && v["fields"]["message"].as_str().unwrap().contains(what)
-        })
+        lines
+            .iter()
+            .any(|v| v["level"] == level && v["fields"]["message"].as_str().unwrap().contains(what))
     };
     assert!(said("WARN", "SHOAL_BOGUS"), "{err}");
     assert!(said("ERROR", &format!("http.bind {addr}")), "{err}");
@@ -490,7 +490,10 @@ fn a_toml_mistake_never_prints_the_secret_on_its_line() {
     let dir = temp_dir();
     for (table, line) in [
         ("api", "token = \"hunter2-secret-token\" x"),
-        ("database", "url = \"postgresql://u:hunter2-secret-token@h/db"),
+        (
+            "database",
+            "url = \"postgresql://u:hunter2-secret-token@h/db",
+        ),
         ("cluster", "secret = hunter2-secret-token"),
     ] {
         let cfg = dir.path().join("bad.toml");
@@ -501,6 +504,9 @@ fn a_toml_mistake_never_prints_the_secret_on_its_line() {
             dir.path(),
         );
         assert!(!err.contains("hunter2"), "{line}: {err}");
-        assert!(err.contains("bad.toml") && err.contains("line 2"), "{line}: {err}");
+        assert!(
+            err.contains("bad.toml") && err.contains("line 2"),
+            "{line}: {err}"
+        );
     }
 }

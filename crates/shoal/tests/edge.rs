@@ -301,3 +301,176 @@ fn the_admin_api_speaks_https_when_given_a_pair() {
         "plain HTTP is not answered"
     );
 }
+
+/// Whether the server closed `s` within `limit` (a read returns 0 or an error).
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 64];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+/// A trusted proxy that starts a PROXY header and stops (v1 or v2, still connected or
+/// gone) holds its connection no longer than the header deadline; with
+/// `http.max_connections = 4` the tracker still serves after eight such connections.
+#[test]
+fn an_incomplete_proxy_header_ends_at_the_header_deadline() {
+    let dir = temp_dir();
+    let shoal = Setup {
+        http_extra: "trusted_proxies = [\"127.0.0.1/32\"]\nheader_timeout_ms = 500\nmax_connections = 4\n",
+        ..Setup::default()
+    }
+    .start(dir.path());
+    let at = shoal.http[0];
+    // v2: the signature and a length announcing 200 bytes that never come.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    v2.extend_from_slice(&200u16.to_be_bytes());
+    let mut held = Vec::new();
+    for (i, start) in [b"PROXY ".to_vec(), v2].iter().enumerate() {
+        let mut s = connect_from("127.0.0.1", at);
+        s.write_all(start).unwrap();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(3)),
+            "header {i} held past the deadline"
+        );
+        // The same, three more times each, with the sender gone half way.
+        for _ in 0..3 {
+            let mut s = connect_from("127.0.0.1", at);
+            s.write_all(start).unwrap();
+            held.push(s);
+        }
+    }
+    drop(held);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (status, _) = exchange(
+        &mut connect_from("127.0.0.1", at),
+        &announce_target(1, 6001),
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(shoal.metric("shoal_errors_total{protocol=\"http\",kind=\"head_timeout\"}") >= 2);
+}
+
+/// The admin listener closes a connection that says nothing, or stays idle after a request,
+/// at `api.idle_timeout_ms`, and holds at most `api.max_connections` at once: idle admin
+/// connections can neither pile up nor take the trackers' descriptors.
+#[test]
+fn the_admin_listener_has_an_idle_timeout_and_a_cap() {
+    let dir = temp_dir();
+    // Appended to the [api] table.
+    let shoal = Shoal::start(dir.path(), "max_connections = 3\nidle_timeout_ms = 500\n");
+    let mut silent = TcpStream::connect(shoal.api).unwrap();
+    silent.write_all(b"G").unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)),
+        "a half-sent request"
+    );
+    let mut kept = TcpStream::connect(shoal.api).unwrap();
+    let (status, _) = exchange(&mut kept, "/health", "");
+    assert_eq!(status, 200);
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(3)),
+        "an idle keep-alive"
+    );
+
+    let open: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(shoal.api).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fourth = TcpStream::connect(shoal.api).unwrap();
+    assert!(
+        closed_within(&mut fourth, Duration::from_millis(300)),
+        "over the cap"
+    );
+    drop(open);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(http_get(shoal.api, "/health").0, 200, "places come back");
+}
+
+/// A load balancer's TCP check (connect, close) is not an error: not a TLS handshake
+/// failure, not a failed request, on HTTPS and plain HTTP alike.
+#[test]
+fn connections_that_send_nothing_are_not_counted_as_failures() {
+    let dir = temp_dir();
+    let certs = certificates(&dir.path().join("certs"));
+    let http_extra = format!(
+        "trusted_proxies = [\"127.0.0.1/32\"]\n{}",
+        tls_config(&certs)
+    );
+    let shoal = Setup {
+        http_extra: &http_extra,
+        ..Setup::default()
+    }
+    .start(dir.path());
+    for _ in 0..5 {
+        drop(TcpStream::connect(shoal.http[0]).unwrap());
+        // HAProxy's check with send-proxy-v2: a LOCAL header, then close.
+        let mut s = TcpStream::connect(shoal.http[0]).unwrap();
+        s.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+            .unwrap();
+    }
+    // A real failed handshake still counts, so the metric is alive.
+    let mut garbage = TcpStream::connect(shoal.http[0]).unwrap();
+    garbage.write_all(b"not a client hello\r\n\r\n").unwrap();
+    assert!(closed_within(&mut garbage, Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_millis(200));
+    let failed = |kind: &str| {
+        shoal.metric(&format!(
+            "shoal_errors_total{{protocol=\"http\",kind=\"{kind}\"}}"
+        ))
+    };
+    assert_eq!(failed("tls_handshake"), 1, "{}", shoal.metrics());
+    assert_eq!(failed("bad_proxy_header") + failed("head_timeout"), 0);
+    assert_eq!(
+        shoal.metric("shoal_failed_requests_total{protocol=\"http\",action=\"unknown\"}"),
+        1
+    );
+}
+
+/// The connection caps must fit in RLIMIT_NOFILE: under a hard limit too low, start-up
+/// stops and names the keys; under a low soft limit the tracker raises it and starts.
+#[test]
+fn the_connection_caps_are_checked_against_the_file_descriptor_limit() {
+    let dir = temp_dir();
+    let cfg = config(dir.path(), "");
+    let under = |limits: &str| {
+        let mut c = std::process::Command::new("prlimit");
+        c.arg(format!("--nofile={limits}")).arg(bin()).args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        c
+    };
+    let out = under("512:512").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("http.max_connections 8192") && err.contains("RLIMIT_NOFILE allows 512"),
+        "{err}"
+    );
+    let shoal = Shoal::spawn(under("1024:20000"));
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", shoal.pid())).unwrap();
+    let open_files = limit
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = open_files
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(soft > 8192, "{open_files}");
+    shoal.stop();
+}

@@ -479,7 +479,10 @@ fn sigterm_with_the_database_down_stops_within_budget_and_counts_the_loss() {
     let started = Instant::now();
     let (status, log) = shoal.stop();
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(20), "SIGTERM took {took:?}: {log:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "SIGTERM took {took:?}: {log:?}"
+    );
     assert!(!status.success(), "a loss is an error exit: {status:?}");
     assert!(
         log.iter()

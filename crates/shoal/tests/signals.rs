@@ -95,7 +95,8 @@ fn sigterm_and_sigint_drain_flush_and_exit_zero() {
         let (status, log) = shoal.exited();
         assert!(status.success(), "SIG{sig}: {status:?}");
         assert!(
-            log.iter().any(|l| l.contains(&format!("SIG{sig} received"))),
+            log.iter()
+                .any(|l| l.contains(&format!("SIG{sig} received"))),
             "SIG{sig}: {log:?}"
         );
         assert!(log.iter().any(|l| l.contains("flushed; bye")), "{log:?}");

@@ -98,8 +98,51 @@ struct Bound {
     api_tls: Option<Arc<Certs>>,
 }
 
+/// Descriptors besides the listeners' connections: the listening sockets, UDP, Redis,
+/// the flusher, epoll, logs, certificate files; generous on purpose.
+const FD_RESERVE: u64 = 64;
+
+/// Every listener's connection cap together, plus database pools and a reserve, must fit in
+/// `RLIMIT_NOFILE`, so a full listener can never take another's descriptors (the soft
+/// limit is raised to the hard one if needed; docs/operations.md, "File descriptors").
+fn check_fd_budget(config: &Config) -> Result<u64> {
+    let caps = [
+        (
+            "http.max_connections",
+            config.http.max_connections.get() as u64 * config.http.bind.len() as u64,
+        ),
+        (
+            "ws.max_connections",
+            config.ws.max_connections.get() as u64 * config.ws.bind.len() as u64,
+        ),
+        (
+            "api.max_connections",
+            config.api.max_connections.get() as u64,
+        ),
+        (
+            "database.max_connections",
+            u64::from(config.database.max_connections.get()) + 2,
+        ),
+    ];
+    let needed = caps.iter().map(|(_, n)| n).sum::<u64>() + FD_RESERVE;
+    crate::os::ensure_open_files(needed).map_err(|(soft, hard)| {
+        let parts: Vec<String> = caps
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        Error::Said(format!(
+            "the connection caps need {needed} file descriptors ({} and {FD_RESERVE} reserved) but RLIMIT_NOFILE allows {soft} (hard limit {hard}): raise LimitNOFILE / ulimit -n, or lower the caps",
+            parts.join(", ")
+        ))
+    })?;
+    Ok(needed)
+}
+
 impl Bound {
     fn bind(config: &Config) -> Result<Bound> {
+        let needed = check_fd_budget(config)?;
+        tracing::debug!("file descriptor budget: {needed}");
         let certs = |files: Option<TlsFiles>| files.map(Certs::open).transpose();
         let mut udp = Vec::new();
         for addr in &config.udp.bind {
@@ -381,19 +424,16 @@ impl Node {
                 .collect(),
             bus,
         }));
-        match tls {
-            None => {
-                self.tasks.spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).await {
-                        tracing::error!("admin api stopped: {e}");
-                    }
-                });
-            }
-            Some(certs) => {
-                tracing::info!("the admin api speaks HTTPS with {}", certs.cert().display());
-                self.tasks.spawn(api::serve_tls(listener, app, certs));
-            }
+        if let Some(certs) = &tls {
+            tracing::info!("the admin api speaks HTTPS with {}", certs.cert().display());
         }
+        self.tasks.spawn(api::serve(
+            listener,
+            app,
+            tls,
+            config.api.max_connections.get(),
+            Duration::from_millis(config.api.idle_timeout_ms.get()),
+        ));
         Ok(())
     }
 
@@ -489,9 +529,8 @@ enum Signal {
 impl Signals {
     fn install() -> Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let on = |kind, name: &str| {
-            signal(kind).map_err(Error::io(format!("cannot handle {name}")))
-        };
+        let on =
+            |kind, name: &str| signal(kind).map_err(Error::io(format!("cannot handle {name}")));
         Ok(Signals {
             term: on(SignalKind::terminate(), "SIGTERM")?,
             int: on(SignalKind::interrupt(), "SIGINT")?,
@@ -504,7 +543,9 @@ impl Signals {
         loop {
             match self.next().await {
                 Signal::Stop(name) => return name,
-                Signal::Reload => tracing::info!("SIGHUP received during start-up: nothing to reload yet"),
+                Signal::Reload => {
+                    tracing::info!("SIGHUP received during start-up: nothing to reload yet")
+                }
             }
         }
     }

@@ -95,6 +95,12 @@ pub struct ApiConfig {
     pub tls_cert_path: Option<PathBuf>,
     #[serde(with = "path")]
     pub tls_key_path: Option<PathBuf>,
+    /// Admin connections open at once; more are closed at accept. Scrapers and scripts
+    /// need a few; the cap keeps idle ones from taking the trackers' file descriptors.
+    pub max_connections: NonZeroUsize,
+    /// A connection must send its request (TLS handshake included) within this, and is
+    /// closed after this long idle between requests.
+    pub idle_timeout_ms: NonZeroU64,
 }
 
 /// A UDP datagram carries at most 65,507 bytes: a 20-byte answer header, 18 per IPv6 peer.
@@ -355,6 +361,8 @@ impl Default for ApiConfig {
             hosts: Vec::new(),
             tls_cert_path: None,
             tls_key_path: None,
+            max_connections: NonZeroUsize::new(64).unwrap(),
+            idle_timeout_ms: NonZeroU64::new(10_000).unwrap(),
         }
     }
 }
@@ -491,7 +499,9 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("TOML syntax error at line {line}, column {column}: {message} (the line is not shown: it may hold a secret)")
+            format!(
+                "TOML syntax error at line {line}, column {column}: {message} (the line is not shown: it may hold a secret)"
+            )
         }
         None => format!("TOML syntax error: {message}"),
     }

@@ -117,7 +117,9 @@ impl<S: TorrentMetricsStore> Flusher<S> {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => tracing::error!("final flush attempt {attempt} failed: {e}"),
                 Err(_) => {
-                    tracing::error!("final flush attempt {attempt} did not finish within {FINAL_FLUSH:?}");
+                    tracing::error!(
+                        "final flush attempt {attempt} did not finish within {FINAL_FLUSH:?}"
+                    );
                     break;
                 }
             }

@@ -18,6 +18,7 @@ use protocol::http::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::edge::{self, Cap, Opened};
 use super::proxy::Proxies;
 use super::stopped;
 use super::tls::Certs;
@@ -35,7 +36,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     tls: Option<Arc<Certs>>,
 ) {
-    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.get()));
+    let cap = Cap::new(limits.max_connections.get());
     let header_timeout = Duration::from_millis(limits.header_timeout_ms.get());
     let proxies = Proxies::new(&limits.trusted_proxies);
     loop {
@@ -43,7 +44,7 @@ pub async fn serve(
             a = listener.accept() => a,
             _ = stopped(&mut stop) => break,
         };
-        let (mut stream, remote) = match accepted {
+        let (stream, remote) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -53,13 +54,14 @@ pub async fn serve(
             }
         };
         // Over the limit: close at once, before hyper spends anything on the connection.
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let Some(permit) = cap.enter() else {
             tracker.count_error(Http, None, ErrorKind::TooManyConnections);
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn {
+        let deadline = tokio::time::Instant::now() + header_timeout;
+        let mut conn = Conn {
             tracker: tracker.clone(),
             proxies: proxies.clone(),
             remote,
@@ -68,37 +70,27 @@ pub async fn serve(
             max_header_bytes: limits.max_header_bytes,
             stop: stop.clone(),
         };
-        let tls = tls.as_ref().map(|c| c.acceptor());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut conn = conn;
-            // A PROXY header comes first, before any TLS.
-            match conn
-                .proxies
-                .read_header(&mut stream, remote, header_timeout)
-                .await
-            {
-                Ok(named) => conn.named = named,
-                Err(_) => {
-                    return conn
-                        .tracker
-                        .count_error(Http, None, ErrorKind::BadProxyHeader);
+            match edge::open(stream, remote, &conn.proxies, tls.as_deref(), deadline).await {
+                Ok((opened, named)) => {
+                    conn.named = named;
+                    match opened {
+                        Opened::Plain(s) => conn.serve(s).await,
+                        Opened::Tls(s) => conn.serve(s).await,
+                    }
                 }
-            }
-            match tls {
-                None => conn.serve(stream).await,
-                Some(acceptor) => match Certs::accept(acceptor, stream, header_timeout).await {
-                    Some(tls) => conn.serve(tls).await,
-                    None => conn
-                        .tracker
-                        .count_error(Http, None, ErrorKind::TlsHandshake),
-                },
+                Err(closed) => {
+                    if let Some(kind) = closed.kind() {
+                        conn.tracker.count_error(Http, None, kind);
+                    }
+                }
             }
         });
     }
     drop(listener);
-    // Every connection holds a permit until it has closed.
-    let _ = open.acquire_many(limits.max_connections.get() as u32).await;
+    cap.drained().await;
 }
 
 /// One accepted connection and what its requests need.

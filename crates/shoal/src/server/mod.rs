@@ -2,6 +2,7 @@
 //! Each turns its wire format into calls on `tracker::Tracker` and back.
 
 pub mod admin;
+pub mod edge;
 pub mod http;
 pub mod proxy;
 pub mod tls;

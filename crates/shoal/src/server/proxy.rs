@@ -61,11 +61,12 @@ impl Proxies {
     /// On a connection from a trusted proxy, reads a PROXY protocol header if the stream
     /// starts with one and returns the client it names; the header is consumed, the HTTP
     /// request after it is not. Ok(None): no header (or not a trusted proxy), nothing read.
+    /// The whole header must arrive before `deadline`, however it trickles in.
     pub async fn read_header(
         &self,
         stream: &mut TcpStream,
         remote: SocketAddr,
-        limit: Duration,
+        deadline: tokio::time::Instant,
     ) -> std::io::Result<Option<SocketAddr>> {
         use std::io::{Error, ErrorKind};
         use tokio::io::AsyncReadExt;
@@ -73,11 +74,16 @@ impl Proxies {
             return Ok(None);
         }
         let mut buf = [0u8; MAX_HEADER];
-        let deadline = tokio::time::Instant::now() + limit;
+        let timed_out = || Error::new(ErrorKind::TimedOut, "PROXY header timed out");
         loop {
+            // `peek` returns at once while any byte waits, so the deadline is checked here
+            // too: a header that stops half way (or whose sender left) ends at the deadline.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(timed_out());
+            }
             let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
                 .await
-                .map_err(|_| Error::new(ErrorKind::TimedOut, "PROXY header timed out"))??;
+                .map_err(|_| timed_out())??;
             let seen = &buf[..n];
             let could_be =
                 |prefix: &[u8]| prefix.starts_with(&seen[..seen.len().min(prefix.len())]);
@@ -89,13 +95,15 @@ impl Proxies {
                 HeaderResult::V2(Ok(h)) => (h.len(), v2_client(&h.addresses)),
                 h if ppp::PartialResult::is_incomplete(&h) && n < MAX_HEADER => {
                     // The rest of the header is on its way.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
                 _ => return Err(Error::new(ErrorKind::InvalidData, "malformed PROXY header")),
             };
             let mut header = vec![0u8; len];
-            stream.read_exact(&mut header).await?;
+            tokio::time::timeout_at(deadline, stream.read_exact(&mut header))
+                .await
+                .map_err(|_| timed_out())??;
             return Ok(client);
         }
     }

@@ -89,22 +89,6 @@ impl Certs {
         TlsAcceptor::from(self.current.load_full())
     }
 
-    /// The TLS handshake on `stream` with the current certificate, within `deadline` (a
-    /// client that starts one and stalls holds nothing longer); None if it fails.
-    pub async fn accept<IO>(
-        acceptor: TlsAcceptor,
-        stream: IO,
-        deadline: Duration,
-    ) -> Option<tokio_rustls::server::TlsStream<IO>>
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        tokio::time::timeout(deadline, acceptor.accept(stream))
-            .await
-            .ok()?
-            .ok()
-    }
-
     /// Loads the pair again; a bad pair keeps the old one serving and is logged.
     pub fn reload(&self) {
         match load(&self.cert, &self.key, self.keys) {

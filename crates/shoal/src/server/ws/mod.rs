@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::hub::Hub;
+use super::edge::{self, Cap, Opened};
 use super::proxy::Proxies;
 use super::tls::Certs;
 use crate::config::WsConfig;
@@ -71,8 +72,7 @@ impl Drop for IpSlot {
 /// Serves until `stop` turns true, then closes every connection (each announces its
 /// peers' departure) and returns.
 pub async fn serve(listener: TcpListener, setup: Setup, mut stop: watch::Receiver<bool>) {
-    let max = setup.config.max_connections.get();
-    let open = Arc::new(tokio::sync::Semaphore::new(max));
+    let cap = Cap::new(setup.config.max_connections.get());
     let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
@@ -87,7 +87,7 @@ pub async fn serve(listener: TcpListener, setup: Setup, mut stop: watch::Receive
                 continue;
             }
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let Some(permit) = cap.enter() else {
             setup
                 .tracker
                 .count_error(Ws, None, ErrorKind::TooManyConnections);
@@ -101,33 +101,34 @@ pub async fn serve(listener: TcpListener, setup: Setup, mut stop: watch::Receive
         });
     }
     drop(listener);
-    let _ = open.acquire_many(max as u32).await;
+    cap.drained().await;
 }
 
 /// Everything before the first frame, within `ws.handshake_timeout_ms`: a trusted proxy's
 /// PROXY header, TLS, the upgrade (path, Origin, `X-Forwarded-For`); then the connection.
 async fn accept(
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: SocketAddr,
     setup: &Setup,
     per_ip: &Arc<PerIp>,
     stop: watch::Receiver<bool>,
 ) {
-    let count = |kind| setup.tracker.count_error(Ws, None, kind);
     let limit = Duration::from_millis(setup.config.handshake_timeout_ms.get());
     let deadline = tokio::time::Instant::now() + limit;
-    let named = match setup.proxies.read_header(&mut stream, remote, limit).await {
-        Ok(named) => named,
-        Err(_) => return count(ErrorKind::BadProxyHeader),
-    };
-    let remote = named.unwrap_or(remote);
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    match setup.tls.as_ref().map(|c| c.acceptor()) {
-        None => upgrade(stream, remote, setup, per_ip, stop, deadline).await,
-        Some(acceptor) => match Certs::accept(acceptor, stream, left).await {
-            Some(tls) => upgrade(tls, remote, setup, per_ip, stop, deadline).await,
-            None => count(ErrorKind::TlsHandshake),
-        },
+    let tls = setup.tls.as_deref();
+    match edge::open(stream, remote, &setup.proxies, tls, deadline).await {
+        Ok((opened, named)) => {
+            let remote = named.unwrap_or(remote);
+            match opened {
+                Opened::Plain(s) => upgrade(s, remote, setup, per_ip, stop, deadline).await,
+                Opened::Tls(s) => upgrade(s, remote, setup, per_ip, stop, deadline).await,
+            }
+        }
+        Err(closed) => {
+            if let Some(kind) = closed.kind() {
+                setup.tracker.count_error(Ws, None, kind);
+            }
+        }
     }
 }
 
