@@ -82,6 +82,9 @@ fn serve(file: Option<&Path>) -> Result<()> {
     for var in &loaded.ignored_env {
         tracing::warn!("{}", ignored(var));
     }
+    for warning in loaded.config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let result = runtime().and_then(|rt| rt.block_on(serve::run(loaded.config)));
     result.map_err(|e| {
         tracing::error!("{e}");

@@ -78,8 +78,13 @@ pub struct HttpConfig {
     pub tls_cert_path: Option<PathBuf>,
     #[serde(with = "path")]
     pub tls_key_path: Option<PathBuf>,
-    /// CIDRs whose `X-Forwarded-For` or PROXY protocol header names the client.
+    /// CIDRs (or bare addresses, read as /32 or /128) whose `X-Forwarded-For` or PROXY
+    /// protocol header names the client.
+    #[serde(with = "nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Lets `trusted_proxies` hold a /0 (every address may name any client): only for a
+    /// tracker no client can reach except through its proxies.
+    pub trust_every_address: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,6 +241,31 @@ mod path {
     }
 }
 
+/// Networks as CIDRs; a bare address is its own /32 or /128.
+mod nets {
+    use super::*;
+    use ipnet::IpNet;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "{s:?} is neither an address nor a CIDR such as 10.0.0.0/8"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    pub fn serialize<S: Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(nets.iter().map(|n| n.to_string()))
+    }
+}
+
 /// A listener's certificate chain and key (PEM files), and the config keys that named them.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -349,6 +379,7 @@ impl Default for HttpConfig {
             tls_cert_path: None,
             tls_key_path: None,
             trusted_proxies: Vec::new(),
+            trust_every_address: false,
         }
     }
 }

@@ -227,3 +227,77 @@ fn tls_paths_are_optional_and_an_empty_one_is_none() {
         .config;
     assert_eq!(again, c, "shoal config's output loads back");
 }
+
+#[test]
+fn trusted_proxies_take_bare_addresses_and_refuse_everyone_without_the_opt_in() {
+    let c = load(
+        None,
+        env(&[(
+            "SHOAL_HTTP__TRUSTED_PROXIES",
+            "[\"127.0.0.1\", \"::1\", \"10.0.0.0/8\"]",
+        )]),
+    )
+    .unwrap()
+    .config;
+    let shown: Vec<String> = c
+        .http
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(shown, ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]);
+    let err = load(None, env(&[("SHOAL_HTTP__TRUSTED_PROXIES", "[\"bogus\"]")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("http.trusted_proxies") && err.contains("\"bogus\""),
+        "{err}"
+    );
+    for every in ["0.0.0.0/0", "::/0"] {
+        let list = format!("[\"{every}\"]");
+        let err = load(None, env(&[("SHOAL_HTTP__TRUSTED_PROXIES", &list)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.trust_every_address"), "{err}");
+        let c = load(
+            None,
+            env(&[
+                ("SHOAL_HTTP__TRUSTED_PROXIES", &list),
+                ("SHOAL_HTTP__TRUST_EVERY_ADDRESS", "true"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        assert!(
+            c.warnings()
+                .iter()
+                .any(|w| w.contains("trust_every_address"))
+        );
+    }
+}
+
+#[test]
+fn an_exposed_admin_api_needs_a_long_token_and_is_warned_about_without_tls() {
+    let exposed = |token: &str| {
+        load(
+            None,
+            env(&[
+                ("SHOAL_API__BIND", "0.0.0.0:1212"),
+                ("SHOAL_API__TOKEN", token),
+            ]),
+        )
+    };
+    let err = exposed("a").unwrap_err().to_string();
+    assert!(
+        err.contains("api.token") && err.contains("shorter than 16"),
+        "{err}"
+    );
+    assert!(!err.contains("\"a\""), "the token is not shown: {err}");
+    let c = exposed("0123456789abcdef0123").unwrap().config;
+    assert!(c.warnings().iter().any(|w| w.contains("travels in clear")));
+    // On loopback a short token is the operator's business.
+    let c = load(None, env(&[("SHOAL_API__TOKEN", "a")]))
+        .unwrap()
+        .config;
+    assert!(c.warnings().is_empty());
+}

@@ -2,6 +2,9 @@
 
 use super::{Config, ConfigError, MAX_NUMWANT};
 
+/// The shortest admin token accepted on a bind that is not loopback.
+const MIN_TOKEN: usize = 16;
+
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.validate_listeners()?;
@@ -71,6 +74,33 @@ impl Config {
                 "must not contain whitespace or control characters".into(),
             );
         }
+        if let Some(any) = self
+            .http
+            .trusted_proxies
+            .iter()
+            .find(|n| n.prefix_len() == 0)
+            && !self.http.trust_every_address
+        {
+            return bad(
+                "http.trusted_proxies",
+                format!(
+                    "{any} trusts every address: any client could name any other in X-Forwarded-For or a PROXY header; list your proxies' addresses, or set http.trust_every_address = true if clients reach Shoal only through them"
+                ),
+            );
+        }
+        let exposed = !self.api.bind.ip().is_loopback();
+        if exposed
+            && !self.api.token.expose().is_empty()
+            && self.api.token.expose().len() < MIN_TOKEN
+        {
+            return bad(
+                "api.token",
+                format!(
+                    "is shorter than {MIN_TOKEN} characters while api.bind ({}) is not a loopback address; use a long random token, e.g. openssl rand -hex 24",
+                    self.api.bind
+                ),
+            );
+        }
         if let Some(h) = self.api.hosts.iter().find(|h| {
             h.is_empty()
                 || !h
@@ -83,6 +113,23 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// What is allowed but worth saying at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut said = Vec::new();
+        if !self.api.bind.ip().is_loopback() && self.api.tls_cert_path.is_none() {
+            said.push(format!(
+                "api.bind ({}) is not a loopback address and the admin API has no TLS: its token travels in clear; set api.tls_cert_path and api.tls_key_path",
+                self.api.bind
+            ));
+        }
+        if self.http.trust_every_address {
+            said.push(
+                "http.trust_every_address is on: every connection may name its client".into(),
+            );
+        }
+        said
     }
 
     fn validate_announce(&self) -> Result<(), ConfigError> {
