@@ -64,6 +64,14 @@ impl InfoHash {
     }
 }
 
+impl std::str::FromStr for InfoHash {
+    type Err = HexError;
+
+    fn from_str(s: &str) -> Result<Self, HexError> {
+        InfoHash::from_hex(s)
+    }
+}
+
 impl fmt::Display for InfoHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

@@ -12,3 +12,4 @@ pub mod os;
 pub mod persist;
 pub mod server;
 pub mod tracker;
+pub mod trust;

@@ -372,3 +372,35 @@ fn rediss_with_a_private_ca() {
     );
     assert_eq!(health(&n3).1["bus"]["up"], false);
 }
+
+/// `openssl req -x509`'s self-signed certificate (marked CA) as the Redis server's, given as
+/// `cluster.redis_ca_cert_path`: trusted as that server's own (pinned), for the stream and
+/// the WebSocket relay alike.
+#[test]
+fn rediss_with_a_pinned_self_signed_certificate() {
+    let redis = testkit::Redis::launch_tls_self_signed().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let start = |id: &str| {
+        let extra = format!(
+            "[cluster]\nredis_url = \"{}\"\nredis_ca_cert_path = \"{}\"\nnode_id = \"{id}\"\nsecret = \"s\"\n",
+            redis.url(),
+            redis.ca_path().display()
+        );
+        let s = Setup {
+            db_url: Some(db.clone()),
+            extra: &extra,
+            ..Setup::default()
+        }
+        .start(&subdir(dir.path(), id));
+        wait_ready(&s);
+        s
+    };
+    let (n1, n2) = (start("n1"), start("n2"));
+    let ih = hash(9);
+    http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
+    wait_until("node 2 to see the peer over pinned TLS", SECOND, || {
+        udp_counts(n2.udp[0], ih).0 == 1
+    });
+    assert_eq!(health(&n2).1["bus"]["up"], true);
+}

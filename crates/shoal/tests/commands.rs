@@ -195,3 +195,224 @@ fn admin_commands_change_a_running_tracker() {
         text(&out)
     );
 }
+
+/// A hostile "tracker" on loopback TCP that runs `serve` on every connection, for 15 s.
+fn hostile_http(serve: fn(std::net::TcpStream)) -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || serve(s));
+        }
+    });
+    addr
+}
+
+/// `shoal check` trusts no tracker: an endless answer is cut at 1 MiB, a trickle of headers
+/// ends at the 10 s deadline, a UDP answer with another transaction id is not an answer,
+/// and a closed UDP port is named as such at once.
+#[test]
+fn check_bounds_what_a_hostile_tracker_can_make_it_do() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let endless = hostile_http(|mut s| {
+        let mut b = [0u8; 1024];
+        let _ = s.read(&mut b);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+        let chunk = vec![b'x'; 64 * 1024];
+        // At most 64 MiB, so the test's own thread stops too.
+        for _ in 0..1024 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = shoal_cmd(&["check", &format!("http://{endless}/announce"), "--json"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("larger than 1048576 bytes"),
+        "{}",
+        text(&out)
+    );
+
+    let trickle = hostile_http(|mut s| {
+        let mut b = [0u8; 1024];
+        let _ = s.read(&mut b);
+        for _ in 0..30 {
+            if s.write_all(b"X").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let started = Instant::now();
+    let out = shoal_cmd(&["check", &format!("http://{trickle}/announce"), "--json"]);
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no whole answer within 10s"),
+        "{}",
+        text(&out)
+    );
+    assert!(took < Duration::from_secs(13), "check took {took:?}");
+
+    // A UDP tracker that answers every connect with the wrong transaction id.
+    let liar = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let liar_addr = liar.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 2048];
+        for _ in 0..4 {
+            let Ok((n, from)) = liar.recv_from(&mut b) else {
+                return;
+            };
+            if n >= 16 {
+                let mut answer = [0u8; 16];
+                let tid = u32::from_be_bytes(b[12..16].try_into().unwrap()).wrapping_add(1);
+                answer[4..8].copy_from_slice(&tid.to_be_bytes());
+                answer[8..16].copy_from_slice(&7u64.to_be_bytes());
+                let _ = liar.send_to(&answer, from);
+            }
+        }
+    });
+    let out = shoal_cmd(&["check", &format!("udp://{liar_addr}/announce"), "--json"]);
+    assert!(!out.status.success());
+    let v = json(&out);
+    let connect = &v[0]["steps"][1];
+    assert_eq!(connect["ok"], false, "{v}");
+    assert!(
+        connect["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another transaction id skipped"),
+        "{v}"
+    );
+
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let out = shoal_cmd(&["check", &format!("udp://{closed}/announce"), "--json"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a closed port waits for nothing"
+    );
+    let v = json(&out);
+    assert!(
+        v[0]["steps"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("port is closed"),
+        "{v}"
+    );
+}
+
+/// `openssl req -x509`'s self-signed certificate (marked CA), given as --ca-cert, is
+/// trusted as the server's own: for `check` on HTTPS and for the admin commands on an HTTPS
+/// API (found from api.tls_cert_path in the configuration). Another certificate is not.
+#[test]
+fn a_self_signed_certificate_is_pinned_by_check_and_the_admin_commands() {
+    let dir = temp_dir();
+    let certs = subdir(dir.path(), "certs");
+    let make = |name: &str| {
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(certs.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(certs.join(format!("{name}.pem")))
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        certs.join(format!("{name}.pem"))
+    };
+    let (own, other) = (make("own"), make("other"));
+    let pair = format!(
+        "tls_cert_path = \"{}\"\ntls_key_path = \"{}\"\n",
+        own.display(),
+        certs.join("own.key").display()
+    );
+    let setup = Setup {
+        token: TOKEN,
+        http_extra: &pair,
+        extra: &pair,
+        ..Setup::default()
+    };
+    let run_dir = subdir(dir.path(), "run");
+    let shoal = setup.start(&run_dir);
+    let url = format!("https://{}/announce", shoal.http[0]);
+    let out = shoal_cmd(&["check", &url, "--ca-cert", own.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = shoal_cmd(&["check", &url, "--ca-cert", other.to_str().unwrap()]);
+    assert!(!out.status.success(), "another certificate is not trusted");
+
+    // The admin commands read the running tracker's config: api.bind over HTTPS.
+    let mut cfg = std::fs::read_to_string(run_dir.join("shoal.toml")).unwrap();
+    cfg = cfg.replace("127.0.0.1:0\"\ntoken", &format!("{}\"\ntoken", shoal.api));
+    let client_cfg = dir.path().join("client.toml");
+    std::fs::write(&client_cfg, cfg).unwrap();
+    let admin = |pem: &std::path::Path| {
+        command(&[
+            "whitelist",
+            "list",
+            "--config",
+            client_cfg.to_str().unwrap(),
+        ])
+        .args(["--ca-cert", pem.to_str().unwrap()])
+        .output()
+        .unwrap()
+    };
+    let out = admin(&own);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = admin(&other);
+    assert!(!out.status.success(), "{}", text(&out));
+}
+
+/// Info-hashes and keys are checked before any URL is built: a path cannot ride in one.
+#[test]
+fn admin_arguments_are_typed_and_cannot_walk_the_api() {
+    let dir = temp_dir();
+    let shoal = Setup::mode("private", TOKEN).start(dir.path());
+    let (_, v) = api(shoal.api, "POST", "/api/v1/keys", Some(TOKEN), Some("{}"));
+    let key = v["key"].as_str().unwrap().to_string();
+    let api_url = format!("http://{}", shoal.api);
+    for args in [
+        vec!["whitelist", "remove", "../keys/KEY"],
+        vec!["whitelist", "add", "0123"],
+        vec!["keys", "remove", "../whitelist/x"],
+        vec!["keys", "import", "short"],
+    ] {
+        let args: Vec<String> = args.iter().map(|a| a.replace("KEY", &key)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = command(&args)
+            .args(["--api", &api_url])
+            .env("SHOAL_API__TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("invalid value"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let (_, keys) = api(shoal.api, "GET", "/api/v1/keys", Some(TOKEN), None);
+    assert_eq!(
+        keys.as_array().unwrap().len(),
+        1,
+        "the key is still there: {keys}"
+    );
+}

@@ -90,6 +90,18 @@ fn every_metric_the_rules_and_the_dashboard_name_is_served() {
         "{}",
         String::from_utf8_lossy(&checked.stderr)
     );
+    // And they fire, and stay quiet, as prometheus-rules.test.yml expects on recorded series.
+    let tested = std::process::Command::new(testkit::which("promtool").unwrap())
+        .args(["test", "rules"])
+        .arg(rules_path.replace("prometheus-rules.yml", "prometheus-rules.test.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        tested.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
     let mut wanted = metric_names(&rules);
     wanted.extend(metric_names(&dashboard));
     assert!(wanted.len() >= 15, "{wanted:?}");

@@ -606,7 +606,7 @@ fn two_peers_of_one_torrent_on_one_pooled_socket_are_two_peers() {
     );
     // The leecher's offer reaches the seeder on the same socket.
     pooled.announce(&H, &id(1), json!({"left": 10, "offers": offers(5, 1)}));
-    let mut frames = vec![pooled.recv(), pooled.recv()];
+    let mut frames = [pooled.recv(), pooled.recv()];
     frames.sort_by_key(|f| f.get("offer").is_some());
     assert_eq!(frames[0]["complete"], 1);
     assert_eq!(frames[1]["peer_id"].as_str().unwrap(), latin1(&id(1)));

@@ -153,7 +153,7 @@ impl<'a> Loader<'a> {
             let before = shard.counts.len();
             part.append(&mut shard.counts.cold);
             // Stable: of two equal hashes the later one (just loaded) wins after dedup.
-            part.sort_by(|a, b| a.hash.cmp(&b.hash));
+            part.sort_by_key(|a| a.hash);
             part.dedup_by(|later, earlier| {
                 let same = later.hash == earlier.hash;
                 if same {

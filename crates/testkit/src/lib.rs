@@ -20,7 +20,7 @@ use sqlx::Connection;
 use tokio::sync::OnceCell;
 
 mod redis;
-pub use redis::{Redis, make_certificates, which};
+pub use redis::{Redis, make_certificates, make_self_signed, which};
 
 /// The system user servers run as when the tests run as root.
 const SERVER_USER: &str = "shoal-test";

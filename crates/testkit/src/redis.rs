@@ -25,16 +25,22 @@ pub struct Redis {
 impl Redis {
     /// Starts a server and waits until it answers PING.
     pub fn launch() -> Result<Redis, String> {
-        Self::launch_with(false)
+        Self::launch_with(false, false)
     }
 
     /// Starts a server that speaks TLS only (`rediss://`), its certificate signed by a CA
     /// made for it (`ca_path`), which no system trusts.
     pub fn launch_tls() -> Result<Redis, String> {
-        Self::launch_with(true)
+        Self::launch_with(true, false)
     }
 
-    fn launch_with(tls: bool) -> Result<Redis, String> {
+    /// As `launch_tls`, with the certificate `openssl req -x509` makes in one line: self-
+    /// signed and marked CA; `ca_path` is that certificate itself.
+    pub fn launch_tls_self_signed() -> Result<Redis, String> {
+        Self::launch_with(true, true)
+    }
+
+    fn launch_with(tls: bool, self_signed: bool) -> Result<Redis, String> {
         let root = std::env::temp_dir().join("shoal-testkit");
         sweep_stale(&root);
         static N: AtomicU32 = AtomicU32::new(0);
@@ -44,7 +50,9 @@ impl Redis {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if tls {
+        if self_signed {
+            make_self_signed(&dir)?;
+        } else if tls {
             make_certificates(&dir)?;
         }
         let mut r = Redis {
@@ -150,6 +158,33 @@ impl Drop for Redis {
 
 /// A CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`server.pem`, `server.key`)
 /// in `dir`, made with the openssl command line.
+/// `server.pem`/`server.key` for 127.0.0.1 from the usual one-liner (self-signed, marked
+/// CA), and `ca.pem` a copy of `server.pem`.
+pub fn make_self_signed(dir: &std::path::Path) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-keyout", "server.key", "-out", "server.pem"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl req -x509: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    fs::copy(dir.join("server.pem"), dir.join("ca.pem")).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 pub fn make_certificates(dir: &std::path::Path) -> Result<(), String> {
     let run = |args: &[&str]| -> Result<(), String> {
         let out = Command::new("openssl")

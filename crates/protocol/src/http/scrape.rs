@@ -32,7 +32,7 @@ impl ScrapeRequest {
 
 /// Writes a BEP 48 scrape response; `files` may come in any order.
 pub fn write_scrape(files: &mut [(InfoHash, SwarmCounts)], out: &mut Vec<u8>) {
-    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    files.sort_unstable_by_key(|a| a.0);
     out.extend_from_slice(b"d5:filesd");
     let mut last = None;
     for (hash, c) in files.iter() {

@@ -195,7 +195,7 @@ impl Request {
             }
             ACTION_SCRAPE => {
                 let hashes = &packet[16..];
-                if hashes.is_empty() || hashes.len() % 20 != 0 {
+                if hashes.is_empty() || !hashes.len().is_multiple_of(20) {
                     return Err(ParseError::ScrapeLength { transaction_id });
                 }
                 let info_hashes = hashes

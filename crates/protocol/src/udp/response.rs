@@ -37,6 +37,16 @@ pub struct ScrapeStats {
 }
 
 impl Response {
+    /// The transaction id the answer echoes.
+    pub fn transaction_id(&self) -> TransactionId {
+        match self {
+            Response::Connect { transaction_id, .. }
+            | Response::Announce { transaction_id, .. }
+            | Response::Scrape { transaction_id, .. }
+            | Response::Error { transaction_id, .. } => *transaction_id,
+        }
+    }
+
     /// `ipv6` says which peer format an announce response carries: it follows the family of
     /// the socket the request arrived on.
     pub fn parse(b: &[u8], ipv6: bool) -> Option<Response> {
@@ -52,7 +62,7 @@ impl Response {
             ACTION_ANNOUNCE if b.len() >= 20 => {
                 let size = if ipv6 { 18 } else { 6 };
                 let rest = &b[20..];
-                if rest.len() % size != 0 {
+                if !rest.len().is_multiple_of(size) {
                     return None;
                 }
                 let peers = rest
@@ -74,7 +84,7 @@ impl Response {
                     peers,
                 })
             }
-            ACTION_SCRAPE if (b.len() - 8) % 12 == 0 => Some(Response::Scrape {
+            ACTION_SCRAPE if (b.len() - 8).is_multiple_of(12) => Some(Response::Scrape {
                 transaction_id,
                 stats: b[8..]
                     .chunks_exact(12)

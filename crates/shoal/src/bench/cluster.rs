@@ -46,7 +46,7 @@ fn change(i: usize, torrents: usize) -> PeerChange {
             Ipv4Addr::from(0x0a00_0000 | (n >> 8)),
             1024 + (n & 0xff) as u16,
         )),
-        state: if i % 3 == 0 {
+        state: if i.is_multiple_of(3) {
             PeerState::Seeder
         } else {
             PeerState::Leecher

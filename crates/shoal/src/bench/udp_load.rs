@@ -126,7 +126,7 @@ pub fn run(a: Args) -> Result<()> {
             } else if kind < 100 {
                 next_peer = (next_peer + 1) % peers.len();
                 let completed = if a.steady {
-                    next_peer % 4 != 0
+                    !next_peer.is_multiple_of(4)
                 } else {
                     rng.below(4) != 0
                 };

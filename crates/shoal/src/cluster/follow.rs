@@ -193,7 +193,7 @@ mod tests {
         let Origin::Node(i) = f.origin("n", "new", 6000) else {
             panic!()
         };
-        assert!(i >= 1 && i <= Origin::MAX_NODE);
+        assert!((1..=Origin::MAX_NODE).contains(&i));
         assert_ne!(Origin::Node(i), first);
     }
 }

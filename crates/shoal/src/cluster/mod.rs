@@ -16,6 +16,8 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamInfoStreamReply, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use store::AnyStore;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use self::follow::{Entry, Follower};
 use self::record::Record;
@@ -36,11 +38,12 @@ const RETAIN_SLACK_MS: u64 = 60_000;
 /// knows which nodes are alive.
 const PRESENCE: Duration = Duration::from_secs(5);
 
-/// Where the bus is: its URL, and for `rediss://` the CA to trust (None: the system's).
+/// Where the bus is: its URL, and for `rediss://` the CA file to trust (None: the
+/// system's roots).
 #[derive(Clone)]
 pub struct Bus {
     url: String,
-    ca: Option<Vec<u8>>,
+    ca: Option<std::path::PathBuf>,
 }
 
 impl Bus {
@@ -51,33 +54,84 @@ impl Bus {
         Bus {
             url: config.redis_url.expose().to_string(),
             ca: (!config.redis_ca_cert_path.is_empty())
-                .then(|| std::fs::read(&config.redis_ca_cert_path).ok())
-                .flatten(),
+                .then(|| config.redis_ca_cert_path.clone().into()),
         }
     }
 
     /// A client of the bus (no connection yet).
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        match &self.ca {
-            Some(pem) => redis::Client::build_with_tls(
-                self.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => redis::Client::open(self.url.as_str()),
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.url.as_str())
+    }
+
+    /// With a CA file, `rediss://` runs over Shoal's own TLS (`trust.rs`: its CA
+    /// certificates, or the server's own self-signed certificate pinned, which the redis
+    /// crate's verifier refuses); the redis protocol then runs on that stream.
+    async fn pinned_tls(
+        &self,
+    ) -> redis::RedisResult<Option<(TlsStream<TcpStream>, redis::RedisConnectionInfo)>> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())?;
+        let redis::ConnectionAddr::TcpTls { host, port, .. } = info.addr() else {
+            return Ok(None);
+        };
+        let config = crate::trust::client_config(Some(ca)).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cluster.redis_ca_cert_path",
+                e.to_string(),
+            ))
+        })?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cluster.redis_url host",
+                e.to_string(),
+            ))
+        })?;
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+            let _ = tcp.set_nodelay(true);
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+        })
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to the bus")
+        })??;
+        Ok(Some((opened, info.redis_settings().clone())))
+    }
+
+    /// A pub/sub connection to the bus.
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        match self.pinned_tls().await? {
+            Some((tls, info)) => redis::aio::PubSub::new(&info, tls).await,
+            None => self.client()?.get_async_pubsub().await,
         }
     }
 }
 
+/// How long opening a connection to the bus may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub async fn connect(bus: &Bus) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(5)));
-    bus.client()?
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    match bus.pinned_tls().await? {
+        Some((tls, info)) => {
+            let (conn, driver) = MultiplexedConnection::new_with_config(&info, tls, config).await?;
+            tokio::spawn(driver);
+            Ok(conn)
+        }
+        None => {
+            bus.client()?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        }
+    }
 }
 
 /// This node's view of the bus's epoch (`EPOCH`), one per task: the publisher republishes
@@ -181,14 +235,15 @@ async fn publish(
                 Err(e) => state.error("cannot reach the bus", &e),
             }
         }
-        if let Some(c) = &mut conn {
-            if backlog.is_empty() && last_sent.is_none_or(|t| t.elapsed() >= PRESENCE) {
-                match add(c, me, &[], retain_ms).await {
-                    Ok(()) => last_sent = Some(Instant::now()),
-                    Err(e) => {
-                        state.error("cannot publish to the bus", &e);
-                        conn = None;
-                    }
+        if let Some(c) = &mut conn
+            && backlog.is_empty()
+            && last_sent.is_none_or(|t| t.elapsed() >= PRESENCE)
+        {
+            match add(c, me, &[], retain_ms).await {
+                Ok(()) => last_sent = Some(Instant::now()),
+                Err(e) => {
+                    state.error("cannot publish to the bus", &e);
+                    conn = None;
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! command line. The API's address defaults to the configured `api.bind`, the token to
 //! `api.token` (so `SHOAL_API__TOKEN` works); a refusal exits non-zero with the API's reason.
 
+use protocol::{InfoHash, Key};
 use serde_json::Value;
 
 use super::client::{Client, Target};
@@ -11,9 +12,14 @@ use crate::config::Config;
 /// Where the running tracker's admin API is.
 #[derive(clap::Args)]
 pub struct ApiArgs {
-    /// The admin API, e.g. http://127.0.0.1:1212 (default: api.bind of the configuration).
+    /// The admin API, e.g. http://127.0.0.1:1212 or https://admin.example:1212 (default:
+    /// api.bind of the configuration, over HTTPS when api.tls_cert_path is set).
     #[arg(long, value_name = "URL", global = true)]
     pub api: Option<String>,
+    /// PEM file to trust for an https:// API (default: the system's roots): CA certificates,
+    /// or the API's own self-signed certificate (pinned).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// TOML configuration file for api.bind and api.token (SHOAL_API__TOKEN also works).
     #[arg(long, short, value_name = "FILE", global = true)]
     pub config: Option<std::path::PathBuf>,
@@ -31,9 +37,9 @@ pub struct WhitelistArgs {
 #[derive(clap::Subcommand)]
 pub enum WhitelistAction {
     /// List an info-hash (40 hex digits).
-    Add { info_hash: String },
-    /// Unlist an info-hash.
-    Remove { info_hash: String },
+    Add { info_hash: InfoHash },
+    /// Unlist an info-hash (40 hex digits).
+    Remove { info_hash: InfoHash },
     /// Show every listed info-hash.
     List,
 }
@@ -54,14 +60,14 @@ pub enum KeysAction {
         #[arg(long, value_name = "SECS")]
         valid_for: Option<u64>,
     },
-    /// Add a key of your own (32 characters).
+    /// Add a key of your own (32 letters and digits).
     Import {
-        key: String,
+        key: Key,
         #[arg(long, value_name = "UNIX")]
         valid_until: Option<i64>,
     },
-    /// Remove a key.
-    Remove { key: String },
+    /// Remove a key (32 letters and digits).
+    Remove { key: Key },
     /// Show every key.
     List,
 }
@@ -87,22 +93,19 @@ impl From<KeysAction> for Order {
     }
 }
 
+/// What to ask the API; info-hashes and keys are typed, so nothing else reaches a URL path.
 pub enum Order {
-    List(String),
-    Unlist(String),
+    List(InfoHash),
+    Unlist(InfoHash),
     ShowWhitelist,
-    NewKey {
-        valid_for: Option<u64>,
-    },
-    ImportKey {
-        key: String,
-        valid_until: Option<i64>,
-    },
-    RemoveKey(String),
+    NewKey { valid_for: Option<u64> },
+    ImportKey { key: Key, valid_until: Option<i64> },
+    RemoveKey(Key),
     ShowKeys,
 }
 
-/// The API's base URL: `--api`, else `api.bind` (an unspecified address means this host).
+/// The API's base URL: `--api`, else `api.bind` (an unspecified address means this host),
+/// over HTTPS when the configuration gives the API a certificate.
 fn base(api: Option<&str>, config: &Config) -> String {
     if let Some(a) = api {
         return a.trim_end_matches('/').to_string();
@@ -115,12 +118,17 @@ fn base(api: Option<&str>, config: &Config) -> String {
             [127, 0, 0, 1].into()
         });
     }
-    format!("http://{bind}")
+    let scheme = if config.api.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{bind}")
 }
 
-pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<()> {
-    let client = Client::new(None)?;
-    let base = base(api, config);
+pub fn run(args: &ApiArgs, config: &Config, order: Order) -> Result<()> {
+    let client = Client::new(args.ca_cert.as_deref())?;
+    let base = base(args.api.as_deref(), config);
     let token = config.api.token.expose();
     let call = |method: &str, path: &str, body: Option<&str>| -> Result<(u16, Value)> {
         let t = Target::parse(&format!("{base}/api/v1{path}"))?;
@@ -147,7 +155,7 @@ pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<()> {
     };
     match order {
         Order::List(h) => {
-            let (status, v) = call("PUT", &format!("/whitelist/{h}"), None)?;
+            let (status, v) = call("PUT", &format!("/whitelist/{}", h.to_hex()), None)?;
             let what = if status == 201 {
                 "listed"
             } else {
@@ -155,12 +163,12 @@ pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<()> {
             };
             println!(
                 "{} {what} (since {})",
-                v["info_hash"].as_str().unwrap_or(&h),
+                v["info_hash"].as_str().unwrap_or(&h.to_hex()),
                 v["added_at"]
             );
         }
         Order::Unlist(h) => {
-            call("DELETE", &format!("/whitelist/{h}"), None)?;
+            call("DELETE", &format!("/whitelist/{}", h.to_hex()), None)?;
             println!("{h} unlisted");
         }
         Order::ShowWhitelist => {
@@ -182,16 +190,17 @@ pub fn run(api: Option<&str>, config: &Config, order: Order) -> Result<()> {
             println!("{} {}", v["key"].as_str().unwrap_or("?"), until(&v));
         }
         Order::ImportKey { key, valid_until } => {
-            let body = serde_json::json!({ "key": key, "valid_until": valid_until }).to_string();
+            let body =
+                serde_json::json!({ "key": key.as_str(), "valid_until": valid_until }).to_string();
             let (_, v) = call("POST", "/keys", Some(&body))?;
             println!(
                 "{} imported, {}",
-                v["key"].as_str().unwrap_or(&key),
+                v["key"].as_str().unwrap_or(key.as_str()),
                 until(&v)
             );
         }
         Order::RemoveKey(k) => {
-            call("DELETE", &format!("/keys/{k}"), None)?;
+            call("DELETE", &format!("/keys/{}", k.as_str()), None)?;
             println!("{k} removed");
         }
         Order::ShowKeys => {

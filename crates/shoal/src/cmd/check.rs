@@ -25,13 +25,17 @@ pub struct Args {
     /// A private tracker's key, appended to the announce path.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// PEM CA to trust for https:// (default: the system's roots).
+    /// PEM file to trust for https:// (default: the system's roots): CA certificates, or the
+    /// server's own self-signed certificate (pinned).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// One JSON array instead of lines.
     #[arg(long)]
     pub json: bool,
 }
+
+/// The largest tracker answer `check` reads.
+const MAX_ANSWER: usize = 1 << 20;
 
 struct Step {
     name: &'static str,
@@ -78,7 +82,8 @@ pub fn run(a: Args) -> super::Result<()> {
     let mut peer_id = *b"-SH0100-000000000000";
     peer_id[8..].copy_from_slice(&random::<12>());
     let port = 10_000 + u16::from_le_bytes(random()) % 50_000;
-    let client = Client::new(a.ca_cert.as_deref())?;
+    // A tracker's answer is a few KB; a larger one is not read further.
+    let client = Client::new(a.ca_cert.as_deref())?.limit(MAX_ANSWER);
     let mut reports = Vec::new();
     for url in &a.urls {
         let mut r = Report {
@@ -163,8 +168,6 @@ impl Probe<'_> {
         };
         let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
         s.connect(addr).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .map_err(|e| e.to_string())?;
         let mut path = u.path().to_string();
         if let Some(k) = self.key {
             path = format!("{}/{k}", path.trim_end_matches('/'));
@@ -180,25 +183,11 @@ impl Probe<'_> {
             return;
         };
         let (socket, url_data) = socket;
-        let exchange = |req: Request| -> Result<Response, String> {
-            let mut out = Vec::new();
-            req.write(&mut out);
-            let mut buf = [0u8; 65536];
-            // One resend: UDP may lose the first try.
-            for _ in 0..2 {
-                socket.send(&out).map_err(|e| e.to_string())?;
-                if let Ok(n) = socket.recv(&mut buf) {
-                    let v6 = socket.peer_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-                    return Response::parse(&buf[..n], v6)
-                        .ok_or_else(|| "an answer that is not BEP 15".into());
-                }
-            }
-            Err("no answer within 6 s".into())
-        };
-        let tid = TransactionId(u32::from_le_bytes(random()));
+        let v6 = socket.peer_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+        let exchange = |req: Request| udp_exchange(&socket, req, v6);
         let Some(cid) = r.step("connect", || {
             match exchange(Request::Connect {
-                transaction_id: tid,
+                transaction_id: new_tid(),
             })? {
                 Response::Connect { connection_id, .. } => Ok((
                     connection_id,
@@ -214,7 +203,7 @@ impl Probe<'_> {
         };
         let announce = |event, left| AnnounceRequest {
             connection_id: cid,
-            transaction_id: tid,
+            transaction_id: new_tid(),
             info_hash: self.info_hash,
             peer_id: self.peer_id,
             downloaded: 0,
@@ -239,7 +228,7 @@ impl Probe<'_> {
         }
         let scrape = ScrapeRequest {
             connection_id: cid,
-            transaction_id: tid,
+            transaction_id: new_tid(),
             info_hashes: vec![self.info_hash],
         };
         r.step("scrape", || match exchange(Request::Scrape(scrape))? {
@@ -364,6 +353,64 @@ impl Probe<'_> {
             Ok(((), "left the swarm".into()))
         });
     }
+}
+
+/// UDP answers wait this long per try; two tries.
+const UDP_WAIT: Duration = Duration::from_secs(3);
+
+fn new_tid() -> TransactionId {
+    TransactionId(u32::from_le_bytes(random()))
+}
+
+/// One BEP 15 exchange on a connected socket: the answer that echoes the request's
+/// transaction id (others, late or forged, are skipped), sent twice at most. A closed port
+/// says so at once (ICMP port unreachable reaches a connected socket as ECONNREFUSED).
+fn udp_exchange(socket: &UdpSocket, req: Request, v6: bool) -> Result<Response, String> {
+    let tid = match &req {
+        Request::Connect { transaction_id } => *transaction_id,
+        Request::Announce(a) => a.transaction_id,
+        Request::Scrape(s) => s.transaction_id,
+    };
+    let mut out = Vec::new();
+    req.write(&mut out);
+    let mut buf = [0u8; 65536];
+    let refused = |e: &std::io::Error| e.kind() == std::io::ErrorKind::ConnectionRefused;
+    let closed = "the port is closed (ICMP port unreachable: connection refused)".to_string();
+    let mut skipped = 0;
+    for _ in 0..2 {
+        match socket.send(&out) {
+            Err(e) if refused(&e) => return Err(closed),
+            Err(e) => return Err(e.to_string()),
+            Ok(_) => {}
+        }
+        let deadline = Instant::now() + UDP_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            socket
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match socket.recv(&mut buf) {
+                Ok(n) => match Response::parse(&buf[..n], v6) {
+                    Some(resp) if resp.transaction_id() == tid => return Ok(resp),
+                    Some(_) => skipped += 1,
+                    None => return Err("an answer that is not BEP 15".into()),
+                },
+                Err(e) if refused(&e) => return Err(closed),
+                Err(_) => break,
+            }
+        }
+    }
+    let skipped = match skipped {
+        0 => String::new(),
+        n => format!(" ({n} answers with another transaction id skipped)"),
+    };
+    Err(format!(
+        "no answer within {} s{skipped}",
+        2 * UDP_WAIT.as_secs()
+    ))
 }
 
 /// A GET of `path` on `target`'s host: the bencoded answer, or why there is none.

@@ -115,11 +115,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::run(args),
         Command::Whitelist(a) => {
             let config = load_config(a.api.config.as_deref())?;
-            admin::run(a.api.api.as_deref(), &config, a.action.into())
+            admin::run(&a.api, &config, a.action.into())
         }
         Command::Keys(a) => {
             let config = load_config(a.api.config.as_deref())?;
-            admin::run(a.api.api.as_deref(), &config, a.action.into())
+            admin::run(&a.api, &config, a.action.into())
         }
         Command::Config(c) => load_config(c.config.as_deref()).map(|c| print!("{}", c.to_toml())),
     }

@@ -1,31 +1,38 @@
 //! A small blocking HTTP/1.1 client for the commands that talk to trackers and to the admin
-//! API (`shoal check`, `shoal whitelist`, `shoal keys`): one request per connection, over
-//! TCP or over TLS (rustls) with the system's roots or a given CA.
+//! API (`shoal check`, `shoal whitelist`, `shoal keys`), and nothing else: one request per
+//! connection, over TCP or over TLS (rustls) with the system's roots or a given CA file
+//! (`trust.rs`: its certificates are also pinned). It trusts no server: the whole exchange
+//! has one deadline however slowly the answer trickles, and an answer larger than the
+//! client's limit is cut off with an error.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use std::time::Instant;
 
-/// How long a command waits for any one exchange.
+use rustls::pki_types::ServerName;
+
+/// How long a command waits for one whole exchange, connect to last byte.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read by default (the admin API's lists fit well within it).
+pub const MAX_ANSWER: usize = 16 << 20;
 
 /// Why an exchange failed, with its cause kept.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{url}: {why}")]
     Url { url: String, why: String },
-    #[error("{}: {source}", path.display())]
-    Ca {
-        path: PathBuf,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Trust(#[from] crate::trust::Error),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("no whole answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the answer is larger than {0} bytes; not read further")]
+    TooLarge(usize),
     #[error("cannot resolve {host}: {source}")]
     Resolve {
         host: String,
@@ -95,36 +102,31 @@ impl Target {
 
 pub struct Client {
     tls: Arc<rustls::ClientConfig>,
+    limit: usize,
+    timeout: Duration,
 }
 
 impl Client {
-    /// Trusts `ca` (a PEM file) if given, else the system's roots.
+    /// Trusts `ca` (a PEM file; its certificates pinned too) if given, else the system's
+    /// roots; answers up to `MAX_ANSWER` within `TIMEOUT`.
     pub fn new(ca: Option<&Path>) -> Result<Client, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca {
-            Some(path) => {
-                let bad = |e: Box<dyn std::error::Error + Send + Sync>| Error::Ca {
-                    path: path.to_path_buf(),
-                    source: e,
-                };
-                for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.into()))? {
-                    roots
-                        .add(c.map_err(|e| bad(e.into()))?)
-                        .map_err(|e| bad(e.into()))?;
-                }
-            }
-            None => {
-                for c in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(c);
-                }
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Client { tls: Arc::new(tls) })
+        Ok(Client {
+            tls: crate::trust::client_config(ca)?,
+            limit: MAX_ANSWER,
+            timeout: TIMEOUT,
+        })
+    }
+
+    /// Answers longer than `bytes` are an error.
+    pub fn limit(mut self, bytes: usize) -> Client {
+        self.limit = bytes;
+        self
+    }
+
+    /// One exchange, connect to last byte, must end within `t`.
+    pub fn timeout(mut self, t: Duration) -> Client {
+        self.timeout = t;
+        self
     }
 
     /// One request; (status, body). `headers` are whole lines without the line end.
@@ -143,10 +145,16 @@ impl Client {
             })?
             .next()
             .ok_or_else(|| Error::NoAddress(t.host.clone()))?;
-        let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
+        let deadline = Instant::now() + self.timeout;
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|source| Error::Connect { addr, source })?;
-        tcp.set_read_timeout(Some(TIMEOUT))
-            .map_err(io("setting a read timeout"))?;
+        tcp.set_write_timeout(Some(self.timeout))
+            .map_err(io("setting a write timeout"))?;
+        let clock = Deadline {
+            at: deadline,
+            whole: self.timeout,
+            tcp: tcp.try_clone().map_err(io("the socket"))?,
+        };
         let host = if t.host.contains(':') {
             format!("[{}]:{}", t.host, t.port)
         } else {
@@ -176,25 +184,71 @@ impl Client {
             })?;
             let conn = rustls::ClientConnection::new(self.tls.clone(), name)?;
             let mut s = rustls::StreamOwned::new(conn, tcp);
+            clock.arm()?;
             s.write_all(req.as_bytes())
-                .map_err(io(format!("TLS with {addr}")))?;
-            read_all(&mut s, &mut raw)?;
+                .map_err(clock.or(io(format!("TLS with {addr}"))))?;
+            clock.read_all(&mut s, &mut raw, self.limit)?;
         } else {
             let mut s = tcp;
             s.write_all(req.as_bytes())
-                .map_err(io(format!("sending to {addr}")))?;
-            read_all(&mut s, &mut raw)?;
+                .map_err(clock.or(io(format!("sending to {addr}"))))?;
+            clock.read_all(&mut s, &mut raw, self.limit)?;
         }
         split(&raw)
     }
 }
 
-fn read_all<S: Read>(s: &mut S, out: &mut Vec<u8>) -> Result<(), Error> {
-    match s.read_to_end(out) {
-        Ok(_) => Ok(()),
-        // A TLS peer that closes without close_notify still sent the whole answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => Ok(()),
-        Err(e) => Err(io("reading the answer")(e)),
+/// One deadline for a whole exchange: every blocking read waits only for what is left.
+struct Deadline {
+    at: Instant,
+    whole: Duration,
+    tcp: TcpStream,
+}
+
+impl Deadline {
+    /// Sets the socket's read timeout to what is left; an error once nothing is.
+    fn arm(&self) -> Result<(), Error> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(self.whole));
+        }
+        self.tcp
+            .set_read_timeout(Some(left))
+            .map_err(io("setting a read timeout"))
+    }
+
+    /// A timed-out socket operation is the deadline's error; others are `other`'s.
+    fn or(
+        &self,
+        other: impl FnOnce(std::io::Error) -> Error,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let whole = self.whole;
+        move |e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout(whole),
+            _ => other(e),
+        }
+    }
+
+    fn read_all<S: Read>(&self, s: &mut S, out: &mut Vec<u8>, limit: usize) -> Result<(), Error> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            self.arm()?;
+            match s.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    if out.len() + n > limit {
+                        return Err(Error::TooLarge(limit));
+                    }
+                    out.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A TLS peer that closes without close_notify still sent the whole answer.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {
+                    return Ok(());
+                }
+                Err(e) => return Err(self.or(io("reading the answer"))(e)),
+            }
+        }
     }
 }
 

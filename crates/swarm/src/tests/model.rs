@@ -38,7 +38,7 @@ fn op(torrents: u8, peers: u8) -> impl Strategy<Value = Op> {
 /// answer sizes and pending deltas after every step.
 fn agrees_with_model(ops: &[Op]) -> Result<(), TestCaseError> {
     // Half the cases answer seeders from the whole swarm.
-    let seeders_get_seeders = ops.len() % 2 == 0;
+    let seeders_get_seeders = ops.len().is_multiple_of(2);
     let s = Swarm::with_policy(
         2,
         Policy {

@@ -143,6 +143,12 @@ mod sys {
         headers: Box<Headers>,
     }
 
+    impl Default for Io {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl Io {
         pub fn new() -> Self {
             Io {
@@ -282,7 +288,7 @@ mod tests {
             let mut got = Vec::new();
             while got.len() < 40 {
                 let n = io.recv(&server, &mut inbox).unwrap();
-                assert!(n >= 1 && n <= BATCH);
+                assert!((1..=BATCH).contains(&n));
                 for i in 0..n {
                     let (data, from) = inbox.get(i);
                     assert_eq!(from, Some(client.local_addr().unwrap()));

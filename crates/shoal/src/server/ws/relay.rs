@@ -148,10 +148,7 @@ async fn publish(bus: Bus, mut rx: mpsc::Receiver<(u32, Vec<u8>)>, tracker: Arc<
 async fn subscribe(bus: Bus, hub: Arc<Hub>, tracker: Arc<Tracker>) {
     let me = channel(hub.node());
     loop {
-        let pubsub = match bus.client() {
-            Ok(client) => client.get_async_pubsub().await,
-            Err(e) => Err(e),
-        };
+        let pubsub = bus.pubsub().await;
         match pubsub {
             Ok(mut p) => match p.subscribe(&me).await {
                 Ok(()) => {
