@@ -304,14 +304,52 @@ fn adopts_torrust(backend: &str, with_history: bool) {
     );
     // Neither serve, nor db status or upgrade, nor a copy into it writes a byte to it.
     let empty = prepared(&format!("sqlite://{}/empty.db", dir.path().display()));
+    // Both say what they found, by Torrust's own history, and name the command; neither
+    // exits 0.
+    let found = if with_history {
+        "Torrust Tracker v4 database (Torrust's migrations 20240730183000)"
+    } else {
+        "Torrust Tracker v3 database"
+    };
     for action in ["status", "upgrade"] {
-        command(&["db", action])
+        let out = command(&["db", action])
             .env("SHOAL_DATABASE__URL", &torrust)
             .output()
             .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "db {action}: {text}");
+        assert!(
+            text.contains(found) && text.contains("shoal migrate --from torrust+"),
+            "db {action}: {text}"
+        );
+        assert!(
+            !text.contains("UNKNOWN") && !text.contains("pending;"),
+            "db {action}: {text}"
+        );
     }
+    // A refused copy leaves no new SQLite file behind.
+    let fresh = dir.path().join("fresh.db");
+    let (ok, out) = migrate(&[
+        "--from",
+        &torrust,
+        "--to",
+        &format!("sqlite://{}", fresh.display()),
+    ]);
+    assert!(!ok && out.contains("torrust+"), "{out}");
+    assert!(
+        !fresh.exists(),
+        "a refused migrate created {}",
+        fresh.display()
+    );
     let (ok, out) = migrate(&["--from", &empty, "--to", &torrust]);
-    assert!(!ok && out.contains("did not create"), "{out}");
+    assert!(
+        !ok && out.contains("neither serves nor changes it"),
+        "{out}"
+    );
     assert!(
         fingerprint(&torrust) == untouched,
         "the refused database was written to"

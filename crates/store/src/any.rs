@@ -6,8 +6,9 @@ use protocol::{InfoHash, Key};
 use crate::copy::Transfer;
 use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, TableSum};
 use crate::{
-    AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, MigrationInfo, MySqlStore, PgStore,
-    SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
+    AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, Foreign, MigrationInfo, MySqlStore,
+    PgStore, SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, WhitelistEntry,
+    WhitelistStore,
 };
 
 #[derive(Clone)]
@@ -56,6 +57,9 @@ impl SchemaMigrator for AnyStore {
     }
     async fn migration_status(&self) -> Result<Vec<MigrationInfo>, StoreError> {
         on_backend!(self, s => s.migration_status().await)
+    }
+    async fn foreign(&self) -> Result<Option<Foreign>, StoreError> {
+        on_backend!(self, s => s.foreign().await)
     }
 }
 

@@ -35,14 +35,44 @@ pub enum StoreError {
     #[error("{0}")]
     Query(#[from] sqlx::Error),
     /// The database holds tables shoal did not create, such as Torrust Tracker's.
-    #[error(
-        "the database has a torrents table that shoal did not create (a Torrust Tracker database?); shoal leaves it untouched"
-    )]
-    Foreign,
+    #[error("{0}; shoal leaves it untouched")]
+    Foreign(Foreign),
     #[error("copy: {0}")]
     Copy(String),
     #[error("row {what}: {detail}")]
     BadRow { what: &'static str, detail: String },
+}
+
+/// A database shoal did not create, as recognised by its tables and migration history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Foreign {
+    /// Torrust Tracker v3: its tables, no migration history.
+    TorrustV3,
+    /// Torrust Tracker v4 and later: its tables and its own sqlx history (these versions).
+    TorrustV4 { migrations: Vec<i64> },
+    /// A `torrents` table with a history that is neither shoal's nor Torrust's.
+    Unrecognised,
+}
+
+impl std::fmt::Display for Foreign {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Foreign::TorrustV3 => f.write_str(
+                "this is a Torrust Tracker v3 database (its tables, no migration history)",
+            ),
+            Foreign::TorrustV4 { migrations } => {
+                let v: Vec<String> = migrations.iter().map(i64::to_string).collect();
+                write!(
+                    f,
+                    "this is a Torrust Tracker v4 database (Torrust's migrations {})",
+                    v.join(", ")
+                )
+            }
+            Foreign::Unrecognised => f.write_str(
+                "the database has a torrents table that shoal did not create (a Torrust Tracker database?)",
+            ),
+        }
+    }
 }
 
 /// Where a migration stands in a database, compared with the migrations built into this binary.
@@ -56,6 +86,8 @@ pub enum MigrationState {
     Unknown,
     /// Started and never finished.
     Dirty,
+    /// Torrust Tracker's own (its description starts "torrust tracker").
+    Torrust,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +106,8 @@ pub trait SchemaMigrator {
     fn migration_status(
         &self,
     ) -> impl Future<Output = Result<Vec<MigrationInfo>, StoreError>> + Send;
+    /// Whether the database is someone else's (Torrust Tracker's); writes nothing.
+    fn foreign(&self) -> impl Future<Output = Result<Option<Foreign>, StoreError>> + Send;
 }
 
 /// Download counts: per torrent and the global total.

@@ -38,22 +38,29 @@ fn label(s: MigrationState) -> &'static str {
         MigrationState::Changed => "CHANGED (checksum differs from this binary)",
         MigrationState::Unknown => "UNKNOWN (from a newer shoal)",
         MigrationState::Dirty => "DIRTY (partially applied)",
+        MigrationState::Torrust => "Torrust Tracker's own",
     }
 }
 
 /// Prints every migration and its state. Fails when `serve` would refuse the database.
 pub async fn status(config: &Config) -> Result<()> {
     let (store, url) = open(config).await?;
-    let list = store
-        .migration_status()
+    let read = async {
+        let list = store.migration_status().await?;
+        Ok::<_, store::StoreError>((list, store.foreign().await?))
+    };
+    let read = read
         .await
         .map_err(Error::store("cannot read the migrations"));
     store.close().await;
-    let list = list?;
+    let (list, found) = read?;
     println!("database {} ({})", url.redacted(), store.driver());
     println!("{:<16} {:<24} state", "version", "description");
     for m in &list {
         println!("{:<16} {:<24} {}", m.version, m.description, label(m.state));
+    }
+    if let Some(found) = found {
+        return Err(Error::Said(crate::persist::adopt(&found, &url)));
     }
     let pending = list
         .iter()

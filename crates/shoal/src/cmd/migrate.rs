@@ -58,11 +58,46 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let from = DatabaseUrl::parse(from).map_err(|e| Error::Said(format!("--from: {e}")))?;
     let to = DatabaseUrl::parse(&args.to).map_err(|e| Error::Said(format!("--to: {e}")))?;
+    // A SQLite destination this command creates is removed again when it fails: all or
+    // nothing includes the file.
+    let created = to.sqlite_path().filter(|p| !p.exists());
     let src = AnyStore::open_read_only(&from)
         .await
         .map_err(Error::store("--from"))?;
     // Opening writes nothing (SQLite only creates a missing file); adopting it does, below.
-    let dst = AnyStore::open(&to, 4).await.map_err(Error::store("--to"))?;
+    let dst = match AnyStore::open(&to, 4).await {
+        Ok(dst) => dst,
+        Err(e) => {
+            src.close().await;
+            remove_created(created.as_deref());
+            return Err(Error::store("--to")(e));
+        }
+    };
+    let result = copy_between(&args, format, (&src, &from), (&dst, &to)).await;
+    src.close().await;
+    dst.close().await;
+    if result.is_err() {
+        remove_created(created.as_deref());
+    }
+    result
+}
+
+/// Removes a SQLite database file (and its journals) that a failed run created.
+fn remove_created(path: Option<&std::path::Path>) {
+    let Some(path) = path else { return };
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+async fn copy_between(
+    args: &Args,
+    format: Format,
+    (src, from): (&AnyStore, &DatabaseUrl),
+    (dst, to): (&AnyStore, &DatabaseUrl),
+) -> Result<()> {
     let same = async {
         let a = src.identity().await.map_err(Error::store("--from"))?;
         let b = dst.identity().await.map_err(Error::store("--to"))?;
@@ -92,7 +127,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     dst.migrate()
         .await
-        .map_err(|e| Error::Said(format!("--to: {}", explain(e, &to))))?;
+        .map_err(|e| Error::Said(format!("--to: {}", explain(e, to))))?;
 
     eprintln!(
         "copying {} ({}) to {} ({})",
@@ -109,10 +144,8 @@ pub async fn run(args: Args) -> Result<()> {
         skip_invalid: args.skip_invalid,
         batch_rows: args.batch_rows as usize,
     };
-    let result = copy::copy(&src, format, &dst, opts, progress.clone()).await;
+    let result = copy::copy(src, format, dst, opts, progress.clone()).await;
     printer.abort();
-    src.close().await;
-    dst.close().await;
     let reports = result.map_err(Error::store("the copy"))?;
     let elapsed = started.elapsed();
     if std::io::stderr().is_terminal() {

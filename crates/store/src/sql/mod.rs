@@ -15,9 +15,9 @@ use sqlx::{
 };
 
 use crate::{
-    AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, DatabaseUrl, MigrationInfo, MigrationState,
-    SchemaMigrator, StoreError, TorrentMetricsStore, WhitelistEntry, WhitelistStore, from_db,
-    hash_from_db, to_db,
+    AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, DatabaseUrl, Foreign, MigrationInfo,
+    MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore, WhitelistEntry,
+    WhitelistStore, from_db, hash_from_db, to_db,
 };
 
 /// What differs between backends. Everything else is written once, below. The defaults are
@@ -190,24 +190,15 @@ where
         // A database this binary refuses is refused here, before anything is written to it:
         // not a row, not a lock, not a journal mode.
         let status = self.migration_status().await?;
-        let (torrents,): (i64,) = sqlx::query_as(self.q.table_exists.clone())
-            .bind("torrents")
-            .fetch_one(&self.pool)
-            .await?;
-        if torrents > 0 {
-            // Someone else's `torrents` table (Torrust's, with or without its own history).
-            let first = DB::migrator().iter().next().map(|m| m.version);
-            if !status
-                .iter()
-                .any(|m| Some(m.version) == first && m.state != MigrationState::Pending)
-            {
-                return Err(StoreError::Foreign);
-            }
+        if let Some(found) = self.foreign_in(&status).await? {
+            return Err(StoreError::Foreign(found));
         }
         use sqlx::migrate::MigrateError;
         for m in &status {
             let refused = match m.state {
-                MigrationState::Unknown => MigrateError::VersionMissing(m.version),
+                MigrationState::Unknown | MigrationState::Torrust => {
+                    MigrateError::VersionMissing(m.version)
+                }
                 MigrationState::Changed => MigrateError::VersionMismatch(m.version),
                 MigrationState::Dirty => MigrateError::Dirty(m.version),
                 MigrationState::Applied | MigrationState::Pending => continue,
@@ -261,14 +252,60 @@ where
             });
         }
         for (version, (description, _, _)) in applied {
+            let state = if description.starts_with("torrust tracker") {
+                MigrationState::Torrust
+            } else {
+                MigrationState::Unknown
+            };
             out.push(MigrationInfo {
                 version,
                 description,
-                state: MigrationState::Unknown,
+                state,
             });
         }
         out.sort_by_key(|m| m.version);
         Ok(out)
+    }
+
+    async fn foreign(&self) -> Result<Option<Foreign>, StoreError> {
+        let status = self.migration_status().await?;
+        self.foreign_in(&status).await
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> i64: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<<DB as Database>::Row>,
+{
+    /// A `torrents` table while shoal's first migration is not applied is someone else's:
+    /// Torrust's v3 without history, v4 by its migrations' names, or unrecognised.
+    async fn foreign_in(&self, status: &[MigrationInfo]) -> Result<Option<Foreign>, StoreError> {
+        let (torrents,): (i64,) = sqlx::query_as(self.q.table_exists.clone())
+            .bind("torrents")
+            .fetch_one(&self.pool)
+            .await?;
+        let first = DB::migrator().iter().next().map(|m| m.version);
+        let ours = status
+            .iter()
+            .any(|m| Some(m.version) == first && m.state != MigrationState::Pending);
+        if torrents == 0 || ours {
+            return Ok(None);
+        }
+        let theirs: Vec<i64> = status
+            .iter()
+            .filter(|m| m.state == MigrationState::Torrust)
+            .map(|m| m.version)
+            .collect();
+        let others = status.iter().any(|m| m.state == MigrationState::Unknown);
+        Ok(Some(match (theirs.is_empty(), others) {
+            (true, false) => Foreign::TorrustV3,
+            (false, false) => Foreign::TorrustV4 { migrations: theirs },
+            _ => Foreign::Unrecognised,
+        }))
     }
 }
 
