@@ -29,7 +29,9 @@ fn udp_announce_and_scrape_over_ipv4_and_ipv6() {
                 peers,
                 ..
             } => {
-                assert_eq!((interval, seeders, leechers), (120, 1, 0));
+                assert_eq!((seeders, leechers), (1, 0));
+                // 120 s plus announce.interval_jitter's 10% at most.
+                assert!((120..=132).contains(&interval), "{interval}");
                 assert!(peers.is_empty(), "the asker is never listed");
             }
             other => panic!("{other:?}"),

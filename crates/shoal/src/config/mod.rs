@@ -126,6 +126,9 @@ pub struct AnnounceConfig {
     /// A seeder gets only leechers by default: other seeders are of no use to it. `true`
     /// answers seeders from the whole swarm, as aquatic does (for like-for-like benchmarks).
     pub seeders_get_seeders: bool,
+    /// Each answer's interval is `interval` plus a random part of up to this fraction of it
+    /// (0.1: 120 s becomes 120-132 s), so clients that came back together drift apart.
+    pub interval_jitter: f64,
 }
 
 /// What a hostile client can make the tracker hold (docs/security.md has the memory each
@@ -407,6 +410,7 @@ impl Default for AnnounceConfig {
             max_numwant: NonZeroU32::new(74).unwrap(),
             default_numwant: 50,
             seeders_get_seeders: false,
+            interval_jitter: 0.1,
         }
     }
 }

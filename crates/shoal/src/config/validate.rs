@@ -143,6 +143,25 @@ impl Config {
                 ),
             );
         }
+        if !(0.0..=1.0).contains(&a.interval_jitter) {
+            return bad(
+                "announce.interval_jitter",
+                format!(
+                    "{} is outside 0.0..=1.0 (0.1 adds up to 10%)",
+                    a.interval_jitter
+                ),
+            );
+        }
+        let longest = f64::from(a.interval.get()) * (1.0 + a.interval_jitter);
+        if f64::from(a.peer_timeout) <= longest {
+            return bad(
+                "announce.peer_timeout",
+                format!(
+                    "{} must exceed the longest interval an answer may give ({longest:.0} s with announce.interval_jitter), or peers expire between announces",
+                    a.peer_timeout
+                ),
+            );
+        }
         if a.peer_timeout <= a.interval.get() {
             return bad(
                 "announce.peer_timeout",

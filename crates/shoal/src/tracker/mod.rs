@@ -24,6 +24,8 @@ pub struct Tracker {
     access: Access,
     metrics: Metrics,
     policy: AnnounceConfig,
+    /// The most `announce.interval_jitter` adds to an interval, in whole seconds.
+    jitter: u32,
     started: Instant,
 }
 
@@ -89,6 +91,24 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// A uniform draw from 0..=most: a per-thread xorshift (a few nanoseconds; it needs to
+/// spread clients out, not to be unpredictable).
+fn jitter(most: u32) -> u32 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = Cell::new(crate::os::random_u64() | 1));
+    if most == 0 {
+        return 0;
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        ((x >> 32) % (u64::from(most) + 1)) as u32
+    })
+}
+
 /// The announces of one batch, for `Tracker::prefetch`.
 #[derive(Default)]
 pub struct Batch(Vec<Prefetch>);
@@ -139,6 +159,7 @@ impl Tracker {
             ),
             access: Access::new(mode),
             metrics: Metrics::default(),
+            jitter: (f64::from(policy.interval.get()) * policy.interval_jitter) as u32,
             policy,
             started: Instant::now(),
         }
@@ -343,7 +364,7 @@ impl Tracker {
             .announce(&req, now.swarm, peers)
             .map_err(|r| refuse(Refused::Limit(r)))?;
         Ok(Answer {
-            interval: self.policy.interval.get(),
+            interval: self.policy.interval.get() + jitter(self.jitter),
             min_interval: self.policy.min_interval,
             seeders: stats.seeders,
             leechers: stats.leechers,
@@ -382,5 +403,60 @@ impl Tracker {
         }
         self.metrics.request(p, Action::Scrape);
         Ok(hashes.iter().map(|h| self.swarm.scrape(h)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intervals(jitter: f64, n: u16) -> Vec<u32> {
+        let policy = AnnounceConfig {
+            interval_jitter: jitter,
+            ..AnnounceConfig::default()
+        };
+        let t = Tracker::new(policy, Mode::Public, Limits::NONE);
+        (0..n)
+            .map(|i| {
+                let a = PeerAnnounce {
+                    info_hash: InfoHash([1; 20]),
+                    peer_id: PeerId([2; 20]),
+                    ip: IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+                    port: 6881,
+                    left: 1,
+                    event: AnnounceEvent::None,
+                    numwant: Some(1),
+                    key: None,
+                };
+                t.announce(Protocol::Udp, &a, t.now(), &mut Vec::new())
+                    .unwrap()
+                    .interval
+            })
+            .collect()
+    }
+
+    /// With jitter 0.1 an interval of 120 s becomes 120-132 s, every second of it about as
+    /// likely as any other; `min interval` never exceeds it. Without jitter it stays 120.
+    #[test]
+    fn interval_jitter_spreads_answers_uniformly_over_its_range() {
+        let got = intervals(0.1, 13_000);
+        let mut counts = [0u32; 13];
+        for i in &got {
+            assert!((120..=132).contains(i), "{i}");
+            counts[(i - 120) as usize] += 1;
+        }
+        // 1000 expected per second; a uniform draw stays well within 15% of it.
+        for (s, n) in counts.iter().enumerate() {
+            assert!(
+                (850..=1150).contains(n),
+                "{}: {n} of 13000: {counts:?}",
+                120 + s
+            );
+        }
+        assert!(
+            got.iter()
+                .all(|&i| i >= AnnounceConfig::default().min_interval)
+        );
+        assert!(intervals(0.0, 1000).iter().all(|&i| i == 120));
     }
 }
