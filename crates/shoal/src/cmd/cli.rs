@@ -85,7 +85,8 @@ fn serve(file: Option<&Path>) -> Result<()> {
     for warning in loaded.config.warnings() {
         tracing::warn!("{warning}");
     }
-    let result = runtime().and_then(|rt| rt.block_on(serve::run(loaded.config)));
+    let file = file.map(Path::to_path_buf);
+    let result = runtime().and_then(|rt| rt.block_on(serve::run(loaded.config, file)));
     result.map_err(|e| {
         tracing::error!("{e}");
         Error::Logged(Box::new(e))

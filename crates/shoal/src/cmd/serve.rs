@@ -33,7 +33,9 @@ pub fn init_logs(log: &crate::config::LogConfig) {
     }
 }
 
-pub async fn run(config: Config) -> Result<()> {
+/// Serves with `config`, read from `file` (and the environment): SIGHUP reads them again
+/// for what can change without a restart (the client rules).
+pub async fn run(config: Config, file: Option<std::path::PathBuf>) -> Result<()> {
     // Before anything slow: from here on SIGHUP can no longer end the process (its default
     // action), whatever phase it arrives in (docs/operations.md, "Signals").
     let signals = Signals::install()?;
@@ -45,11 +47,12 @@ pub async fn run(config: Config) -> Result<()> {
         .migrate()
         .await
         .map_err(|e| crate::persist::explain(e, &url))?;
-    serve_with(config, url, store, signals).await
+    serve_with(config, file, url, store, signals).await
 }
 
 async fn serve_with(
     config: Config,
+    file: Option<std::path::PathBuf>,
     url: store::DatabaseUrl,
     store: AnyStore,
     mut signals: Signals,
@@ -66,7 +69,8 @@ async fn serve_with(
             return Ok(());
         }
     };
-    let node = Node::start(&config, bound, tracker, store, url).await?;
+    let mut node = Node::start(&config, bound, tracker, store, url).await?;
+    node.config_file = file;
     tracing::info!(
         "ready: {} mode, database {}",
         format!("{:?}", config.mode).to_lowercase(),
@@ -169,6 +173,14 @@ impl Bound {
     }
 }
 
+fn set_client_rules(tracker: &Tracker, config: &Config) {
+    let c = &config.clients;
+    tracker.clients().set(&c.allow, &c.deny);
+    if !c.allow.is_empty() || !c.deny.is_empty() {
+        tracing::info!("client rules: allow {:?}, deny {:?}", c.allow, c.deny);
+    }
+}
+
 /// The tracker, with the whitelist, keys and download counts the store holds.
 async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>> {
     let (announce, limits) = (config.announce.clone(), config.limits.swarm());
@@ -182,6 +194,7 @@ async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>> {
         .await
         .map_err(Error::store("cannot load the whitelist and keys"))?;
     tracing::info!("loaded {whitelisted} whitelisted info-hashes and {keys} keys");
+    set_client_rules(&tracker, config);
     let started = Instant::now();
     let mut loader = tracker.loader();
     let loaded = store
@@ -214,6 +227,8 @@ struct Node {
     /// What SIGHUP reloads besides the access lists.
     certs: Vec<Arc<Certs>>,
     tracker: Arc<Tracker>,
+    /// Read again on SIGHUP for the client rules.
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl Node {
@@ -246,6 +261,7 @@ impl Node {
             stop_bus,
             certs: Vec::new(),
             tracker: tracker.clone(),
+            config_file: None,
         };
         let bus = node.start_bus(config, &tracker, bus_stop);
         node.start_udp(config, &bound.udp, &tracker)?;
@@ -443,11 +459,20 @@ impl Node {
         for c in &self.certs {
             c.reload();
         }
-        match self.tracker.access().reload(&self.store).await {
-            Ok((whitelisted, keys)) => tracing::info!(
-                "SIGHUP received: reloaded {} certificate(s), {whitelisted} whitelisted info-hashes and {keys} keys",
-                self.certs.len()
+        match crate::config::load(self.config_file.as_deref(), std::env::vars()) {
+            Ok(loaded) => set_client_rules(&self.tracker, &loaded.config),
+            Err(e) => tracing::error!(
+                "SIGHUP received: the configuration does not load, the client rules in force stay: {e}"
             ),
+        }
+        match self.tracker.access().reload(&self.store).await {
+            Ok((whitelisted, keys)) => {
+                let (allow, deny) = self.tracker.clients().len();
+                tracing::info!(
+                    "SIGHUP received: reloaded {} certificate(s), {whitelisted} whitelisted info-hashes and {keys} keys, {allow} allow and {deny} deny client rules",
+                    self.certs.len()
+                )
+            }
             Err(e) => tracing::error!(
                 "SIGHUP received: the access lists were not reloaded, the previous ones stay: {e}"
             ),

@@ -26,7 +26,32 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cluster: ClusterConfig,
     pub ws: WsConfig,
+    pub clients: ClientsConfig,
     pub log: LogConfig,
+}
+
+/// Client rules by peer-id prefix (`tracker/clients.rs`): deny wins; with allow rules, only
+/// matching clients announce. Reloaded from the file on SIGHUP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// Whether `p` may be a client rule: 1-20 printable ASCII characters, no quote or
+/// backslash (it goes into failure reasons and metric labels as it is).
+pub fn valid_prefix(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.len() > 20 {
+        return Err(format!("{p:?}: a prefix is 1 to 20 characters"));
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || *c == '"' || *c == '\\')
+    {
+        return Err(format!("{p:?}: {c:?} cannot be part of a prefix"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -347,6 +372,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             cluster: ClusterConfig::default(),
             ws: WsConfig::default(),
+            clients: ClientsConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -301,3 +301,24 @@ fn an_exposed_admin_api_needs_a_long_token_and_is_warned_about_without_tls() {
         .config;
     assert!(c.warnings().is_empty());
 }
+
+#[test]
+fn client_rules_are_printable_prefixes() {
+    let c = load(
+        None,
+        env(&[
+            ("SHOAL_CLIENTS__ALLOW", "[\"-qB\", \"-TR\"]"),
+            ("SHOAL_CLIENTS__DENY", "[\"-qB4520-\", \"M7-2-2--\"]"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.clients.allow, ["-qB", "-TR"]);
+    for bad in ["", "a b", "x\"y", "123456789012345678901", "é"] {
+        let list = serde_json::to_string(&[bad]).unwrap();
+        let err = load(None, env(&[("SHOAL_CLIENTS__DENY", &list)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("clients.deny"), "{bad:?}: {err}");
+    }
+}

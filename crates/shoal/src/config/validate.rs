@@ -10,6 +10,14 @@ impl Config {
         self.validate_listeners()?;
         self.validate_announce()?;
         self.validate_ws()?;
+        for (key, list) in [
+            ("clients.allow", &self.clients.allow),
+            ("clients.deny", &self.clients.deny),
+        ] {
+            if let Some(e) = list.iter().find_map(|p| super::valid_prefix(p).err()) {
+                return bad(key, e);
+            }
+        }
         if self.cluster.enabled() {
             self.validate_cluster()?;
         }

@@ -99,6 +99,8 @@ error_kinds! {
     UnknownKey => "unknown_key",
     ExpiredKey => "expired_key",
     ScrapeNeedsKey => "scrape_needs_key",
+    // A client rule ([clients]); shoal_client_refusals_total names the rule.
+    ClientRefused => "client_refused",
     // The swarm's limits.
     MaxTorrents => "max_torrents",
     MaxPeers => "max_peers",

@@ -3,6 +3,7 @@
 //! where peers go (today the local swarm) changes in this file only.
 
 pub mod access;
+pub mod clients;
 pub mod metrics;
 
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use swarm::{
 };
 
 use self::access::Access;
+use self::clients::{ClientRefusal, Clients};
 use self::metrics::Metrics;
 pub use self::metrics::{Action, ErrorKind, Protocol};
 use crate::config::{AnnounceConfig, Mode};
@@ -22,6 +24,7 @@ use crate::config::{AnnounceConfig, Mode};
 pub struct Tracker {
     swarm: Swarm,
     access: Access,
+    clients: Clients,
     metrics: Metrics,
     policy: AnnounceConfig,
     /// The most `announce.interval_jitter` adds to an interval, in whole seconds.
@@ -63,19 +66,22 @@ pub struct Answer {
 
 /// Why a request was refused: the access policy or a limit, with its metric kind and the
 /// message the client reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     Access(access::Refusal),
+    /// A client rule (`[clients]`).
+    Client(ClientRefusal),
     Limit(swarm::Refusal),
     /// An address of the WebSocket endpoints' prefix, from another protocol.
     Address,
 }
 
 impl Refused {
-    pub fn kind(self) -> ErrorKind {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Refused::Access(r) => r.into(),
-            Refused::Limit(r) => r.into(),
+            Refused::Access(r) => (*r).into(),
+            Refused::Client(_) => ErrorKind::ClientRefused,
+            Refused::Limit(r) => (*r).into(),
             Refused::Address => ErrorKind::BadAddress,
         }
     }
@@ -85,6 +91,7 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refused::Access(r) => r.fmt(f),
+            Refused::Client(r) => r.fmt(f),
             Refused::Limit(r) => f.write_str(r.message()),
             Refused::Address => f.write_str("this address cannot announce"),
         }
@@ -158,6 +165,7 @@ impl Tracker {
                 },
             ),
             access: Access::new(mode),
+            clients: Clients::default(),
             metrics: Metrics::default(),
             jitter: (f64::from(policy.interval.get()) * policy.interval_jitter) as u32,
             policy,
@@ -217,8 +225,19 @@ impl Tracker {
     #[cfg(test)]
     pub fn metrics_text(&self) -> String {
         let mut out = metrics::Text::default();
-        self.metrics.render(&self.stats(), &mut out);
+        self.render_metrics(&mut out);
         out.into_string()
+    }
+
+    /// Every figure the tracker keeps, in Prometheus text.
+    pub fn render_metrics(&self, out: &mut metrics::Text) {
+        self.metrics.render(&self.stats(), out);
+        self.clients.render(out);
+    }
+
+    /// The client rules in force (`[clients]`), swapped whole on reload.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
     /// Counts a UDP connect, the one request that needs no policy.
@@ -330,6 +349,9 @@ impl Tracker {
         self.access
             .check_announce(&a.info_hash, a.key, i64::from(now.unix))
             .map_err(|r| refuse(Refused::Access(r)))?;
+        self.clients
+            .check(&a.peer_id)
+            .map_err(|r| refuse(Refused::Client(r)))?;
         let addr = CanonicalIp::from(a.ip).with_port(a.port);
         // A WebSocket peer's endpoint is its connection, in a prefix no real peer has
         // (protocol::ws::Endpoint); a UDP or HTTP client claiming one would be handed to

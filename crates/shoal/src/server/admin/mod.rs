@@ -289,7 +289,7 @@ async fn metrics(State(s): Shared) -> Response {
     let up = matches!(db, Ok(Ok(()))) as u8;
     let m = s.tracker.metrics();
     let mut text = crate::tracker::metrics::Text::default();
-    m.render(&s.tracker.stats(), &mut text);
+    s.tracker.render_metrics(&mut text);
     text.gauge(
         "shoal_database_up",
         "1 if the database answered a ping for this scrape.",
