@@ -138,3 +138,95 @@ fn sighup_puts_the_configured_rules_in_force() {
         "{log:?}"
     );
 }
+
+const TOKEN: &str = "clients-token-0123456789";
+
+/// `shoal clients allow|deny|remove|list` through the admin API: stored rules are in force
+/// at once, kept across a restart (the store), listed beside the configuration's.
+#[test]
+fn the_admin_api_and_commands_change_the_stored_rules() {
+    let dir = temp_dir();
+    let setup = Setup {
+        token: TOKEN,
+        extra: "[clients]\ndeny = [\"-XL\"]\n",
+        ..Setup::default()
+    };
+    let shoal = setup.start(dir.path());
+    let api_url = format!("http://{}", shoal.api);
+    let run = |args: &[&str]| {
+        let out = command(args)
+            .args(["--api", &api_url])
+            .env("SHOAL_API__TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(&["clients", "deny", "M7-2-2--"]);
+    assert!(ok && text.contains("deny M7-2-2-- (added)"), "{text}");
+    assert_eq!(
+        announce(&shoal, Via::Http, "M7-2-2--", 1),
+        Err("client refused by rule deny M7-2-2--".into())
+    );
+    // A prefix with characters a URL must escape.
+    let (ok, text) = run(&["clients", "allow", "-q/B%"]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        announce(&shoal, Via::Udp, "-TR4060-", 2),
+        Err("client refused: not on the allow list".into())
+    );
+    assert_eq!(announce(&shoal, Via::Udp, "-q/B%0-", 3), Ok(()));
+    let (ok, text) = run(&["clients", "list"]);
+    assert!(ok, "{text}");
+    for line in [
+        "deny -XL (configuration)",
+        "deny M7-2-2-- (since",
+        "allow -q/B% (since",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    // The same prefix again changes its kind.
+    let (ok, text) = run(&["clients", "allow", "M7-2-2--"]);
+    assert!(ok && text.contains("allow M7-2-2-- (now)"), "{text}");
+    let (ok, _) = run(&["clients", "remove", "-q/B%"]);
+    assert!(ok);
+    let (ok, text) = run(&["clients", "remove", "-q/B%"]);
+    assert!(!ok && text.contains("404"), "{text}");
+    let (ok, text) = run(&["clients", "deny", ".."]);
+    assert!(!ok && text.contains("invalid value"), "{text}");
+    let (status, body) = api(
+        shoal.api,
+        "PUT",
+        "/api/v1/clients/-qB",
+        Some(TOKEN),
+        Some("{\"kind\":\"maybe\"}"),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // Stored rules live in the database: a restart keeps them.
+    drop(shoal);
+    let shoal = setup.start(dir.path());
+    let (_, v) = api(shoal.api, "GET", "/api/v1/clients", Some(TOKEN), None);
+    assert_eq!(v["config"]["deny"], serde_json::json!(["-XL"]), "{v}");
+    let stored: Vec<(String, String)> = v["stored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["prefix"].as_str().unwrap().into(),
+                r["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(stored, vec![("M7-2-2--".to_string(), "allow".to_string())]);
+    assert_eq!(announce(&shoal, Via::Http, "M7-2-2--", 5), Ok(()));
+    assert_eq!(
+        announce(&shoal, Via::Http, "-TR4060-", 6),
+        Err("client refused: not on the allow list".into())
+    );
+}

@@ -404,3 +404,37 @@ fn rediss_with_a_pinned_self_signed_certificate() {
     });
     assert_eq!(health(&n2).1["bus"]["up"], true);
 }
+
+/// A client rule added through node 1's API refuses on node 3 within a second (store
+/// first, a notice on the bus, every node reloads), and its removal reaches node 2.
+#[test]
+fn client_rules_reach_every_node() {
+    let redis = testkit::Redis::launch().unwrap();
+    let db = database("postgres").unwrap();
+    let dir = temp_dir();
+    let nodes = three_nodes(dir.path(), &db, &redis.url());
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    let mut req = started(hash(6), 1, 6001);
+    req.peer_id.0[..4].copy_from_slice(b"-XL0");
+    assert!(http_announce(n3.http[0], "/announce", &req).is_ok());
+    let (status, _) = api(
+        n1.api,
+        "PUT",
+        "/api/v1/clients/-XL",
+        Some(TOKEN),
+        Some("{\"kind\":\"deny\"}"),
+    );
+    assert_eq!(status, 201);
+    let took = wait_until("node 3 to refuse -XL", SECOND, || {
+        http_announce(n3.http[0], "/announce", &req)
+            .is_err_and(|why| why == "client refused by rule deny -XL")
+    });
+    assert!(took <= SECOND);
+    assert_eq!(
+        api(n1.api, "DELETE", "/api/v1/clients/-XL", Some(TOKEN), None).0,
+        204
+    );
+    wait_until("node 2 to let -XL in again", SECOND, || {
+        http_announce(n2.http[0], "/announce", &req).is_ok()
+    });
+}

@@ -9,8 +9,8 @@ use common::stores::*;
 use common::*;
 use protocol::Key;
 use store::{
-    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore,
-    WhitelistEntry, WhitelistStore,
+    AnyStore, AuthKey, AuthKeyStore, ClientRule, ClientRuleStore, Connection, DatabaseUrl,
+    RuleKind, SchemaMigrator, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
 };
 
 fn seed(url: &str) {
@@ -51,6 +51,20 @@ fn seed(url: &str) {
             .await
             .unwrap();
         }
+        for (n, prefix) in ["-qB4520-", "-XL", "M7-2-2--", "-q/B%"].iter().enumerate() {
+            let kind = if n % 2 == 0 {
+                RuleKind::Deny
+            } else {
+                RuleKind::Allow
+            };
+            s.add_client_rule(&ClientRule {
+                prefix: prefix.to_string(),
+                kind,
+                added_at: 1_650_000_000 + n as i64,
+            })
+            .await
+            .unwrap();
+        }
         s.close().await;
     });
 }
@@ -63,6 +77,7 @@ fn copies_every_row_in_all_six_directions() {
     seed(&first);
     let want = contents(&first);
     assert_eq!(want.torrents.len(), 2602);
+    assert_eq!(want.rules.len(), 4);
     // sqlite → postgres → mariadb → sqlite → mariadb → postgres → sqlite
     let chain = [
         first.clone(),
@@ -76,7 +91,7 @@ fn copies_every_row_in_all_six_directions() {
     for pair in chain.windows(2) {
         let (ok, out) = migrate(&["--from", &pair[0], "--to", &pair[1]]);
         assert!(ok, "{} -> {}: {out}", pair[0], pair[1]);
-        assert_eq!(out.matches(" ok\n").count(), 4, "{out}");
+        assert_eq!(out.matches(" ok\n").count(), 5, "{out}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with("torrents") && l.matches(" 2602").count() == 3),

@@ -4,11 +4,11 @@
 use protocol::{InfoHash, Key};
 
 use crate::copy::Transfer;
-use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, TableSum};
+use crate::copy::{Batch, Exported, Format, Imported, Merge, Progress, TABLES, TableSum};
 use crate::{
-    AuthKey, AuthKeyStore, Backend, Connection, DatabaseUrl, Foreign, MigrationInfo, MySqlStore,
-    PgStore, SchemaMigrator, SqliteStore, StoreError, TorrentMetricsStore, WhitelistEntry,
-    WhitelistStore,
+    AuthKey, AuthKeyStore, Backend, ClientRule, ClientRuleStore, Connection, DatabaseUrl, Foreign,
+    MigrationInfo, MySqlStore, PgStore, SchemaMigrator, SqliteStore, StoreError,
+    TorrentMetricsStore, WhitelistEntry, WhitelistStore,
 };
 
 #[derive(Clone)]
@@ -126,6 +126,18 @@ impl AuthKeyStore for AnyStore {
     }
 }
 
+impl ClientRuleStore for AnyStore {
+    async fn add_client_rule(&self, r: &ClientRule) -> Result<(), StoreError> {
+        on_backend!(self, s => s.add_client_rule(r).await)
+    }
+    async fn remove_client_rule(&self, prefix: &str) -> Result<bool, StoreError> {
+        on_backend!(self, s => s.remove_client_rule(prefix).await)
+    }
+    async fn load_client_rules(&self) -> Result<Vec<ClientRule>, StoreError> {
+        on_backend!(self, s => s.load_client_rules().await)
+    }
+}
+
 impl Connection for AnyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         on_backend!(self, s => s.ping().await)
@@ -162,7 +174,7 @@ impl Transfer for AnyStore {
         now: i64,
         out: Option<&tokio::sync::mpsc::Sender<Batch>>,
         batch_rows: usize,
-    ) -> Result<[Exported; 4], StoreError> {
+    ) -> Result<[Exported; TABLES], StoreError> {
         on_backend!(self, s => s.export(format, skip_invalid, now, out, batch_rows).await)
     }
     async fn import(
@@ -170,7 +182,7 @@ impl Transfer for AnyStore {
         rx: tokio::sync::mpsc::Receiver<Batch>,
         source_done: tokio::sync::oneshot::Receiver<()>,
         merge: Option<Merge>,
-        before: [TableSum; 4],
+        before: [TableSum; TABLES],
         progress: &Progress,
     ) -> Result<Imported, StoreError> {
         on_backend!(self, s => s.import(rx, source_done, merge, before, progress).await)

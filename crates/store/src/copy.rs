@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use protocol::InfoHash;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{AnyStore, AuthKey, StoreError, WhitelistEntry};
+use crate::{AnyStore, AuthKey, ClientRule, StoreError, WhitelistEntry};
+
+/// How many tables a copy moves.
+pub const TABLES: usize = 5;
 
 /// Whole-table streams for `shoal migrate`: what a store does for the copy engine above.
 pub trait Transfer {
@@ -30,7 +33,7 @@ pub trait Transfer {
         now: i64,
         out: Option<&tokio::sync::mpsc::Sender<Batch>>,
         batch_rows: usize,
-    ) -> impl Future<Output = Result<[Exported; 4], StoreError>> + Send;
+    ) -> impl Future<Output = Result<[Exported; TABLES], StoreError>> + Send;
     /// Writes every batch from `rx` in one transaction, which is committed only when
     /// `source_done` fires (every row was read and the source did not change) and the
     /// destination, read inside that transaction, holds exactly what it must. Anything else
@@ -41,7 +44,7 @@ pub trait Transfer {
         rx: tokio::sync::mpsc::Receiver<Batch>,
         source_done: tokio::sync::oneshot::Receiver<()>,
         merge: Option<Merge>,
-        before: [TableSum; 4],
+        before: [TableSum; TABLES],
         progress: &Progress,
     ) -> impl Future<Output = Result<Imported, StoreError>> + Send;
 }
@@ -55,14 +58,16 @@ pub enum Table {
     Counters,
     Whitelist,
     Keys,
+    ClientRules,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; TABLES] = [
         Table::Torrents,
         Table::Counters,
         Table::Whitelist,
         Table::Keys,
+        Table::ClientRules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +76,7 @@ impl Table {
             Table::Counters => "counters",
             Table::Whitelist => "whitelist",
             Table::Keys => "keys",
+            Table::ClientRules => "client_rules",
         }
     }
 }
@@ -99,6 +105,7 @@ pub enum Batch {
     Counters(Vec<(String, i64)>),
     Whitelist(Vec<WhitelistEntry>),
     Keys(Vec<AuthKey>),
+    ClientRules(Vec<ClientRule>),
 }
 
 impl Batch {
@@ -108,6 +115,7 @@ impl Batch {
             Batch::Counters(v) => v.len(),
             Batch::Whitelist(v) => v.len(),
             Batch::Keys(v) => v.len(),
+            Batch::ClientRules(v) => v.len(),
         }
     }
 
@@ -121,6 +129,7 @@ impl Batch {
             Batch::Counters(_) => Table::Counters,
             Batch::Whitelist(_) => Table::Whitelist,
             Batch::Keys(_) => Table::Keys,
+            Batch::ClientRules(_) => Table::ClientRules,
         }
     }
 }
@@ -167,6 +176,10 @@ pub(crate) fn key_hash(k: &AuthKey) -> u64 {
     row_hash((b'k', k.key.as_str(), k.valid_until, k.created_at))
 }
 
+pub(crate) fn rule_hash(r: &ClientRule) -> u64 {
+    row_hash((b'r', r.prefix.as_str(), r.kind, r.added_at))
+}
+
 /// What one read of a table found.
 #[derive(Debug, Clone, Default)]
 pub struct Exported {
@@ -178,7 +191,7 @@ pub struct Exported {
 /// Rows copied so far, per table, for a progress display.
 #[derive(Default)]
 pub struct Progress {
-    rows: [AtomicU64; 4],
+    rows: [AtomicU64; TABLES],
     current: AtomicUsize,
 }
 
@@ -193,7 +206,7 @@ impl Progress {
     }
 
     pub fn current(&self) -> Table {
-        Table::ALL[self.current.load(Relaxed).min(3)]
+        Table::ALL[self.current.load(Relaxed).min(TABLES - 1)]
     }
 }
 
@@ -245,7 +258,7 @@ pub struct TableImport {
 /// What the writer did: per table, and whether it committed (only when every table verified).
 #[derive(Debug, Clone, Copy)]
 pub struct Imported {
-    pub tables: [TableImport; 4],
+    pub tables: [TableImport; TABLES],
     pub committed: bool,
 }
 
@@ -326,6 +339,7 @@ pub(crate) enum Item {
     Counter(String, i64),
     Listed(WhitelistEntry),
     Key(AuthKey),
+    Rule(ClientRule),
 }
 
 impl Item {
@@ -335,6 +349,7 @@ impl Item {
             Item::Counter(name, v) => counter_hash(name, *v),
             Item::Listed(e) => whitelist_hash(e),
             Item::Key(k) => key_hash(k),
+            Item::Rule(r) => rule_hash(r),
         }
     }
 
@@ -345,6 +360,7 @@ impl Item {
             Item::Counter(name, _) => name.as_bytes().to_vec(),
             Item::Listed(e) => e.info_hash.0.to_vec(),
             Item::Key(k) => k.key.as_str().as_bytes().to_vec(),
+            Item::Rule(r) => r.prefix.as_bytes().to_vec(),
         }
     }
 
@@ -373,6 +389,7 @@ impl Batch {
             Table::Counters => Batch::Counters(Vec::with_capacity(capacity)),
             Table::Whitelist => Batch::Whitelist(Vec::with_capacity(capacity)),
             Table::Keys => Batch::Keys(Vec::with_capacity(capacity)),
+            Table::ClientRules => Batch::ClientRules(Vec::with_capacity(capacity)),
         }
     }
 
@@ -382,6 +399,7 @@ impl Batch {
             (Batch::Counters(v), Item::Counter(name, n)) => v.push((name, n)),
             (Batch::Whitelist(v), Item::Listed(e)) => v.push(e),
             (Batch::Keys(v), Item::Key(k)) => v.push(k),
+            (Batch::ClientRules(v), Item::Rule(r)) => v.push(r),
             (b, i) => unreachable!("{i:?} pushed into a {} batch", b.table().name()),
         }
     }
@@ -395,6 +413,7 @@ impl Batch {
                 .collect(),
             Batch::Whitelist(v) => v.iter().map(|e| Item::Listed(*e)).collect(),
             Batch::Keys(v) => v.iter().map(|k| Item::Key(*k)).collect(),
+            Batch::ClientRules(v) => v.iter().map(|r| Item::Rule(r.clone())).collect(),
         }
     }
 }

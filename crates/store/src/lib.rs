@@ -206,6 +206,56 @@ pub trait AuthKeyStore {
     fn load_keys(&self) -> impl Future<Output = Result<Vec<AuthKey>, StoreError>> + Send;
 }
 
+/// Whether a client rule lets matching clients in or keeps them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleKind {
+    Allow,
+    Deny,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Allow => "allow",
+            RuleKind::Deny => "deny",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RuleKind> {
+        match s {
+            "allow" => Some(RuleKind::Allow),
+            "deny" => Some(RuleKind::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// A client rule by peer-id prefix (1-20 printable ASCII characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRule {
+    pub prefix: String,
+    pub kind: RuleKind,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// Client rules, keyed by prefix: one prefix is either allowed or denied.
+pub trait ClientRuleStore {
+    /// Adds the rule, or changes the kind of the one with the same prefix (keeping its
+    /// `added_at`).
+    fn add_client_rule(
+        &self,
+        r: &ClientRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Returns whether the prefix had a rule.
+    fn remove_client_rule(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn load_client_rules(&self)
+    -> impl Future<Output = Result<Vec<ClientRule>, StoreError>> + Send;
+}
+
 /// The connection itself: health, shutdown, name.
 pub trait Connection {
     /// A cheap round trip, for `/health`.
@@ -225,6 +275,7 @@ pub trait Store:
     + TorrentMetricsStore
     + WhitelistStore
     + AuthKeyStore
+    + ClientRuleStore
     + Connection
     + Clone
     + Send
@@ -238,6 +289,7 @@ impl<T> Store for T where
         + TorrentMetricsStore
         + WhitelistStore
         + AuthKeyStore
+        + ClientRuleStore
         + Connection
         + Clone
         + Send

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use protocol::{InfoHash, Key};
 use store::{
-    AnyStore, AuthKey, AuthKeyStore, Connection, DatabaseUrl, MigrationState, SchemaMigrator,
-    Store, StoreError, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
+    AnyStore, AuthKey, AuthKeyStore, ClientRule, ClientRuleStore, Connection, DatabaseUrl,
+    MigrationState, RuleKind, SchemaMigrator, Store, StoreError, TorrentMetricsStore,
+    WhitelistEntry, WhitelistStore,
 };
 use testkit::Kind;
 
@@ -80,7 +81,42 @@ async fn suite<S: Store>(s: S) {
     torrents(&s).await;
     whitelist(&s).await;
     keys(&s).await;
+    client_rules(&s).await;
     concurrency(&s).await;
+}
+
+async fn client_rules<S: Store>(s: &S) {
+    assert!(s.load_client_rules().await.unwrap().is_empty());
+    let rule = |prefix: &str, kind, added_at| ClientRule {
+        prefix: prefix.into(),
+        kind,
+        added_at,
+    };
+    s.add_client_rule(&rule("-qB4520-", RuleKind::Deny, 10))
+        .await
+        .unwrap();
+    s.add_client_rule(&rule("-TR", RuleKind::Allow, 11))
+        .await
+        .unwrap();
+    // Same letters, other case: another prefix, as peer ids are case-sensitive.
+    s.add_client_rule(&rule("-tr", RuleKind::Deny, 12))
+        .await
+        .unwrap();
+    // A prefix added again changes its kind and keeps its first added_at.
+    s.add_client_rule(&rule("-qB4520-", RuleKind::Allow, 99))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.load_client_rules().await.unwrap(),
+        vec![
+            rule("-TR", RuleKind::Allow, 11),
+            rule("-qB4520-", RuleKind::Allow, 10),
+            rule("-tr", RuleKind::Deny, 12),
+        ]
+    );
+    assert!(s.remove_client_rule("-tr").await.unwrap());
+    assert!(!s.remove_client_rule("-tr").await.unwrap());
+    assert_eq!(s.load_client_rules().await.unwrap().len(), 2);
 }
 
 async fn torrents<S: Store>(s: &S) {

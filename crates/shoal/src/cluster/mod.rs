@@ -474,8 +474,8 @@ impl Reader {
 }
 
 async fn reload_access(tracker: &Tracker, store: &AnyStore, when: &str) {
-    if let Err(e) = tracker.access().reload(store).await {
-        tracing::warn!("cannot reload the whitelist and keys {when}: {e}");
+    if let Err(e) = tracker.reload_access(store).await {
+        tracing::warn!("cannot reload the whitelist, keys and client rules {when}: {e}");
     }
 }
 

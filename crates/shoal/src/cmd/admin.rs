@@ -72,6 +72,54 @@ pub enum KeysAction {
     List,
 }
 
+/// Change or show the client rules of a running tracker (by peer-id prefix) through its
+/// admin API; every node of a cluster follows. The configuration's `[clients]` rules are
+/// listed too, and changed in the file (SIGHUP).
+#[derive(clap::Args)]
+pub struct ClientsArgs {
+    #[command(subcommand)]
+    pub action: ClientsAction,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+fn prefix(s: &str) -> std::result::Result<String, String> {
+    crate::config::valid_prefix(s).map(|()| s.to_string())
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClientsAction {
+    /// Let clients whose peer id starts with PREFIX announce (e.g. -qB, -TR4060-); with any
+    /// allow rule, only such clients may.
+    Allow {
+        #[arg(value_parser = prefix, allow_hyphen_values = true)]
+        prefix: String,
+    },
+    /// Refuse clients whose peer id starts with PREFIX (e.g. -XL, M7-2-2--).
+    Deny {
+        #[arg(value_parser = prefix, allow_hyphen_values = true)]
+        prefix: String,
+    },
+    /// Remove the stored rule for PREFIX.
+    Remove {
+        #[arg(value_parser = prefix, allow_hyphen_values = true)]
+        prefix: String,
+    },
+    /// Show every rule: the configuration's and the stored ones.
+    List,
+}
+
+impl From<ClientsAction> for Order {
+    fn from(a: ClientsAction) -> Order {
+        match a {
+            ClientsAction::Allow { prefix } => Order::Rule(prefix, "allow"),
+            ClientsAction::Deny { prefix } => Order::Rule(prefix, "deny"),
+            ClientsAction::Remove { prefix } => Order::RemoveRule(prefix),
+            ClientsAction::List => Order::ShowRules,
+        }
+    }
+}
+
 impl From<WhitelistAction> for Order {
     fn from(a: WhitelistAction) -> Order {
         match a {
@@ -98,10 +146,19 @@ pub enum Order {
     List(InfoHash),
     Unlist(InfoHash),
     ShowWhitelist,
-    NewKey { valid_for: Option<u64> },
-    ImportKey { key: Key, valid_until: Option<i64> },
+    NewKey {
+        valid_for: Option<u64>,
+    },
+    ImportKey {
+        key: Key,
+        valid_until: Option<i64>,
+    },
     RemoveKey(Key),
     ShowKeys,
+    /// A prefix (checked by `config::valid_prefix`) and its kind.
+    Rule(String, &'static str),
+    RemoveRule(String),
+    ShowRules,
 }
 
 /// The API's base URL: `--api`, else `api.bind` (an unspecified address means this host),
@@ -202,6 +259,34 @@ pub fn run(args: &ApiArgs, config: &Config, order: Order) -> Result<()> {
         Order::RemoveKey(k) => {
             call("DELETE", &format!("/keys/{}", k.as_str()), None)?;
             println!("{k} removed");
+        }
+        Order::Rule(prefix, kind) => {
+            let body = serde_json::json!({ "kind": kind }).to_string();
+            let path = format!("/clients/{}", protocol::percent::encode(prefix.as_bytes()));
+            let (status, _) = call("PUT", &path, Some(&body))?;
+            let what = if status == 201 { "added" } else { "now" };
+            println!("{kind} {prefix} ({what})");
+        }
+        Order::RemoveRule(prefix) => {
+            let path = format!("/clients/{}", protocol::percent::encode(prefix.as_bytes()));
+            call("DELETE", &path, None)?;
+            println!("{prefix} removed");
+        }
+        Order::ShowRules => {
+            let (_, v) = call("GET", "/clients", None)?;
+            for kind in ["allow", "deny"] {
+                for p in v["config"][kind].as_array().into_iter().flatten() {
+                    println!("{kind} {} (configuration)", p.as_str().unwrap_or("?"));
+                }
+            }
+            for r in v["stored"].as_array().into_iter().flatten() {
+                println!(
+                    "{} {} (since {})",
+                    r["kind"].as_str().unwrap_or("?"),
+                    r["prefix"].as_str().unwrap_or("?"),
+                    r["added_at"]
+                );
+            }
         }
         Order::ShowKeys => {
             let (_, v) = call("GET", "/keys", None)?;

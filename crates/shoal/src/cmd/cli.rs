@@ -43,6 +43,7 @@ enum Command {
     Check(check::Args),
     Whitelist(admin::WhitelistArgs),
     Keys(admin::KeysArgs),
+    Clients(admin::ClientsArgs),
     /// Print the effective configuration (file plus environment), secrets redacted.
     Config(ConfigArg),
 }
@@ -119,6 +120,10 @@ pub fn run(cli: Cli) -> Result<()> {
             admin::run(&a.api, &config, a.action.into())
         }
         Command::Keys(a) => {
+            let config = load_config(a.api.config.as_deref())?;
+            admin::run(&a.api, &config, a.action.into())
+        }
+        Command::Clients(a) => {
             let config = load_config(a.api.config.as_deref())?;
             admin::run(&a.api, &config, a.action.into())
         }

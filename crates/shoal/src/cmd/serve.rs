@@ -175,7 +175,7 @@ impl Bound {
 
 fn set_client_rules(tracker: &Tracker, config: &Config) {
     let c = &config.clients;
-    tracker.clients().set(&c.allow, &c.deny);
+    tracker.clients().set_config(&c.allow, &c.deny);
     if !c.allow.is_empty() || !c.deny.is_empty() {
         tracing::info!("client rules: allow {:?}, deny {:?}", c.allow, c.deny);
     }
@@ -188,12 +188,12 @@ async fn load(config: &Config, store: &AnyStore) -> Result<Arc<Tracker>> {
         c if c.enabled() => Tracker::clustered(announce, config.mode, limits, c.max_backlog.get()),
         _ => Tracker::new(announce, config.mode, limits),
     });
-    let (whitelisted, keys) = tracker
-        .access()
-        .reload(store)
-        .await
-        .map_err(Error::store("cannot load the whitelist and keys"))?;
-    tracing::info!("loaded {whitelisted} whitelisted info-hashes and {keys} keys");
+    let (whitelisted, keys, rules) = tracker.reload_access(store).await.map_err(Error::store(
+        "cannot load the whitelist, keys and client rules",
+    ))?;
+    tracing::info!(
+        "loaded {whitelisted} whitelisted info-hashes, {keys} keys and {rules} stored client rules"
+    );
     set_client_rules(&tracker, config);
     let started = Instant::now();
     let mut loader = tracker.loader();
@@ -465,8 +465,8 @@ impl Node {
                 "SIGHUP received: the configuration does not load, the client rules in force stay: {e}"
             ),
         }
-        match self.tracker.access().reload(&self.store).await {
-            Ok((whitelisted, keys)) => {
+        match self.tracker.reload_access(&self.store).await {
+            Ok((whitelisted, keys, _)) => {
                 let (allow, deny) = self.tracker.clients().len();
                 tracing::info!(
                     "SIGHUP received: reloaded {} certificate(s), {whitelisted} whitelisted info-hashes and {keys} keys, {allow} allow and {deny} deny client rules",

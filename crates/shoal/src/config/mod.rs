@@ -51,6 +51,10 @@ pub fn valid_prefix(p: &str) -> Result<(), String> {
     {
         return Err(format!("{p:?}: {c:?} cannot be part of a prefix"));
     }
+    if p.chars().all(|c| c == '.') {
+        // "." and ".." are path steps in a URL, not prefixes any client sends.
+        return Err(format!("{p:?}: dots alone are not a prefix"));
+    }
     Ok(())
 }
 

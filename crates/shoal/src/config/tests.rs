@@ -314,7 +314,7 @@ fn client_rules_are_printable_prefixes() {
     .unwrap()
     .config;
     assert_eq!(c.clients.allow, ["-qB", "-TR"]);
-    for bad in ["", "a b", "x\"y", "123456789012345678901", "é"] {
+    for bad in ["", "a b", "x\"y", "123456789012345678901", "é", ".."] {
         let list = serde_json::to_string(&[bad]).unwrap();
         let err = load(None, env(&[("SHOAL_CLIENTS__DENY", &list)]))
             .unwrap_err()

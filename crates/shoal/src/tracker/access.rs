@@ -162,6 +162,12 @@ impl Access {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Notes a change made here (a client rule, through `Tracker`), for the cluster's notice.
+    pub fn mark_changed(&self) {
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Whether an admin change was made here since the last call.
     pub fn take_changed(&self) -> bool {
         self.changed

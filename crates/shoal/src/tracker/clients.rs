@@ -1,14 +1,18 @@
-//! Client rules (`[clients]`): which BitTorrent clients may announce, by peer-id prefix
-//! (Azureus style `-qB4520-`, Shadow style `M7-2-2--`, or any shorter prefix such as
-//! `-XL`). A peer id matching a deny rule is refused; with allow rules, one matching none
-//! of them is refused too. Each rule counts its refusals for `/metrics`. The rules are
-//! swapped whole on reload (SIGHUP), never edited in place, so an announce reads one set.
+//! Client rules: which BitTorrent clients may announce, by peer-id prefix (Azureus style
+//! `-qB4520-`, Shadow style `M7-2-2--`, or any shorter prefix such as `-XL`). A peer id
+//! matching a deny rule is refused; with allow rules, one matching none of them is refused
+//! too. The rules in force are the union of two sources: `[clients]` in the configuration
+//! (reloaded on SIGHUP) and the store's `client_rules` (the admin API; every node reloads
+//! them on a notice). Each rule counts its refusals for `/metrics`, and keeps its count
+//! across reloads. The rules are swapped whole, never edited in place, so an announce reads
+//! one set.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use protocol::PeerId;
+use store::{ClientRule, RuleKind};
 
 use super::metrics::Text;
 
@@ -42,39 +46,99 @@ struct Rules {
     not_allowed: AtomicU64,
 }
 
-/// The rules in force.
-pub struct Clients(ArcSwap<Rules>);
+/// The rules in force, and the two sources they are made of.
+pub struct Clients {
+    rules: ArcSwap<Rules>,
+    sources: Mutex<Sources>,
+}
+
+#[derive(Default)]
+struct Sources {
+    config_allow: Vec<String>,
+    config_deny: Vec<String>,
+    stored: Vec<ClientRule>,
+}
 
 impl Default for Clients {
     fn default() -> Self {
-        Clients(ArcSwap::from_pointee(Rules::default()))
+        Clients {
+            rules: ArcSwap::from_pointee(Rules::default()),
+            sources: Mutex::default(),
+        }
     }
 }
 
-fn rules(prefixes: &[String]) -> Vec<Rule> {
+/// `prefixes` as rules, each keeping the count it had in `old`.
+fn rules(prefixes: Vec<&str>, old: &[Rule]) -> Vec<Rule> {
+    let mut seen = std::collections::HashSet::new();
     prefixes
-        .iter()
+        .into_iter()
+        .filter(|p| seen.insert(*p))
         .map(|p| Rule {
             prefix: p.as_bytes().into(),
-            refused: AtomicU64::new(0),
+            refused: AtomicU64::new(
+                old.iter()
+                    .find(|r| *r.prefix == *p.as_bytes())
+                    .map_or(0, |r| r.refused.load(Relaxed)),
+            ),
         })
         .collect()
 }
 
 impl Clients {
-    /// Puts `allow` and `deny` (checked by `config::valid_prefix`) in force; counts start
-    /// again.
-    pub fn set(&self, allow: &[String], deny: &[String]) {
-        self.0.store(Arc::new(Rules {
-            allow: rules(allow),
-            deny: rules(deny),
-            not_allowed: AtomicU64::new(0),
+    /// The configuration's rules (checked by `config::valid_prefix`).
+    pub fn set_config(&self, allow: &[String], deny: &[String]) {
+        let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        s.config_allow = allow.to_vec();
+        s.config_deny = deny.to_vec();
+        self.rebuild(&s);
+    }
+
+    /// The store's rules, as `load_client_rules` returned them.
+    pub fn set_stored(&self, stored: Vec<ClientRule>) {
+        let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        s.stored = stored;
+        self.rebuild(&s);
+    }
+
+    /// The configuration's allow and deny lists, and the store's rules.
+    pub fn sources(&self) -> (Vec<String>, Vec<String>, Vec<ClientRule>) {
+        let s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            s.config_allow.clone(),
+            s.config_deny.clone(),
+            s.stored.clone(),
+        )
+    }
+
+    fn rebuild(&self, s: &Sources) {
+        let old = self.rules.load();
+        let of = |kind, config: &[String]| -> Vec<String> {
+            config
+                .iter()
+                .cloned()
+                .chain(
+                    s.stored
+                        .iter()
+                        .filter(|r| r.kind == kind)
+                        .map(|r| r.prefix.clone()),
+                )
+                .collect()
+        };
+        let (allow, deny) = (
+            of(RuleKind::Allow, &s.config_allow),
+            of(RuleKind::Deny, &s.config_deny),
+        );
+        self.rules.store(Arc::new(Rules {
+            allow: rules(allow.iter().map(String::as_str).collect(), &old.allow),
+            deny: rules(deny.iter().map(String::as_str).collect(), &old.deny),
+            not_allowed: AtomicU64::new(old.not_allowed.load(Relaxed)),
         }));
     }
 
     /// Deny wins over allow; no rules lets everyone in.
     pub fn check(&self, id: &PeerId) -> Result<(), ClientRefusal> {
-        let r = self.0.load();
+        let r = self.rules.load();
         if let Some(d) = r.deny.iter().find(|d| id.0.starts_with(&d.prefix)) {
             d.refused.fetch_add(1, Relaxed);
             return Err(ClientRefusal {
@@ -92,14 +156,14 @@ impl Clients {
 
     /// How many rules of each kind are in force.
     pub fn len(&self) -> (usize, usize) {
-        let r = self.0.load();
+        let r = self.rules.load();
         (r.allow.len(), r.deny.len())
     }
 
     /// `shoal_client_refusals_total{rule=...}`: one series per deny rule, and `allow` for
     /// clients on no allow rule (a label set as bounded as the rules).
     pub fn render(&self, out: &mut Text) {
-        let r = self.0.load();
+        let r = self.rules.load();
         out.family(
             "shoal_client_refusals_total",
             "counter",
@@ -138,7 +202,12 @@ mod tests {
         let c = Clients::default();
         assert!(c.check(&id(b"-XL0012-")).is_ok());
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        c.set(&s(&["-qB", "-TR"]), &s(&["-qB4520-", "-XL"]));
+        c.set_config(&s(&["-qB", "-TR"]), &s(&["-qB4520-"]));
+        c.set_stored(vec![ClientRule {
+            prefix: "-XL".into(),
+            kind: RuleKind::Deny,
+            added_at: 1,
+        }]);
         assert!(c.check(&id(b"-qB5010-")).is_ok());
         assert!(c.check(&id(b"-TR4060-")).is_ok());
         let e = c.check(&id(b"-qB4520-")).unwrap_err();
@@ -156,7 +225,17 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
-        c.set(&[], &[]);
+        // A reload keeps the counts of the rules that stay.
+        c.set_stored(Vec::new());
+        let mut text = Text::default();
+        c.render(&mut text);
+        let text = text.into_string();
+        assert!(
+            text.contains("shoal_client_refusals_total{rule=\"deny:-qB4520-\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("-XL"), "{text}");
+        c.set_config(&[], &[]);
         assert!(c.check(&id(b"M7-2-2--")).is_ok());
     }
 }

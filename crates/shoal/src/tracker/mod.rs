@@ -235,9 +235,47 @@ impl Tracker {
         self.clients.render(out);
     }
 
-    /// The client rules in force (`[clients]`), swapped whole on reload.
+    /// The client rules in force, swapped whole on reload.
     pub fn clients(&self) -> &Clients {
         &self.clients
+    }
+
+    /// Everything the store says about access, read again: the whitelist, the keys and the
+    /// stored client rules. (whitelisted, keys, client rules).
+    pub async fn reload_access<S: store::Store>(
+        &self,
+        store: &S,
+    ) -> Result<(usize, usize, usize), store::StoreError> {
+        let rules = store.load_client_rules().await?;
+        let (whitelisted, keys) = self.access.reload(store).await?;
+        let n = rules.len();
+        self.clients.set_stored(rules);
+        Ok((whitelisted, keys, n))
+    }
+
+    /// A client rule into the store, then in force here; every node of a cluster follows
+    /// on the notice this change raises.
+    pub async fn add_client_rule<S: store::Store>(
+        &self,
+        store: &S,
+        rule: &store::ClientRule,
+    ) -> Result<(), store::StoreError> {
+        store.add_client_rule(rule).await?;
+        self.clients.set_stored(store.load_client_rules().await?);
+        self.access.mark_changed();
+        Ok(())
+    }
+
+    /// Removes a stored client rule; whether there was one.
+    pub async fn remove_client_rule<S: store::Store>(
+        &self,
+        store: &S,
+        prefix: &str,
+    ) -> Result<bool, store::StoreError> {
+        let removed = store.remove_client_rule(prefix).await?;
+        self.clients.set_stored(store.load_client_rules().await?);
+        self.access.mark_changed();
+        Ok(removed)
     }
 
     /// Counts a UDP connect, the one request that needs no policy.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use protocol::{InfoHash, Key};
 use store::{
-    AnyStore, AuthKeyStore, Connection, DatabaseUrl, SchemaMigrator, TorrentMetricsStore,
-    WhitelistStore,
+    AnyStore, AuthKeyStore, ClientRuleStore, Connection, DatabaseUrl, SchemaMigrator,
+    TorrentMetricsStore, WhitelistStore,
 };
 
 use super::{block_on, command};
@@ -17,6 +17,8 @@ pub struct Contents {
     pub total: Option<u64>,
     pub whitelist: BTreeMap<InfoHash, i64>,
     pub keys: BTreeMap<Key, (Option<i64>, i64)>,
+    /// prefix -> (kind, added_at)
+    pub rules: BTreeMap<String, (&'static str, i64)>,
 }
 
 pub fn contents(url: &str) -> Contents {
@@ -46,6 +48,13 @@ pub fn contents(url: &str) -> Contents {
                 .unwrap()
                 .into_iter()
                 .map(|k| (k.key, (k.valid_until, k.created_at)))
+                .collect(),
+            rules: s
+                .load_client_rules()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.prefix, (r.kind.as_str(), r.added_at)))
                 .collect(),
         };
         s.close().await;

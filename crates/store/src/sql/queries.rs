@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 
 use super::Dialect;
+use crate::copy::TABLES;
 
 pub(crate) struct Queries {
     pub(crate) load_torrent: SqlStr,
@@ -23,15 +24,18 @@ pub(crate) struct Queries {
     pub(crate) key_get: SqlStr,
     pub(crate) key_remove: SqlStr,
     pub(crate) key_load: SqlStr,
+    pub(crate) rule_add: SqlStr,
+    pub(crate) rule_remove: SqlStr,
+    pub(crate) rule_load: SqlStr,
     pub(crate) table_exists: SqlStr,
     pub(crate) applied_migrations: SqlStr,
     /// Per table (in `Table::ALL` order): reads in Shoal's and in Torrust's layout.
-    pub(crate) export: [[SqlStr; 2]; 4],
+    pub(crate) export: [[SqlStr; 2]; TABLES],
     /// Per table: `INSERT INTO t (cols) ` and the tails for no merge, add, max.
-    pub(crate) import_head: [String; 4],
-    pub(crate) import_tail: [[String; 3]; 4],
+    pub(crate) import_head: [String; TABLES],
+    pub(crate) import_tail: [[String; 3]; TABLES],
     /// Per table: `SELECT <row> FROM t WHERE <pk> IN ` for merges.
-    pub(crate) existing_head: [String; 4],
+    pub(crate) existing_head: [String; TABLES],
 }
 
 impl Queries {
@@ -85,6 +89,14 @@ impl Queries {
             key_get: q("SELECT `key`, valid_until, created_at FROM `keys` WHERE `key` = ?"),
             key_remove: q("DELETE FROM `keys` WHERE `key` = ?"),
             key_load: q("SELECT `key`, valid_until, created_at FROM `keys`"),
+            // A prefix added again changes its kind and keeps its added_at.
+            rule_add: q(&format!(
+                "INSERT INTO client_rules (prefix, kind, added_at) VALUES (?, ?, ?) {} kind = {}",
+                upsert("prefix"),
+                new("kind")
+            )),
+            rule_remove: q("DELETE FROM client_rules WHERE prefix = ?"),
+            rule_load: q("SELECT prefix, kind, added_at FROM client_rules"),
             table_exists: q(DB::TABLE_EXISTS),
             applied_migrations: q(
                 "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
@@ -116,6 +128,11 @@ impl Queries {
                             "SELECT CAST(id AS {big}), `key`, CAST(valid_until AS {big}) FROM `keys`"
                         )),
                     ],
+                    // Torrust has no client rules: `torrust::table` names no table, never read.
+                    [
+                        q("SELECT prefix, kind, added_at FROM client_rules"),
+                        q("SELECT prefix, kind, added_at FROM client_rules"),
+                    ],
                 ]
             },
             import_head: [
@@ -123,6 +140,7 @@ impl Queries {
                 "INSERT INTO counters (`name`, `value`) ",
                 "INSERT INTO whitelist (info_hash, added_at) ",
                 "INSERT INTO `keys` (`key`, valid_until, created_at) ",
+                "INSERT INTO client_rules (prefix, kind, added_at) ",
             ]
             .map(DB::render),
             import_tail: {
@@ -152,6 +170,7 @@ impl Queries {
                     counted("counters", "`name`", "`value`"),
                     kept("whitelist", "info_hash", "added_at"),
                     kept("`keys`", "`key`", "valid_until"),
+                    kept("client_rules", "prefix", "kind"),
                 ]
             },
             existing_head: [
@@ -159,6 +178,7 @@ impl Queries {
                 "SELECT `name`, `value` FROM counters WHERE `name` IN ",
                 "SELECT info_hash, added_at FROM whitelist WHERE info_hash IN ",
                 "SELECT `key`, valid_until, created_at FROM `keys` WHERE `key` IN ",
+                "SELECT prefix, kind, added_at FROM client_rules WHERE prefix IN ",
             ]
             .map(DB::render),
         }

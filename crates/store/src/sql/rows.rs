@@ -5,7 +5,7 @@ use protocol::{InfoHash, Key};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::copy::{Item, Table};
-use crate::{AuthKey, StoreError, WhitelistEntry};
+use crate::{AuthKey, ClientRule, RuleKind, StoreError, WhitelistEntry};
 
 /// A whitelist or keys row in Shoal's layout, read by the same code the copy engine uses.
 pub(crate) fn shoal_row<R: Row>(t: Table, row: &R) -> Result<Item, StoreError>
@@ -50,6 +50,20 @@ where
     }
 }
 
+pub(crate) fn rule_row<R: Row>(row: &R) -> Result<ClientRule, StoreError>
+where
+    usize: ColumnIndex<R>,
+    for<'q> i64: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Option<i64>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> Vec<u8>: Decode<'q, R::Database> + Type<R::Database>,
+    for<'q> String: Decode<'q, R::Database> + Type<R::Database>,
+{
+    match shoal_row(Table::ClientRules, row)? {
+        Item::Rule(r) => Ok(r),
+        other => unreachable!("a client_rules row decoded as {other:?}"),
+    }
+}
+
 /// Reads one row of table `t` in Shoal's layout (`torrust.rs` reads Torrust's). The error
 /// names the row.
 pub(crate) fn decode_row<R: Row>(t: Table, row: &R) -> Result<Item, String>
@@ -87,6 +101,16 @@ where
                 key,
                 valid_until: row.try_get(1).map_err(get_err)?,
                 created_at: row.try_get(2).map_err(get_err)?,
+            })
+        }
+        Table::ClientRules => {
+            let prefix: String = row.try_get(0).map_err(get_err)?;
+            let kind: String = row.try_get(1).map_err(get_err)?;
+            Item::Rule(ClientRule {
+                kind: RuleKind::parse(&kind)
+                    .ok_or_else(|| format!("{name} row {prefix:?}: kind {kind:?}"))?,
+                prefix,
+                added_at: row.try_get(2).map_err(get_err)?,
             })
         }
     })

@@ -13,6 +13,8 @@ use crate::{AuthKey, DOWNLOADS_TOTAL, WhitelistEntry};
 pub(crate) fn table(t: Table) -> &'static str {
     match t {
         Table::Counters => "torrent_aggregate_metrics",
+        // Torrust has none: a name no Torrust database holds, so the table is skipped.
+        Table::ClientRules => "shoal_no_such_table",
         other => other.name(),
     }
 }
@@ -37,6 +39,9 @@ where
         InfoHash::from_hex(&text)
             .map_err(|e| format!("{name} row id={id}: info_hash {text:?}: {e}"))
     };
+    if t == Table::ClientRules {
+        return Err(format!("{name}: Torrust Tracker has no such table"));
+    }
     let number = |i: usize| {
         row.try_get::<Option<i64>, _>(i)
             .map_err(|e| format!("{name} row id={id}: {e}"))
@@ -63,5 +68,6 @@ where
                 created_at: now,
             })
         }
+        Table::ClientRules => unreachable!("returned above"),
     })
 }

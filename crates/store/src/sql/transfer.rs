@@ -12,7 +12,7 @@ use super::{Dialect, SqlStore, torrust};
 use crate::StoreError;
 use crate::copy::Transfer;
 use crate::copy::{
-    Batch, Exported, Format, Imported, Item, Merge, Progress, Table, TableImport, TableSum,
+    Batch, Exported, Format, Imported, Item, Merge, Progress, TABLES, Table, TableImport, TableSum,
 };
 
 fn merge_index(merge: Option<Merge>) -> usize {
@@ -43,8 +43,8 @@ where
         now: i64,
         out: Option<&tokio::sync::mpsc::Sender<Batch>>,
         batch_rows: usize,
-    ) -> Result<[Exported; 4], StoreError> {
-        let mut all: [Exported; 4] = Default::default();
+    ) -> Result<[Exported; TABLES], StoreError> {
+        let mut all: [Exported; TABLES] = Default::default();
         // One transaction: every table as of one moment, however long the read takes.
         let mut tx = self.pool.begin().await?;
         if let Some(sql) = DB::SNAPSHOT {
@@ -107,7 +107,7 @@ where
         mut rx: tokio::sync::mpsc::Receiver<Batch>,
         source_done: tokio::sync::oneshot::Receiver<()>,
         merge: Option<Merge>,
-        before: [TableSum; 4],
+        before: [TableSum; TABLES],
         progress: &Progress,
     ) -> Result<Imported, StoreError> {
         let mut result = before.map(|expected| TableImport {
@@ -132,6 +132,7 @@ where
                         Item::Counter(name, _) => list.push_bind(name.as_str()),
                         Item::Listed(e) => list.push_bind(&e.info_hash.0[..]),
                         Item::Key(k) => list.push_bind(k.key.as_str()),
+                        Item::Rule(r) => list.push_bind(r.prefix.as_str()),
                     };
                 }
                 q.push(")");
@@ -169,6 +170,11 @@ where
                     row.push_bind(k.key.as_str())
                         .push_bind(k.valid_until)
                         .push_bind(k.created_at);
+                }),
+                Batch::ClientRules(v) => q.push_values(v, |mut row, r| {
+                    row.push_bind(r.prefix.as_str())
+                        .push_bind(r.kind.as_str())
+                        .push_bind(r.added_at);
                 }),
             };
             q.push(&self.q.import_tail[t as usize][merge_index(merge)]);

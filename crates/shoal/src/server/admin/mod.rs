@@ -3,6 +3,7 @@
 //! the in-memory caches only once the store has accepted it.
 
 pub mod body;
+mod clients;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/whitelist/{info_hash}", put(list).delete(unlist))
         .route("/keys", get(keys).post(add_key))
         .route("/keys/{key}", axum::routing::delete(remove_key))
+        .route("/clients", get(clients::list))
+        .route(
+            "/clients/{prefix}",
+            put(clients::put).delete(clients::remove),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route under /api/v1") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
