@@ -180,7 +180,8 @@ fn db_status_and_upgrade() {
         assert!(
             before.contains("20261122000000")
                 && before.contains("pending")
-                && before.contains("1 pending"),
+                && before.contains("20261204000000")
+                && before.contains("2 pending"),
             "{before}"
         );
         let up = run("upgrade");

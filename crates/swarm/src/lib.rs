@@ -115,6 +115,17 @@ pub struct SwarmStats {
     pub uncounted_downloads: u64,
 }
 
+/// What `Swarm::survey` found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Survey {
+    /// The torrents with the most peers, most first.
+    pub top: Vec<(InfoHash, TorrentStats)>,
+    /// Peers by family: IPv4, IPv6, WebSocket (WebRTC).
+    pub v4: u64,
+    pub v6: u64,
+    pub rtc: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Expired {
     pub peers: u64,
@@ -480,6 +491,39 @@ impl Swarm {
                 .map(|h| (*h, self.scrape(h)))
                 .collect(),
         )
+    }
+
+    /// One pass over every torrent for a status page: the `n` torrents with the most peers
+    /// (most first, ties by info-hash) and the peers of each family. O(torrents), one
+    /// shard locked at a time: never on the announce path.
+    pub fn survey(&self, n: usize) -> Survey {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut heap = BinaryHeap::new();
+        let mut out = Survey::default();
+        for i in 0..self.shards.len() {
+            let s = self.lock(i);
+            for (h, t) in s.torrents.iter() {
+                out.v4 += t.v4.len() as u64;
+                out.v6 += t.v6().map_or(0, |f| f.len()) as u64;
+                out.rtc += t.rtc().map_or(0, |f| f.len()) as u64;
+                if n == 0 {
+                    continue;
+                }
+                heap.push(Reverse((t.peers(), Reverse(*h))));
+                if heap.len() > n {
+                    heap.pop();
+                }
+            }
+        }
+        let mut top: Vec<_> = heap.into_iter().map(|Reverse((_, Reverse(h)))| h).collect();
+        top.sort_unstable();
+        out.top = top.into_iter().map(|h| (h, self.scrape(&h))).collect();
+        out.top.sort_by(|a, b| {
+            let peers = |s: &TorrentStats| u64::from(s.seeders) + u64::from(s.leechers);
+            peers(&b.1).cmp(&peers(&a.1)).then(a.0.cmp(&b.0))
+        });
+        out
     }
 
     /// Removes peers last seen before `cutoff` and drops torrents left without peers; their

@@ -1,6 +1,6 @@
 // WebSocket tracker end-to-end runs against a built `shoal`:
 //   node run.mjs --shoal target/debug/shoal [--dbserver target/debug/dbserver]
-//                [--only reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster]
+//                [--only reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster,status]
 // (browser needs Debian's chromium, or CHROMIUM=/path/to/chromium)
 // Every run is on loopback, bounded in time, and stops the processes it started.
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -12,12 +12,13 @@ import { referenceClient } from './reference.mjs'
 import { negativeControl, webrtc } from './webrtc.mjs'
 import { browser } from './browser.mjs'
 import { browserAcross, cluster, clusterControl } from './cluster.mjs'
+import { statusPage } from './status.mjs'
 
 const { values } = parseArgs({
   options: {
     shoal: { type: 'string', default: 'target/debug/shoal' },
     dbserver: { type: 'string', default: 'target/debug/dbserver' },
-    only: { type: 'string', default: 'reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster' }
+    only: { type: 'string', default: 'reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster,status' }
   }
 })
 const wanted = new Set(values.only.split(','))
@@ -47,7 +48,8 @@ const runs = {
   browser: () => browser(values.shoal),
   cluster: () => cluster(values.shoal, values.dbserver),
   'cluster-control': () => clusterControl(values.shoal, values.dbserver),
-  'browser-cluster': () => browserAcross(values.shoal, values.dbserver)
+  'browser-cluster': () => browserAcross(values.shoal, values.dbserver),
+  status: () => statusPage(values.shoal)
 }
 
 let failed = false

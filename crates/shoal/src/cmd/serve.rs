@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use store::{AnyStore, Connection, SchemaMigrator, TorrentMetricsStore};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use self::bind::{bind_tcp, bind_udp, check_fd_budget};
+use self::signals::{Signal, Signals};
 use super::{Error, Result};
+
+mod bind;
+mod signals;
 use crate::cluster::BusState;
 use crate::config::{Config, TlsFiles};
 use crate::persist::flusher::FlusherThread;
@@ -100,47 +104,6 @@ struct Bound {
     http_tls: Option<Arc<Certs>>,
     ws_tls: Option<Arc<Certs>>,
     api_tls: Option<Arc<Certs>>,
-}
-
-/// Descriptors besides the listeners' connections: the listening sockets, UDP, Redis,
-/// the flusher, epoll, logs, certificate files; generous on purpose.
-const FD_RESERVE: u64 = 64;
-
-/// Every listener's connection cap together, plus database pools and a reserve, must fit in
-/// `RLIMIT_NOFILE`, so a full listener can never take another's descriptors (the soft
-/// limit is raised to the hard one if needed; docs/operations.md, "File descriptors").
-fn check_fd_budget(config: &Config) -> Result<u64> {
-    let caps = [
-        (
-            "http.max_connections",
-            config.http.max_connections.get() as u64 * config.http.bind.len() as u64,
-        ),
-        (
-            "ws.max_connections",
-            config.ws.max_connections.get() as u64 * config.ws.bind.len() as u64,
-        ),
-        (
-            "api.max_connections",
-            config.api.max_connections.get() as u64,
-        ),
-        (
-            "database.max_connections",
-            u64::from(config.database.max_connections.get()) + 2,
-        ),
-    ];
-    let needed = caps.iter().map(|(_, n)| n).sum::<u64>() + FD_RESERVE;
-    crate::os::ensure_open_files(needed).map_err(|(soft, hard)| {
-        let parts: Vec<String> = caps
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        Error::Said(format!(
-            "the connection caps need {needed} file descriptors ({} and {FD_RESERVE} reserved) but RLIMIT_NOFILE allows {soft} (hard limit {hard}): raise LimitNOFILE / ulimit -n, or lower the caps",
-            parts.join(", ")
-        ))
-    })?;
-    Ok(needed)
 }
 
 impl Bound {
@@ -264,6 +227,8 @@ impl Node {
             config_file: None,
         };
         let bus = node.start_bus(config, &tracker, bus_stop);
+        // The charts' baseline, before any listener serves: every request lands in a sample.
+        tracker.sample_history();
         node.start_udp(config, &bound.udp, &tracker)?;
         let watched: Vec<_> = bound
             .http_tls
@@ -301,6 +266,10 @@ impl Node {
             &http_stop,
         )?;
         node.start_api(config, bound.api, bound.api_tls, &tracker, bus)?;
+        node.tasks.spawn(sample_history(
+            tracker.clone(),
+            Duration::from_secs(config.status.sample_secs.get()),
+        ));
         node.tasks.spawn(clean_expired(tracker));
         Ok(node)
     }
@@ -439,6 +408,8 @@ impl Node {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             bus,
+            sample_secs: config.status.sample_secs.get(),
+            survey: Default::default(),
         }));
         if let Some(certs) = &tls {
             tracing::info!("the admin api speaks HTTPS with {}", certs.cert().display());
@@ -518,6 +489,15 @@ fn local(listener: &TcpListener) -> Result<SocketAddr> {
     listener.local_addr().map_err(Error::io("listener"))
 }
 
+/// Samples the request counters for the status page's charts.
+async fn sample_history(tracker: Arc<Tracker>, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        tracker.sample_history();
+    }
+}
+
 /// Removes silent peers about ten times per peer timeout.
 async fn clean_expired(tracker: Arc<Tracker>) {
     let every = Duration::from_secs(u64::from(tracker.policy().peer_timeout / 10).clamp(1, 60));
@@ -536,78 +516,4 @@ async fn clean_expired(tracker: Arc<Tracker>) {
             );
         }
     }
-}
-
-/// The signal table (docs/operations.md, "Signals"): SIGTERM and SIGINT drain and stop,
-/// SIGHUP reloads and never stops.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-enum Signal {
-    Stop(&'static str),
-    Reload,
-}
-
-impl Signals {
-    fn install() -> Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let on =
-            |kind, name: &str| signal(kind).map_err(Error::io(format!("cannot handle {name}")));
-        Ok(Signals {
-            term: on(SignalKind::terminate(), "SIGTERM")?,
-            int: on(SignalKind::interrupt(), "SIGINT")?,
-            hup: on(SignalKind::hangup(), "SIGHUP")?,
-        })
-    }
-
-    /// The next stop signal; a SIGHUP meanwhile has nothing loaded to reload and is logged.
-    async fn stop(&mut self) -> &'static str {
-        loop {
-            match self.next().await {
-                Signal::Stop(name) => return name,
-                Signal::Reload => {
-                    tracing::info!("SIGHUP received during start-up: nothing to reload yet")
-                }
-            }
-        }
-    }
-
-    async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.term.recv() => Signal::Stop("SIGTERM"),
-            _ = self.int.recv() => Signal::Stop("SIGINT"),
-            _ = self.hup.recv() => Signal::Reload,
-        }
-    }
-}
-
-fn socket_for(addr: SocketAddr, ty: Type, proto: SockProtocol) -> std::io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
-    if addr.is_ipv6() {
-        // Lets [::]:6969 and 0.0.0.0:6969 be bound side by side, as operators list them.
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket_for(addr, Type::DGRAM, SockProtocol::UDP)?;
-    // The workers block in recvmmsg (with a read timeout) on threads of their own.
-    socket.set_nonblocking(false)?;
-    // A larger receive buffer absorbs bursts; the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(8 << 20);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket_for(addr, Type::STREAM, SockProtocol::TCP)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
 }

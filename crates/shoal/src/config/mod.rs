@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 mod cluster;
+mod forms;
+mod operator;
 mod validate;
 mod ws;
+pub use self::operator::{ClientsConfig, StatusConfig, valid_prefix};
 pub use cluster::ClusterConfig;
 pub use ws::WsConfig;
 
@@ -27,35 +30,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub ws: WsConfig,
     pub clients: ClientsConfig,
+    pub status: StatusConfig,
     pub log: LogConfig,
-}
-
-/// Client rules by peer-id prefix (`tracker/clients.rs`): deny wins; with allow rules, only
-/// matching clients announce. Reloaded from the file on SIGHUP.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientsConfig {
-    pub allow: Vec<String>,
-    pub deny: Vec<String>,
-}
-
-/// Whether `p` may be a client rule: 1-20 printable ASCII characters, no quote or
-/// backslash (it goes into failure reasons and metric labels as it is).
-pub fn valid_prefix(p: &str) -> Result<(), String> {
-    if p.is_empty() || p.len() > 20 {
-        return Err(format!("{p:?}: a prefix is 1 to 20 characters"));
-    }
-    if let Some(c) = p
-        .chars()
-        .find(|c| !c.is_ascii_graphic() || *c == '"' || *c == '\\')
-    {
-        return Err(format!("{p:?}: {c:?} cannot be part of a prefix"));
-    }
-    if p.chars().all(|c| c == '.') {
-        // "." and ".." are path steps in a URL, not prefixes any client sends.
-        return Err(format!("{p:?}: dots alone are not a prefix"));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -72,7 +48,10 @@ pub enum Mode {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// Parsed once, here; its `Debug` and what `shoal config` prints are redacted.
-    #[serde(serialize_with = "redacted_url", deserialize_with = "database_url")]
+    #[serde(
+        serialize_with = "forms::redacted_url",
+        deserialize_with = "forms::database_url"
+    )]
     pub url: store::DatabaseUrl,
     /// How often completed-event deltas are written, in milliseconds.
     pub flush_interval_ms: NonZeroU64,
@@ -85,7 +64,7 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpConfig {
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "forms::one_or_many")]
     pub bind: Vec<SocketAddr>,
     /// Receive loops per socket; 0 means one per available core.
     pub workers: usize,
@@ -94,7 +73,7 @@ pub struct UdpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "forms::one_or_many")]
     pub bind: Vec<SocketAddr>,
     /// Open connections per listener; more are closed at once and counted.
     pub max_connections: NonZeroUsize,
@@ -103,13 +82,13 @@ pub struct HttpConfig {
     /// A request's head must arrive within this; an idle keep-alive connection closes after it.
     pub header_timeout_ms: NonZeroU64,
     /// PEM certificate chain; with `tls_key_path`, the HTTP tracker speaks HTTPS.
-    #[serde(with = "path")]
+    #[serde(with = "forms::path")]
     pub tls_cert_path: Option<PathBuf>,
-    #[serde(with = "path")]
+    #[serde(with = "forms::path")]
     pub tls_key_path: Option<PathBuf>,
     /// CIDRs (or bare addresses, read as /32 or /128) whose `X-Forwarded-For` or PROXY
     /// protocol header names the client.
-    #[serde(with = "nets")]
+    #[serde(with = "forms::nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Lets `trusted_proxies` hold a /0 (every address may name any client): only for a
     /// tracker no client can reach except through its proxies.
@@ -125,9 +104,9 @@ pub struct ApiConfig {
     /// browser tricked by DNS rebinding sends the attacker's name, which is refused.
     pub hosts: Vec<String>,
     /// PEM chain and key: the admin API speaks HTTPS (for a bind that is not loopback).
-    #[serde(with = "path")]
+    #[serde(with = "forms::path")]
     pub tls_cert_path: Option<PathBuf>,
-    #[serde(with = "path")]
+    #[serde(with = "forms::path")]
     pub tls_key_path: Option<PathBuf>,
     /// Admin connections open at once; more are closed at accept. Scrapers and scripts
     /// need a few; the cap keeps idle ones from taking the trackers' file descriptors.
@@ -246,58 +225,6 @@ impl Serialize for Secret {
     }
 }
 
-fn redacted_url<S: Serializer>(url: &store::DatabaseUrl, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&url.redacted())
-}
-
-fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<store::DatabaseUrl, D::Error> {
-    let text = String::deserialize(d)?;
-    store::DatabaseUrl::parse(&text).map_err(serde::de::Error::custom)
-}
-
-/// An optional file's path, written `""` when there is none (as the documented defaults and
-/// the environment spell it), so every key has a default to check names and types against.
-mod path {
-    use super::*;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok((!s.is_empty()).then(|| PathBuf::from(s)))
-    }
-
-    pub fn serialize<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-        match p {
-            Some(p) => p.serialize(s),
-            None => s.serialize_str(""),
-        }
-    }
-}
-
-/// Networks as CIDRs; a bare address is its own /32 or /128.
-mod nets {
-    use super::*;
-    use ipnet::IpNet;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        serde::de::Error::custom(format!(
-                            "{s:?} is neither an address nor a CIDR such as 10.0.0.0/8"
-                        ))
-                    })
-            })
-            .collect()
-    }
-
-    pub fn serialize<S: Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(nets.iter().map(|n| n.to_string()))
-    }
-}
-
 /// A listener's certificate chain and key (PEM files), and the config keys that named them.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -342,28 +269,6 @@ impl ApiConfig {
 }
 
 /// Accepts `"127.0.0.1:6969"` as well as `["127.0.0.1:6969", "[::1]:6969"]`.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    let list = match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    };
-    list.iter()
-        .map(|s| {
-            s.parse().map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "'{s}' is not an address like 0.0.0.0:6969 or [::]:6969"
-                ))
-            })
-        })
-        .collect()
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -377,6 +282,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             ws: WsConfig::default(),
             clients: ClientsConfig::default(),
+            status: StatusConfig::default(),
             log: LogConfig::default(),
         }
     }

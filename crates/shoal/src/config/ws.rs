@@ -14,12 +14,12 @@ use super::{Config, ConfigError, TlsFiles};
 #[serde(deny_unknown_fields, default)]
 pub struct WsConfig {
     /// Where to listen; empty (the default): no WebSocket tracker.
-    #[serde(deserialize_with = "super::one_or_many")]
+    #[serde(deserialize_with = "super::forms::one_or_many")]
     pub bind: Vec<SocketAddr>,
     /// PEM chain and key: `wss://`, reloaded like the HTTP tracker's.
-    #[serde(with = "super::path")]
+    #[serde(with = "super::forms::path")]
     pub tls_cert_path: Option<PathBuf>,
-    #[serde(with = "super::path")]
+    #[serde(with = "super::forms::path")]
     pub tls_key_path: Option<PathBuf>,
     /// Page origins (`https://example.org`) whose scripts may connect; empty: any.
     pub allowed_origins: Vec<String>,

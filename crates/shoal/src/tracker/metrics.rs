@@ -14,7 +14,7 @@ pub enum Protocol {
 impl Protocol {
     const ALL: [Protocol; PROTOCOLS] = [Protocol::Udp, Protocol::Http, Protocol::Ws];
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Protocol::Udp => "udp",
             Protocol::Http => "http",
@@ -272,6 +272,25 @@ pub struct Metrics {
 impl Metrics {
     pub fn request(&self, p: Protocol, a: Action) {
         self.requests[p as usize][a as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Requests answered so far, for each series of `history::SERIES`.
+    pub fn request_totals(&self) -> [u64; super::history::SERIES.len()] {
+        super::history::SERIES.map(|(p, a)| self.requests[p as usize][a as usize].load(Relaxed))
+    }
+
+    /// (protocol, kind, count) of every error counted at least once.
+    pub fn error_totals(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for p in Protocol::ALL {
+            for (kind, n) in ErrorKind::ALL.iter().zip(&self.errors.0[p as usize]) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    out.push((p.label(), kind.label(), n));
+                }
+            }
+        }
+        out
     }
 
     /// `action` is `None` when the request was too broken to tell.

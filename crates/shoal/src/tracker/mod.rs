@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod clients;
+pub mod history;
 pub mod metrics;
+pub mod software;
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -26,6 +28,9 @@ pub struct Tracker {
     access: Access,
     clients: Clients,
     metrics: Metrics,
+    /// Announces per client software.
+    software: software::Software,
+    history: history::History,
     policy: AnnounceConfig,
     /// The most `announce.interval_jitter` adds to an interval, in whole seconds.
     jitter: u32,
@@ -167,6 +172,8 @@ impl Tracker {
             access: Access::new(mode),
             clients: Clients::default(),
             metrics: Metrics::default(),
+            software: Default::default(),
+            history: Default::default(),
             jitter: (f64::from(policy.interval.get()) * policy.interval_jitter) as u32,
             policy,
             started: Instant::now(),
@@ -233,6 +240,28 @@ impl Tracker {
     pub fn render_metrics(&self, out: &mut metrics::Text) {
         self.metrics.render(&self.stats(), out);
         self.clients.render(out);
+        self.software.render(out);
+    }
+
+    /// Announces per client software: (name, announces).
+    pub fn software(&self) -> Vec<(&'static str, u64)> {
+        self.software.totals()
+    }
+
+    /// Takes one sample of the request counters into the last hour's history.
+    pub fn sample_history(&self) {
+        self.history.sample(self.metrics.request_totals());
+    }
+
+    /// The last hour's samples, oldest first (`history::SERIES` order).
+    pub fn history(&self) -> Vec<[u32; history::SERIES.len()]> {
+        self.history.samples()
+    }
+
+    /// The `n` torrents with the most peers and the peers of each family (a walk over every
+    /// torrent: call it off the request path).
+    pub fn survey(&self, n: usize) -> swarm::Survey {
+        self.swarm.survey(n)
     }
 
     /// The client rules in force, swapped whole on reload.
@@ -398,6 +427,7 @@ impl Tracker {
             return Err(refuse(Refused::Address));
         }
         self.metrics.request(p, Action::Announce);
+        self.software.count(&a.peer_id);
         let numwant = match (p, a.numwant) {
             // One peer per offer the browser sent, and none without offers.
             (Protocol::Ws, n) => n.unwrap_or(0),

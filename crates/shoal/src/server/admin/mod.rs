@@ -4,6 +4,10 @@
 
 pub mod body;
 mod clients;
+mod listen;
+
+pub use self::listen::serve;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +27,6 @@ use store::{AnyStore, AuthKey, Connection, StoreError, WhitelistEntry};
 
 use self::body::{NewKey, parse_new_key};
 use crate::config::Secret;
-use crate::server::edge::{self, Cap, Opened};
-use crate::server::proxy::Proxies;
-use crate::server::tls::Certs;
 use crate::tracker::Tracker;
 
 /// JSON bodies are a few dozen bytes; anything near this is not a real client.
@@ -40,64 +41,14 @@ pub struct ApiState {
     pub hosts: Vec<String>,
     /// The bus, in a cluster.
     pub bus: Option<Arc<crate::cluster::BusState>>,
+    /// `status.sample_secs`.
+    pub sample_secs: u64,
+    /// The last walk over the swarm, for the status page and `/metrics` (a walk costs
+    /// O(torrents): at most one per second).
+    pub survey: status::Cache,
 }
 
 type Shared = State<Arc<ApiState>>;
-
-/// Serves the admin router on `listener` (HTTPS with `tls`) until the process ends, at most
-/// `max_connections` at once, each closed when it says nothing for `idle`: the first
-/// request (handshake included) and every later one must come within it.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    tls: Option<Arc<Certs>>,
-    max_connections: usize,
-    idle: Duration,
-) {
-    let cap = Cap::new(max_connections);
-    let none = Proxies::default();
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("admin api accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(permit) = cap.enter() else {
-            drop(stream);
-            continue;
-        };
-        let (app, tls, none) = (app.clone(), tls.clone(), none.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let deadline = tokio::time::Instant::now() + idle;
-            let Ok((opened, _)) = edge::open(stream, remote, &none, tls.as_deref(), deadline).await
-            else {
-                return;
-            };
-            match opened {
-                Opened::Plain(s) => serve_connection(s, app, idle).await,
-                Opened::Tls(s) => serve_connection(s, app, idle).await,
-            }
-        });
-    }
-}
-
-async fn serve_connection<IO>(io: IO, app: Router, idle: Duration)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    // hyper starts the header timer when it waits for a request, so it also closes a
-    // keep-alive connection that stays idle.
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(idle)
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-        .await;
-}
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
@@ -110,6 +61,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/keys", get(keys).post(add_key))
         .route("/keys/{key}", axum::routing::delete(remove_key))
         .route("/clients", get(clients::list))
+        .route("/status", get(status::json))
         .route(
             "/clients/{prefix}",
             put(clients::put).delete(clients::remove),
@@ -122,6 +74,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
+        .route(
+            "/",
+            get(status::page).layer(middleware::from_fn_with_state(
+                state.clone(),
+                refuse_browsers,
+            )),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
@@ -296,6 +255,7 @@ async fn metrics(State(s): Shared) -> Response {
     let m = s.tracker.metrics();
     let mut text = crate::tracker::metrics::Text::default();
     s.tracker.render_metrics(&mut text);
+    status::render_families(&s, &mut text).await;
     text.gauge(
         "shoal_database_up",
         "1 if the database answered a ping for this scrape.",
