@@ -274,9 +274,9 @@ impl Metrics {
         self.requests[p as usize][a as usize].fetch_add(1, Relaxed);
     }
 
-    /// Requests answered so far, for each series of `history::SERIES`.
-    pub fn request_totals(&self) -> [u64; super::history::SERIES.len()] {
-        super::history::SERIES.map(|(p, a)| self.requests[p as usize][a as usize].load(Relaxed))
+    /// Requests of protocol `p` and action `a` answered so far.
+    pub fn requests(&self, p: Protocol, a: Action) -> u64 {
+        self.requests[p as usize][a as usize].load(Relaxed)
     }
 
     /// (protocol, kind, count) of every error counted at least once.

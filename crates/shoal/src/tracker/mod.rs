@@ -250,7 +250,8 @@ impl Tracker {
 
     /// Takes one sample of the request counters into the last hour's history.
     pub fn sample_history(&self) {
-        self.history.sample(self.metrics.request_totals());
+        let totals = history::SERIES.map(|(p, a)| self.metrics.requests(p, a));
+        self.history.sample(totals);
     }
 
     /// The last hour's samples, oldest first (`history::SERIES` order).

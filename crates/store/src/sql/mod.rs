@@ -15,9 +15,9 @@ use sqlx::{
 };
 
 use crate::{
-    AuthKey, AuthKeyStore, ClientRule, ClientRuleStore, Connection, DOWNLOADS_TOTAL, DatabaseUrl,
-    Foreign, MigrationInfo, MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore,
-    WhitelistEntry, WhitelistStore, from_db, hash_from_db, to_db,
+    AuthKey, AuthKeyStore, Connection, DOWNLOADS_TOTAL, DatabaseUrl, Foreign, MigrationInfo,
+    MigrationState, SchemaMigrator, StoreError, TorrentMetricsStore, WhitelistEntry,
+    WhitelistStore, from_db, hash_from_db, to_db,
 };
 
 /// What differs between backends. Everything else is written once, below. The defaults are
@@ -164,11 +164,12 @@ fn merged(deltas: &[(InfoHash, u64)]) -> Result<Vec<(InfoHash, i64)>, StoreError
 
 mod queries;
 mod rows;
+mod rules;
 mod torrust;
 mod transfer;
 
 use queries::Queries;
-use rows::{key_row, rule_row, whitelist_row};
+use rows::{key_row, whitelist_row};
 
 // Each store trait is implemented once for every backend. The where-clauses say "this backend
 // can run these queries with these Rust types": Rust cannot imply them from `Dialect`, so each
@@ -518,46 +519,6 @@ where
         while let Some(row) = rows.try_next().await? {
             out.push(key_row(&row)?);
         }
-        Ok(out)
-    }
-}
-
-impl<DB: Dialect> ClientRuleStore for SqlStore<DB>
-where
-    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Decode<'q, DB> + Type<DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
-    usize: ColumnIndex<<DB as Database>::Row>,
-{
-    async fn add_client_rule(&self, r: &ClientRule) -> Result<(), StoreError> {
-        sqlx::query(self.q.rule_add.clone())
-            .bind(r.prefix.as_str())
-            .bind(r.kind.as_str())
-            .bind(r.added_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn remove_client_rule(&self, prefix: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(self.q.rule_remove.clone())
-            .bind(prefix)
-            .execute(&self.pool)
-            .await?;
-        Ok(DB::rows_affected(&done) > 0)
-    }
-
-    async fn load_client_rules(&self) -> Result<Vec<ClientRule>, StoreError> {
-        let mut rows = sqlx::query(self.q.rule_load.clone()).fetch(&self.pool);
-        let mut out = Vec::new();
-        while let Some(row) = rows.try_next().await? {
-            out.push(rule_row(&row)?);
-        }
-        out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         Ok(out)
     }
 }

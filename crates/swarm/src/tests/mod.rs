@@ -310,3 +310,30 @@ fn websocket_peers_are_their_own_family_and_counted_with_the_rest() {
     );
     assert_eq!(s.stats().torrents, 0);
 }
+
+/// The survey names the biggest swarms, most peers first and ties by info-hash, and counts
+/// every family's peers.
+#[test]
+fn a_survey_ranks_swarms_by_peers_and_counts_families() {
+    let s = Swarm::default();
+    for t in 1..=6u8 {
+        for p in 0..(t % 4 + 1) {
+            let mut a = peer(p, &format!("10.0.{t}.{p}:6881"), 10, AnnounceEvent::Started);
+            a.info_hash = InfoHash([t; 20]);
+            announce(&s, a);
+        }
+    }
+    let mut v6 = peer(9, "[2001:db8::9]:1", 0, AnnounceEvent::Started);
+    v6.info_hash = InfoHash([1; 20]);
+    announce(&s, v6);
+    let survey = s.survey(3);
+    // Peers: t1 2+1, t2 3, t3 4, t4 1, t5 2, t6 3.
+    let ranked: Vec<(u8, u32)> = survey
+        .top
+        .iter()
+        .map(|(h, st)| (h.0[0], st.seeders + st.leechers))
+        .collect();
+    assert_eq!(ranked, vec![(3, 4), (1, 3), (2, 3)]);
+    assert_eq!((survey.v4, survey.v6, survey.rtc), (15, 1, 0));
+    assert!(s.survey(0).top.is_empty());
+}
