@@ -3,7 +3,7 @@
 //                [--only reference,webrtc,negative,browser,cluster,cluster-control,browser-cluster,status]
 // (browser needs Debian's chromium, or CHROMIUM=/path/to/chromium)
 // Every run is on loopback, bounded in time, and stops the processes it started.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -26,6 +26,8 @@ const wanted = new Set(values.only.split(','))
 // Every temporary file of the run (ours, Shoal's databases, the peers' and Chromium's) goes
 // under one directory, removed when the run ends, however it ends.
 const scratch = mkdtempSync(join(tmpdir(), 'shoal-ws-run-'))
+// Database servers started for a run (testkit) run as their own user: they must reach it.
+chmodSync(scratch, 0o755)
 process.env.TMPDIR = scratch
 process.on('exit', () => rmSync(scratch, { recursive: true, force: true }))
 
