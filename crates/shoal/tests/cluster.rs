@@ -437,4 +437,25 @@ fn client_rules_reach_every_node() {
     wait_until("node 2 to let -XL in again", SECOND, || {
         http_announce(n2.http[0], "/announce", &req).is_ok()
     });
+
+    // The status page of a node knows the cluster: its node, the bus, every node alive,
+    // and the swarm.
+    wait_until("node 2 to count the leecher", SECOND, || {
+        udp_counts(n2.udp[0], hash(6)).0 >= 1
+    });
+    let (_, v) = api(n2.api, "GET", "/api/v1/status", Some(TOKEN), None);
+    assert_eq!(v["cluster"]["node_id"], "n2", "{v}");
+    assert_eq!(v["cluster"]["nodes"], 3, "{v}");
+    assert_eq!(v["top_torrents"][0]["info_hash"], hash(6).to_hex(), "{v}");
+    let mut s = std::net::TcpStream::connect(n2.api).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        n2.api
+    )
+    .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.contains("cluster node n2 of 3, bus"), "{page}");
 }

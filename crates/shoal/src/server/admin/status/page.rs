@@ -165,7 +165,7 @@ td:first-child,th:first-child{{text-align:left;font-family:ui-monospace,monospac
     match v["cluster"].as_object() {
         Some(c) => {
             let up = c["up"].as_bool() == Some(true);
-            let nodes = c["nodes"].as_array().map_or(0, Vec::len);
+            let nodes = c["nodes"].as_u64().unwrap_or(0);
             let _ = write!(
                 out,
                 r#", cluster node {} of {nodes}, bus <span class="{}">{}</span>"#,
