@@ -38,12 +38,15 @@ fn listed(body: &[u8]) -> Vec<SocketAddr> {
 fn https_answers_equal_plain_http_and_a_certificate_swap_needs_no_restart() {
     let dir = temp_dir();
     let certs = certificates(&dir.path().join("a"));
+    // Without jitter the two answer byte for byte.
+    let fixed = "[announce]\ninterval_jitter = 0.0\n";
     let https = Setup {
         http_extra: &tls_config(&certs),
+        extra: fixed,
         ..Setup::default()
     }
     .start(&subdir(dir.path(), "tls"));
-    let plain = Shoal::start(&subdir(dir.path(), "plain"), "");
+    let plain = Shoal::start(&subdir(dir.path(), "plain"), fixed);
     let client = client_config(&[&certs]);
 
     // The same announces and scrape, over HTTPS and over HTTP: the same bytes back.
