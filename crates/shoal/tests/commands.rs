@@ -314,37 +314,14 @@ fn check_bounds_what_a_hostile_tracker_can_make_it_do() {
 #[test]
 fn a_self_signed_certificate_is_pinned_by_check_and_the_admin_commands() {
     let dir = temp_dir();
-    let certs = subdir(dir.path(), "certs");
+    // The one-liner's certificates (testkit::make_self_signed), one pair per folder.
     let make = |name: &str| {
-        let ok = std::process::Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args([
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(certs.join(format!("{name}.key")))
-            .arg("-out")
-            .arg(certs.join(format!("{name}.pem")))
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-        certs.join(format!("{name}.pem"))
+        let d = subdir(dir.path(), name);
+        testkit::make_self_signed(&d).unwrap();
+        d
     };
     let (own, other) = (make("own"), make("other"));
-    let pair = format!(
-        "tls_cert_path = \"{}\"\ntls_key_path = \"{}\"\n",
-        own.display(),
-        certs.join("own.key").display()
-    );
+    let pair = common::tls::tls_config(&own);
     let setup = Setup {
         token: TOKEN,
         http_extra: &pair,
@@ -354,9 +331,19 @@ fn a_self_signed_certificate_is_pinned_by_check_and_the_admin_commands() {
     let run_dir = subdir(dir.path(), "run");
     let shoal = setup.start(&run_dir);
     let url = format!("https://{}/announce", shoal.http[0]);
-    let out = shoal_cmd(&["check", &url, "--ca-cert", own.to_str().unwrap()]);
+    let out = shoal_cmd(&[
+        "check",
+        &url,
+        "--ca-cert",
+        own.join("server.pem").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = shoal_cmd(&["check", &url, "--ca-cert", other.to_str().unwrap()]);
+    let out = shoal_cmd(&[
+        "check",
+        &url,
+        "--ca-cert",
+        other.join("server.pem").to_str().unwrap(),
+    ]);
     assert!(!out.status.success(), "another certificate is not trusted");
 
     // The admin commands read the running tracker's config: api.bind over HTTPS.
@@ -371,7 +358,8 @@ fn a_self_signed_certificate_is_pinned_by_check_and_the_admin_commands() {
             "--config",
             client_cfg.to_str().unwrap(),
         ])
-        .args(["--ca-cert", pem.to_str().unwrap()])
+        .arg("--ca-cert")
+        .arg(pem.join("server.pem"))
         .output()
         .unwrap()
     };
