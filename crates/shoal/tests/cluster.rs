@@ -325,27 +325,30 @@ fn cluster_mode_is_refused_on_sqlite_and_without_a_secret() {
     );
 }
 
+/// A node on the TLS-only `redis`, trusting the file `ca_path` names, ready.
+fn tls_node(redis: &testkit::Redis, db: &str, dir: &std::path::Path, id: &str) -> Shoal {
+    let extra = format!(
+        "[cluster]\nredis_url = \"{}\"\nredis_ca_cert_path = \"{}\"\nnode_id = \"{id}\"\nsecret = \"s\"\n",
+        redis.url(),
+        redis.ca_path().display()
+    );
+    let s = Setup {
+        db_url: Some(db.to_string()),
+        extra: &extra,
+        ..Setup::default()
+    }
+    .start(&subdir(dir, id));
+    wait_ready(&s);
+    s
+}
+
 #[test]
 fn rediss_with_a_private_ca() {
     let redis = testkit::Redis::launch_tls().unwrap();
     assert!(redis.url().starts_with("rediss://"));
     let db = database("postgres").unwrap();
     let dir = temp_dir();
-    let start = |id: &str| {
-        let extra = format!(
-            "[cluster]\nredis_url = \"{}\"\nredis_ca_cert_path = \"{}\"\nnode_id = \"{id}\"\nsecret = \"s\"\n",
-            redis.url(),
-            redis.ca_path().display()
-        );
-        let s = Setup {
-            db_url: Some(db.clone()),
-            extra: &extra,
-            ..Setup::default()
-        }
-        .start(&subdir(dir.path(), id));
-        wait_ready(&s);
-        s
-    };
+    let start = |id: &str| tls_node(&redis, &db, dir.path(), id);
     let (n1, n2) = (start("n1"), start("n2"));
     let ih = hash(8);
     http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
@@ -381,21 +384,7 @@ fn rediss_with_a_pinned_self_signed_certificate() {
     let redis = testkit::Redis::launch_tls_self_signed().unwrap();
     let db = database("postgres").unwrap();
     let dir = temp_dir();
-    let start = |id: &str| {
-        let extra = format!(
-            "[cluster]\nredis_url = \"{}\"\nredis_ca_cert_path = \"{}\"\nnode_id = \"{id}\"\nsecret = \"s\"\n",
-            redis.url(),
-            redis.ca_path().display()
-        );
-        let s = Setup {
-            db_url: Some(db.clone()),
-            extra: &extra,
-            ..Setup::default()
-        }
-        .start(&subdir(dir.path(), id));
-        wait_ready(&s);
-        s
-    };
+    let start = |id: &str| tls_node(&redis, &db, dir.path(), id);
     let (n1, n2) = (start("n1"), start("n2"));
     let ih = hash(9);
     http_announce(n1.http[0], "/announce", &started(ih, 1, 6001)).unwrap();
