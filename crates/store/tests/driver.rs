@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use protocol::{InfoHash, Key};
 use store::{
-    AnyStore, AuthKey, AuthKeyStore, ClientRule, ClientRuleStore, Connection, DatabaseUrl,
-    MigrationState, RuleKind, SchemaMigrator, Store, StoreError, TorrentMetricsStore,
-    WhitelistEntry, WhitelistStore,
+    AnyStore, AuthKey, AuthKeyStore, ClientRule, Connection, DatabaseUrl, MigrationState, RuleKind,
+    SchemaMigrator, Store, StoreError, TorrentMetricsStore, WhitelistEntry, WhitelistStore,
 };
 use testkit::Kind;
 

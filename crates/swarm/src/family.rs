@@ -10,6 +10,8 @@ use protocol::{AnnounceEvent, PeerId, ResponsePeer};
 use crate::slots::{Slots, prefetch, prefetch_range};
 use crate::{PeerState, Refusal};
 
+mod sweep;
+
 /// Below this many peers a list is searched linearly (a few cache lines); from it on, a hash
 /// index of positions keeps announces O(1) in swarms of any size.
 pub(crate) const INDEX_FROM: usize = 24;
@@ -538,41 +540,6 @@ impl<A: Ip> Family<A> {
         if let Some(at) = self.index.as_ref().and_then(|i| i.guess(hash)) {
             prefetch(self.peers.as_ptr().wrapping_add(at));
         }
-    }
-
-    /// Drops the peers `gone` picks (last seen before a cutoff, or every remote one),
-    /// telling `owned_gone` of each this node owned; returns how many seeders and leechers
-    /// went.
-    pub(crate) fn remove_where(
-        &mut self,
-        gone: impl Fn(&Peer<A>) -> bool,
-        hasher: &DefaultHashBuilder,
-        mut owned_gone: impl FnMut(&Peer<A>),
-    ) -> (usize, usize) {
-        let (seeders, before) = (self.seeders as usize, self.peers.len());
-        let mut i = 0;
-        let mut kept_seeders = 0;
-        // `retain` keeps order, so seeders stay in front.
-        self.peers.retain(|p| {
-            let keep = !gone(p);
-            if !keep && p.owned() {
-                owned_gone(p);
-            }
-            if keep && i < seeders {
-                kept_seeders += 1;
-            }
-            i += 1;
-            keep
-        });
-        self.seeders = kept_seeders as u32;
-        let gone = before - self.peers.len();
-        if gone > 0 {
-            if self.peers.capacity() > 2 * self.peers.len() + 4 {
-                self.peers.shrink_to_fit();
-            }
-            self.rebuild_index(hasher);
-        }
-        (seeders - kept_seeders, gone - (seeders - kept_seeders))
     }
 }
 

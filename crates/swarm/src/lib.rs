@@ -14,12 +14,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use hashbrown::DefaultHashBuilder;
 use protocol::{AnnounceEvent, InfoHash, PeerId, ResponsePeer};
 
 mod counts;
+mod expiry;
 mod family;
 mod limits;
 mod remote;
@@ -32,8 +34,6 @@ pub use family::{MAX_LEASE_EVERY, Origin};
 pub use limits::{Limits, Refusal};
 pub use remote::{Delivery, PeerChange, PeerState, PeerView};
 
-/// Torrents looked at per shard lock while expiring.
-const EXPIRE_CHUNK: usize = 1024;
 use family::{Admission, Announcer};
 use torrents::{Shard, Torrent, Torrents};
 
@@ -184,14 +184,20 @@ impl Swarm {
         u64::from_le_bytes(h.0[..8].try_into().unwrap()) as usize % self.shards.len()
     }
 
+    /// parking_lot's lock: it does not poison (a panic while holding a shard cannot leave it
+    /// half-written in a way later announces would trip over), and it can hand the lock to
+    /// a waiter (`unlock_fair`), which the expiry sweep needs.
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
-        // A panic while holding a shard cannot leave it half-written in a way later
-        // announces would trip over, so keep serving rather than poisoning every request.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[i].lock()
     }
 
     fn shard(&self, h: &InfoHash) -> MutexGuard<'_, Shard> {
         self.lock(self.shard_of(h))
+    }
+
+    /// The shard, unless another thread holds it (a sweep): for hints that can be skipped.
+    fn shard_if_free(&self, h: &InfoHash) -> Option<MutexGuard<'_, Shard>> {
+        self.shards[self.shard_of(h)].try_lock()
     }
 
     /// Whether the answer to an announce with `left` bytes to go lists leechers only: a
@@ -395,19 +401,26 @@ impl Swarm {
     /// Starts loading into the cache what a batch of announces is about to touch, one level
     /// of the structure per pass over the batch, so that the batch waits on memory about as
     /// long as one announce would rather than once per announce. Only a hint: it changes
-    /// nothing, and what it loads may be stale by the time the announce runs.
+    /// nothing, and what it loads may be stale by the time the announce runs. A shard
+    /// another thread holds (an expiry sweep) is skipped rather than waited for: the batch's
+    /// other announces should not queue behind one busy shard twice.
     pub fn prefetch(&self, batch: &[Prefetch]) {
         const CHUNK: usize = 32;
         for chunk in batch.chunks(CHUNK) {
             let mut hashes = [0u64; CHUNK];
+            let mut free = [false; CHUNK];
             let mut at = [usize::MAX; CHUNK];
             for (i, w) in chunk.iter().enumerate() {
-                let s = self.shard(&w.info_hash);
-                hashes[i] = s.torrents.hash(&w.info_hash);
-                s.torrents.prefetch_home(hashes[i]);
+                if let Some(s) = self.shard_if_free(&w.info_hash) {
+                    hashes[i] = s.torrents.hash(&w.info_hash);
+                    s.torrents.prefetch_home(hashes[i]);
+                    free[i] = true;
+                }
             }
             for (i, w) in chunk.iter().enumerate() {
-                let s = self.shard(&w.info_hash);
+                let Some(s) = self.shard_if_free(&w.info_hash).filter(|_| free[i]) else {
+                    continue;
+                };
                 if let Some(p) = s.torrents.prefetch_entry(hashes[i]) {
                     at[i] = p;
                 }
@@ -417,7 +430,10 @@ impl Swarm {
                 if at[i] == usize::MAX {
                     continue;
                 }
-                let s = self.shard(&w.info_hash);
+                let Some(s) = self.shard_if_free(&w.info_hash) else {
+                    at[i] = usize::MAX;
+                    continue;
+                };
                 // Another thread may have removed torrents since the last pass.
                 let Some((key, t)) = s.torrents.entry(at[i]) else {
                     at[i] = usize::MAX;
@@ -442,7 +458,9 @@ impl Swarm {
                 if at[i] == usize::MAX {
                     continue;
                 }
-                let s = self.shard(&w.info_hash);
+                let Some(s) = self.shard_if_free(&w.info_hash) else {
+                    continue;
+                };
                 let Some((_, t)) = s.torrents.entry(at[i]) else {
                     continue;
                 };
@@ -464,69 +482,6 @@ impl Swarm {
         let shard = self.shard(h);
         let st = shard.stats(h);
         (shard.torrents.contains_key(h) || st.downloaded > 0).then_some(st)
-    }
-
-    /// Removes peers last seen before `cutoff` and drops torrents left without peers; their
-    /// download counts stay. The expiry of a peer this node owns goes on the bus.
-    pub fn remove_expired(&self, cutoff: u32) -> Expired {
-        self.remove_where(|seen, _| seen < cutoff)
-    }
-
-    /// Removes the peers `gone` picks by their last-seen time and whether this node owns
-    /// them; the removal of an owned one goes on the bus as its expiry. A shard is locked for `EXPIRE_CHUNK` torrents at a time, so announces
-    /// wait at most that long however many torrents there are; entries moved by announces
-    /// in between may be looked at twice or wait for the next pass.
-    fn remove_where(&self, gone: impl Fn(u32, bool) -> bool) -> Expired {
-        let mut expired = Expired::default();
-        for i in 0..self.shards.len() {
-            let mut from = Some(0);
-            while let Some(at) = from {
-                let mut guard = self.lock(i);
-                let shard = &mut *guard;
-                let (mut gone_s, mut gone_l) = (0, 0);
-                let before = shard.torrents.len();
-                let outbox = &mut shard.outbox;
-                from = shard.torrents.retain_some(at, EXPIRE_CHUNK, |h, t| {
-                    // An owner tells the others its peers' leases ran out.
-                    let mut owned_gone = |addr, peer_id| {
-                        let c = PeerChange {
-                            info_hash: *h,
-                            peer_id,
-                            addr,
-                            state: PeerState::Expired,
-                            completed: false,
-                        };
-                        self.publish(outbox, c);
-                    };
-                    let (s, l) = t.v4.remove_where(
-                        |p| gone(p.seen(), p.owned()),
-                        &self.hasher,
-                        |p| owned_gone(p.addr(), p.id()),
-                    );
-                    gone_s += s;
-                    gone_l += l;
-                    for f in t.rare_families_mut() {
-                        let (s, l) = f.remove_where(
-                            |p| gone(p.seen(), p.owned()),
-                            &self.hasher,
-                            |p| owned_gone(p.addr(), p.id()),
-                        );
-                        gone_s += s;
-                        gone_l += l;
-                    }
-                    t.shrink();
-                    !t.is_empty()
-                });
-                shard.seeders -= gone_s as u64;
-                shard.leechers -= gone_l as u64;
-                let dropped = before - shard.torrents.len();
-                expired.peers += (gone_s + gone_l) as u64;
-                expired.torrents += dropped as u64;
-                self.held.fetch_sub(dropped, Relaxed);
-                self.peers.fetch_sub(gone_s + gone_l, Relaxed);
-            }
-        }
-        expired
     }
 
     /// Starts loading persisted counts, as streamed from the store at start.

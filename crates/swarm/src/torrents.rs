@@ -57,14 +57,6 @@ impl Torrent {
         (&mut r.v6, &mut r.rtc)
     }
 
-    /// The rare families there are (IPv6, WebSocket), where both are treated alike.
-    pub(crate) fn rare_families_mut(&mut self) -> impl Iterator<Item = &mut Family<[u8; 16]>> {
-        self.rare
-            .as_deref_mut()
-            .into_iter()
-            .flat_map(|r| [&mut r.v6, &mut r.rtc])
-    }
-
     /// Frees the rare families once neither holds a peer.
     pub(crate) fn shrink(&mut self) {
         if self
@@ -185,22 +177,26 @@ impl Torrents {
         self.entries.swap_remove(at);
     }
 
-    /// Looks at up to `budget` entries from `from` on, dropping those `keep` refuses; returns
-    /// where the next call should go on, or None once the end was reached (then the table
-    /// is shrunk if it has become much too large).
+    /// Looks at entries from `from` on until `keep` has reported `budget` of work (it says
+    /// whether to keep an entry and what looking at it cost), dropping those it refuses;
+    /// returns where the next call should go on, or None once the end was reached (then the
+    /// table is shrunk if it has become much too large).
     pub(crate) fn retain_some(
         &mut self,
         from: usize,
         budget: usize,
-        mut keep: impl FnMut(&InfoHash, &mut Torrent) -> bool,
+        mut keep: impl FnMut(&InfoHash, &mut Torrent) -> (bool, usize),
     ) -> Option<usize> {
         let mut i = from;
-        for _ in 0..budget {
+        let mut spent = 0;
+        while spent < budget {
             if i >= self.entries.len() {
                 break;
             }
             let (h, t) = &mut self.entries[i];
-            if keep(h, t) {
+            let (kept, cost) = keep(h, t);
+            spent += cost.max(1);
+            if kept {
                 i += 1;
             } else {
                 // The last entry moves into `i` and is looked at next.

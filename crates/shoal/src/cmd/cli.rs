@@ -54,6 +54,7 @@ enum Bench {
     UdpFloor(bench::udp_floor::Args),
     Cluster(bench::cluster::Args),
     UdpLoad(bench::udp_load::Args),
+    Swarm(bench::swarm::Args),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -104,6 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Bench::Cluster(args) => runtime()?.block_on(bench::cluster::run(args)),
             Bench::UdpFloor(args) => bench::udp_floor::run(args),
             Bench::UdpLoad(args) => bench::udp_load::run(args),
+            Bench::Swarm(args) => bench::swarm::run(args),
         },
         Command::Db(args) => {
             let config = load_config(args.config.as_deref())?;

@@ -192,7 +192,7 @@ fn counts_past_max_counted_torrents_are_not_made_but_existing_ones_go_on() {
 #[test]
 fn expiry_walks_a_shard_in_chunks_and_misses_nobody() {
     let s = Swarm::new(1);
-    let n = 3 * EXPIRE_CHUNK as u32 + 17;
+    let n = 3 * crate::expiry::CHUNK as u32 + 17;
     let ih = |i: u32| {
         let mut h = [9u8; 20];
         h[..4].copy_from_slice(&i.to_be_bytes());
@@ -225,4 +225,50 @@ fn expiry_walks_a_shard_in_chunks_and_misses_nobody() {
     // The freed room is back: max_peers and max_torrents count only the survivors.
     assert_eq!(s.held.load(Relaxed), kept as usize);
     assert_eq!(s.peers.load(Relaxed), kept as usize);
+}
+
+/// A swarm larger than a chunk is swept in slices, the shard released between them, while
+/// another thread keeps announcing into it, some peers switching roles (which moves them):
+/// no fresh peer is lost, the counts stay a recount, and an old peer a move carried past the
+/// sweep leaves at the next pass.
+#[test]
+fn a_large_swarm_expires_in_slices_while_announces_go_on() {
+    let s = Swarm::new(1);
+    let n = 40 * crate::expiry::CHUNK as u32;
+    let at = |i: u32| {
+        let b = i.to_be_bytes();
+        Announce {
+            addr: SocketAddr::from(([10, b[1], b[2], b[3]], 6881)),
+            ..peer(b[3], "10.0.0.1:1", u64::from(i % 3), AnnounceEvent::None)
+        }
+    };
+    // Even peers have gone silent; odd ones keep announcing.
+    for i in 0..n {
+        s.announce(&at(i), if i % 2 == 0 { 1 } else { 100 }, &mut Vec::new())
+            .unwrap();
+    }
+    let first = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            for round in 0..20u64 {
+                for i in (1..n).step_by(2) {
+                    let a = Announce {
+                        left: (u64::from(i) + round) % 3,
+                        ..at(i)
+                    };
+                    s.announce(&a, 100, &mut Vec::new()).unwrap();
+                }
+            }
+        });
+        s.remove_expired(50)
+    });
+    let second = s.remove_expired(50);
+    assert_eq!(first.peers + second.peers, u64::from(n / 2));
+    let left: Vec<_> = s.peers(&IH).iter().map(|p| p.addr).collect();
+    assert_eq!(left.len(), (n / 2) as usize);
+    for i in (1..n).step_by(2) {
+        assert!(left.contains(&at(i).addr), "fresh peer {i} lost");
+    }
+    let st = s.stats();
+    assert_eq!(st.seeders + st.leechers, u64::from(n / 2));
+    assert_eq!(s.peers.load(Relaxed), (n / 2) as usize);
 }

@@ -1,0 +1,149 @@
+//! A family's part of the expiry sweep (docs/design.md, "Expiry"): a small family all at
+//! once, a large one a slice at a time so that no announce waits for a swarm of millions.
+
+use hashbrown::DefaultHashBuilder;
+
+use super::{Family, Ip, Peer};
+
+impl<A: Ip> Family<A> {
+    /// Drops the peers `gone` picks (last seen before a cutoff, or every remote one),
+    /// telling `owned_gone` of each this node owned; returns how many seeders and leechers
+    /// went. One pass and an index rebuild: for families a shard can be held for whole.
+    pub(crate) fn remove_where(
+        &mut self,
+        gone: impl Fn(&Peer<A>) -> bool,
+        hasher: &DefaultHashBuilder,
+        mut owned_gone: impl FnMut(&Peer<A>),
+    ) -> (usize, usize) {
+        let (seeders, before) = (self.seeders as usize, self.peers.len());
+        let mut i = 0;
+        let mut kept_seeders = 0;
+        // `retain` keeps order, so seeders stay in front.
+        self.peers.retain(|p| {
+            let keep = !gone(p);
+            if !keep && p.owned() {
+                owned_gone(p);
+            }
+            if keep && i < seeders {
+                kept_seeders += 1;
+            }
+            i += 1;
+            keep
+        });
+        self.seeders = kept_seeders as u32;
+        let gone = before - self.peers.len();
+        if gone > 0 {
+            if self.peers.capacity() > 2 * self.peers.len() + 4 {
+                self.peers.shrink_to_fit();
+            }
+            self.rebuild_index(hasher);
+        }
+        (seeders - kept_seeders, gone - (seeders - kept_seeders))
+    }
+
+    /// The same a slice at a time, for a family too large to sweep under one lock: looks at
+    /// up to `budget` peers below position `below`, from the top down, and removes the gone
+    /// ones in place, index and per-address counts kept as an announce's removal keeps them.
+    /// The peer that fills a hole comes from above it, already looked at, so one slice misses
+    /// nothing; between slices the caller releases the shard, and a peer an announce moves
+    /// above `below` waits for the next sweep. Returns the seeders and leechers gone and
+    /// where the next slice starts (None: the family is done).
+    pub(crate) fn remove_some(
+        &mut self,
+        below: usize,
+        budget: usize,
+        gone: impl Fn(&Peer<A>) -> bool,
+        hasher: &DefaultHashBuilder,
+        mut owned_gone: impl FnMut(&Peer<A>),
+    ) -> (usize, usize, Option<usize>) {
+        let mut at = below.min(self.peers.len());
+        let stop = at.saturating_sub(budget.max(1));
+        let (mut seeders, mut leechers) = (0, 0);
+        while at > stop {
+            at -= 1;
+            let p = self.peers[at];
+            if gone(&p) {
+                if p.owned() {
+                    owned_gone(&p);
+                }
+                if at < self.seeders as usize {
+                    seeders += 1;
+                } else {
+                    leechers += 1;
+                }
+                self.remove_at(at, hasher);
+            }
+        }
+        // Shrinking copies the whole list under the lock: only when most of it is slack.
+        if at == 0 && self.peers.capacity() > 4 * self.peers.len() + 4 {
+            self.peers.shrink_to_fit();
+        }
+        (seeders, leechers, (at > 0).then_some(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::{Admission, Announcer};
+    use protocol::{AnnounceEvent, PeerId};
+    use std::net::SocketAddr;
+
+    const OPEN: Admission = Admission {
+        tracker_full: false,
+        torrent_full: false,
+        per_ip: usize::MAX,
+    };
+
+    fn family(n: u32, hasher: &DefaultHashBuilder) -> Family<[u8; 4]> {
+        let mut f = Family::default();
+        for i in 0..n {
+            let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881));
+            let Announcer::V4(p) = Announcer::new(PeerId([i as u8; 20]), addr, i % 7) else {
+                unreachable!()
+            };
+            let left = if i % 3 == 0 { 0 } else { 1 };
+            f.update(p, left, AnnounceEvent::None, hasher, OPEN, 0)
+                .unwrap();
+        }
+        f
+    }
+
+    /// Slices of any size, resumed where the last stopped, remove what one pass removes and
+    /// leave a family whose order, index and per-address counts are whole.
+    #[test]
+    fn slices_remove_what_one_pass_removes() {
+        let hasher = DefaultHashBuilder::default();
+        for budget in [1, 7, 100, 5000] {
+            let mut whole = family(3000, &hasher);
+            let mut sliced = family(3000, &hasher);
+            let gone = |p: &Peer<[u8; 4]>| p.seen() < 3;
+            let by_pass = whole.remove_where(gone, &hasher, |_| {});
+            let (mut s, mut l, mut below) = (0, 0, Some(usize::MAX));
+            while let Some(b) = below {
+                let (ds, dl, next) = sliced.remove_some(b, budget, gone, &hasher, |_| {});
+                (s, l, below) = (s + ds, l + dl, next);
+            }
+            assert_eq!((s, l), by_pass, "budget {budget}");
+            assert_eq!(sliced.counts(), whole.counts());
+            assert!(sliced.with_roles().all(|(p, _)| !gone(p)));
+            let mut a: Vec<_> = whole.with_roles().map(|(p, r)| (p.addr(), r)).collect();
+            let mut b: Vec<_> = sliced.with_roles().map(|(p, r)| (p.addr(), r)).collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "budget {budget}");
+            whole_and_indexed(&sliced, &hasher);
+        }
+    }
+
+    /// Every peer is found where it is, and the per-address counts are a recount.
+    fn whole_and_indexed(f: &Family<[u8; 4]>, hasher: &DefaultHashBuilder) {
+        assert!(f.index.is_some() && f.seeders as usize <= f.peers.len());
+        let mut counts = hashbrown::HashMap::new();
+        for (i, p) in f.peers.iter().enumerate() {
+            assert_eq!(f.find(p, p.hash(hasher)), Some(i));
+            *counts.entry(p.ip).or_insert(0u32) += 1;
+        }
+        assert_eq!(f.per_ip.as_deref(), Some(&counts));
+    }
+}
