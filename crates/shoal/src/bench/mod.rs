@@ -6,3 +6,4 @@ pub mod population;
 pub mod swarm;
 pub mod udp_floor;
 pub mod udp_load;
+pub mod udp_swarm;

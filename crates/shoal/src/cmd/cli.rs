@@ -55,6 +55,7 @@ enum Bench {
     Cluster(bench::cluster::Args),
     UdpLoad(bench::udp_load::Args),
     Swarm(bench::swarm::Args),
+    UdpSwarm(bench::udp_swarm::Args),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Bench::UdpFloor(args) => bench::udp_floor::run(args),
             Bench::UdpLoad(args) => bench::udp_load::run(args),
             Bench::Swarm(args) => bench::swarm::run(args),
+            Bench::UdpSwarm(args) => bench::udp_swarm::run(args),
         },
         Command::Db(args) => {
             let config = load_config(args.config.as_deref())?;
