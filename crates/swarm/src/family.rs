@@ -233,6 +233,11 @@ impl<A: Ip> Family<A> {
         hasher: &DefaultHashBuilder,
     ) {
         let at = self.peers.len();
+        // Past the index threshold a full list grows by a quarter, not double: at internet
+        // size most peers are in large swarms, and doubling leaves a third of them slack.
+        if at == self.peers.capacity() && at >= INDEX_FROM {
+            self.peers.reserve_exact(at / 4);
+        }
         self.peers.push(p);
         if let Some(counts) = &mut self.per_ip {
             *counts.entry(p.ip).or_default() += 1;
