@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 
 use protocol::{InfoHash, PeerId};
 
+use crate::cmd::{Error, Result};
+
 /// Addresses 127.0.0.1 to 127.255.255.254: a peer's address is its number modulo this, and
 /// its port counts how many times the numbers went round, so every endpoint is distinct.
 const ADDRESSES: u64 = (1 << 24) - 2;
@@ -34,6 +36,58 @@ pub fn mix(mut z: u64) -> u64 {
 /// A uniform draw in [0, 1) from a hash.
 fn unit(h: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// "50M", "250k", "1000".
+pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
+    let (digits, unit) = match s.trim().as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1_000),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1_000_000),
+        _ => (s, 1),
+    };
+    match digits.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * unit),
+        _ => Err(format!("{s:?} is not a count such as 1000, 250k or 50M")),
+    }
+}
+
+/// The population a bench draws and the sizes it fills to: the options `bench swarm` and
+/// `bench udp-swarm` share.
+#[derive(clap::Args)]
+pub struct Shape {
+    /// Sizes to fill to, in peers, ascending (suffixes k and M: 1M,10M,50M).
+    #[arg(long, value_delimiter = ',', value_parser = parse_count, default_value = "1M")]
+    pub peers: Vec<u64>,
+    /// Torrents the peers spread over (default: one per five peers of the largest size).
+    #[arg(long, value_parser = parse_count)]
+    pub torrents: Option<u64>,
+    /// Zipf exponent of torrent popularity.
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// Share of peers that seed.
+    #[arg(long, default_value_t = 0.6)]
+    pub seeders: f64,
+}
+
+impl Shape {
+    /// The sizes, ascending and distinct, and the population they draw from.
+    pub fn resolve(&self) -> Result<(Vec<u64>, Population)> {
+        if !(0.0..=1.0).contains(&self.seeders) || self.zipf <= 0.0 {
+            return Err(Error::Said(
+                "--seeders is a share (0 to 1), --zipf above 0".into(),
+            ));
+        }
+        let mut sizes = self.peers.clone();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let largest = *sizes.last().unwrap_or(&1_000_000);
+        let pop = Population {
+            torrents: self.torrents.unwrap_or((largest / 5).max(1)),
+            zipf: self.zipf,
+            seeders: self.seeders,
+        };
+        Ok((sizes, pop))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +196,16 @@ mod tests {
         assert_eq!(pop.peer(77).peer_id, pop.peer(77).peer_id);
         assert_eq!(Population::info_hash(3), Population::info_hash(3));
         assert_ne!(Population::info_hash(3), Population::info_hash(4));
+    }
+
+    #[test]
+    fn counts_parse_with_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_count("50M"), Ok(50_000_000));
+        assert_eq!(parse_count("250k"), Ok(250_000));
+        assert_eq!(parse_count("1000"), Ok(1000));
+        assert!(parse_count("0").is_err());
+        assert!(parse_count("1G").unwrap_err().contains("1G"));
+        assert!(parse_count("").is_err());
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use protocol::{AnnounceEvent, ResponsePeer};
 use serde_json::json;
 
-use super::population::{Peer, Population, mix};
-use crate::cmd::{Error, Result};
+use super::population::{Peer, Population, Shape, mix};
+use crate::cmd::Result;
 use crate::config::{AnnounceConfig, Mode};
 use crate::tracker::{Batch, Now, PeerAnnounce, Protocol, Tracker};
 
@@ -23,37 +23,14 @@ use crate::tracker::{Batch, Now, PeerAnnounce, Protocol, Tracker};
 /// there; then expire a quarter of the peers at once under load. Prints JSON lines.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Sizes to measure at, in peers, ascending (suffixes k and M: 1M,10M,50M).
-    #[arg(long, value_delimiter = ',', value_parser = parse_count, default_value = "1M")]
-    pub peers: Vec<u64>,
-    /// Torrents the peers spread over (default: one per five peers of the largest size).
-    #[arg(long, value_parser = parse_count)]
-    pub torrents: Option<u64>,
-    /// Zipf exponent of torrent popularity.
-    #[arg(long, default_value_t = 1.0)]
-    pub zipf: f64,
-    /// Share of peers that seed.
-    #[arg(long, default_value_t = 0.6)]
-    pub seeders: f64,
+    #[command(flatten)]
+    pub shape: Shape,
     /// Seconds of re-announces measured at each size.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// Skip the mass expiry after the last size.
     #[arg(long)]
     pub no_expiry: bool,
-}
-
-/// "50M", "250k", "1000".
-pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
-    let (digits, unit) = match s.trim().as_bytes().last() {
-        Some(b'k' | b'K') => (&s[..s.len() - 1], 1_000),
-        Some(b'm' | b'M') => (&s[..s.len() - 1], 1_000_000),
-        _ => (s, 1),
-    };
-    match digits.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n * unit),
-        _ => Err(format!("{s:?} is not a count such as 1000, 250k or 50M")),
-    }
 }
 
 /// Latencies in log-linear buckets (16 per power of two: within 7%), a few KB whatever the
@@ -220,20 +197,7 @@ fn left(p: &Peer) -> u64 {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut sizes = a.peers.clone();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let largest = *sizes.last().unwrap_or(&1_000_000);
-    let pop = Population {
-        torrents: a.torrents.unwrap_or((largest / 5).max(1)),
-        zipf: a.zipf,
-        seeders: a.seeders,
-    };
-    if !(0.0..=1.0).contains(&a.seeders) || a.zipf <= 0.0 {
-        return Err(Error::Said(
-            "--seeders is a share (0 to 1), --zipf above 0".into(),
-        ));
-    }
+    let (sizes, pop) = a.shape.resolve()?;
     let (rss_before, _) = memory();
     // An operator at this size lifts the limits; the policy is the default one.
     let tracker = Tracker::new(AnnounceConfig::default(), Mode::Public, swarm::Limits::NONE);
@@ -349,16 +313,6 @@ fn mass_expiry(tracker: &Tracker, pop: Population, size: u64) -> Result<serde_js
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_parse_with_suffixes_and_refuse_the_rest() {
-        assert_eq!(parse_count("50M"), Ok(50_000_000));
-        assert_eq!(parse_count("250k"), Ok(250_000));
-        assert_eq!(parse_count("1000"), Ok(1000));
-        assert!(parse_count("0").is_err());
-        assert!(parse_count("1G").unwrap_err().contains("1G"));
-        assert!(parse_count("").is_err());
-    }
 
     #[test]
     fn the_histogram_brackets_its_quantiles_within_a_bucket() {

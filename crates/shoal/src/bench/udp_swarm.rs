@@ -15,8 +15,7 @@ use protocol::AnnounceEvent;
 use protocol::udp::{AnnounceRequest, ConnectionId, Request, TransactionId};
 use serde_json::json;
 
-use super::population::{Population, mix};
-use super::swarm::parse_count;
+use super::population::{Population, Shape, mix};
 use crate::cmd::{Error, Result};
 
 /// Fill a UDP tracker with a Zipf-like population, each peer from its own loopback address,
@@ -25,16 +24,8 @@ use crate::cmd::{Error, Result};
 pub struct Args {
     #[arg(long, default_value = "127.0.0.1:3000", value_name = "ADDR")]
     pub server: SocketAddrV4,
-    /// Sizes to fill to, ascending (suffixes k and M).
-    #[arg(long, value_delimiter = ',', value_parser = parse_count, default_value = "1M")]
-    pub peers: Vec<u64>,
-    /// Torrents (default: one per five peers of the largest size).
-    #[arg(long, value_parser = parse_count)]
-    pub torrents: Option<u64>,
-    #[arg(long, default_value_t = 1.0)]
-    pub zipf: f64,
-    #[arg(long, default_value_t = 0.6)]
-    pub seeders: f64,
+    #[command(flatten)]
+    pub shape: Shape,
     /// Seconds of re-announces at each size.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
@@ -329,20 +320,13 @@ impl Load {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut sizes = a.peers.clone();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let largest = *sizes.last().unwrap_or(&1_000_000);
+    let (sizes, pop) = a.shape.resolve()?;
+    let largest = *sizes.last().unwrap_or(&1);
     if largest > u64::from(u32::MAX) {
         return Err(Error::Said(
             "at most 4 294 967 295 peers (their numbers are transaction ids)".into(),
         ));
     }
-    let pop = Population {
-        torrents: a.torrents.unwrap_or((largest / 5).max(1)),
-        zipf: a.zipf,
-        seeders: a.seeders,
-    };
     let addresses = largest.min((1 << 24) - 2) as usize;
     let mut load = Load {
         pop,
