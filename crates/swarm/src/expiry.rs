@@ -10,9 +10,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use parking_lot::MutexGuard;
 use protocol::{InfoHash, PeerId};
 
-use crate::family::{Family, Ip, Peer};
+use crate::family::{Family, Ip, Peer, Renewal};
 use crate::torrents::{Shard, Torrent};
 use crate::{Expired, PeerChange, PeerState, Swarm};
+
+/// What a sweep decides of a peer: gone by its last-seen time and whether it is owned.
+type Gone<'a> = &'a dyn Fn(u32, bool) -> bool;
 
 /// Peers (and torrents) looked at per shard lock: tens of microseconds. Tiny under test, so
 /// that every test with a swarm of more than a few peers goes through the sliced sweep.
@@ -28,7 +31,7 @@ enum Kind {
 
 /// The seeders and leechers a sweep removed, and the torrents it dropped.
 #[derive(Default)]
-struct Gone {
+struct Removed {
     seeders: usize,
     leechers: usize,
     torrents: usize,
@@ -36,15 +39,28 @@ struct Gone {
 
 impl Swarm {
     /// Removes peers last seen before `cutoff` and drops torrents left without peers; their
-    /// download counts stay. The expiry of a peer this node owns goes on the bus.
+    /// download counts stay. The expiry of a peer this node owns goes on the bus. In a
+    /// cluster the same walk renews, as of `now`, the lease of every owned peer whose last
+    /// record is one lease old, so the stream holds a record of every live peer within one
+    /// lease and a sweep period (docs/design.md, "Several nodes").
+    pub fn sweep(&self, now: u32, cutoff: u32) -> Expired {
+        let renewal = Renewal {
+            now,
+            every: self.lease_every,
+        };
+        self.remove_where(&|seen, _| seen < cutoff, renewal)
+    }
+
+    /// Only removes peers last seen before `cutoff` (`sweep` without renewals).
     pub fn remove_expired(&self, cutoff: u32) -> Expired {
-        self.remove_where(|seen, _| seen < cutoff)
+        self.remove_where(&|seen, _| seen < cutoff, Renewal::NONE)
     }
 
     /// Removes the peers `gone` picks by their last-seen time and whether this node owns
-    /// them; the removal of an owned one goes on the bus as its expiry. Entries moved by
-    /// announces between chunks may be looked at twice or wait for the next pass.
-    pub(crate) fn remove_where(&self, gone: impl Fn(u32, bool) -> bool) -> Expired {
+    /// them; the removal of an owned one goes on the bus as its expiry, and so does each
+    /// lease `renewal` renews. Entries moved by announces between chunks may be looked at
+    /// twice or wait for the next pass.
+    pub(crate) fn remove_where(&self, gone: Gone, renewal: Renewal) -> Expired {
         let mut expired = Expired::default();
         let mut large = Vec::new();
         for i in 0..self.shards.len() {
@@ -53,10 +69,11 @@ impl Swarm {
                 let mut guard = self.lock(i);
                 let shard = &mut *guard;
                 let before = shard.torrents.len();
-                let mut g = Gone::default();
+                let mut g = Removed::default();
                 let outbox = &mut shard.outbox;
                 from = shard.torrents.retain_some(at, CHUNK, |h, t| {
-                    let mut tell = |addr, id| self.publish(outbox, expiry(*h, addr, id));
+                    let mut tell =
+                        |addr, id, state| self.publish(outbox, change(*h, addr, id, state));
                     let mut looked = 1;
                     for kind in [Kind::V4, Kind::V6, Kind::Rtc] {
                         let n = family_len(t, kind);
@@ -65,7 +82,8 @@ impl Swarm {
                             continue;
                         }
                         looked += n;
-                        let (s, l, _) = self.sweep(t, kind, usize::MAX, &gone, &mut tell);
+                        let (s, l, _) =
+                            self.sweep_kind(t, kind, usize::MAX, gone, renewal, &mut tell);
                         g.seeders += s;
                         g.leechers += l;
                     }
@@ -77,7 +95,7 @@ impl Swarm {
                 MutexGuard::unlock_fair(guard);
             }
             for (h, kind) in large.drain(..) {
-                self.sweep_large(i, h, kind, &gone, &mut expired);
+                self.sweep_large(i, (h, kind), gone, renewal, &mut expired);
             }
         }
         expired
@@ -87,9 +105,9 @@ impl Swarm {
     fn sweep_large(
         &self,
         i: usize,
-        h: InfoHash,
-        kind: Kind,
-        gone: &impl Fn(u32, bool) -> bool,
+        (h, kind): (InfoHash, Kind),
+        gone: Gone,
+        renewal: Renewal,
         expired: &mut Expired,
     ) {
         let mut below = Some(usize::MAX);
@@ -101,15 +119,15 @@ impl Swarm {
             let Some(t) = shard.torrents.get_mut(&h) else {
                 break;
             };
-            let mut tell = |addr, id| self.publish(outbox, expiry(h, addr, id));
-            let (s, l, next) = self.sweep(t, kind, b, gone, &mut tell);
+            let mut tell = |addr, id, state| self.publish(outbox, change(h, addr, id, state));
+            let (s, l, next) = self.sweep_kind(t, kind, b, gone, renewal, &mut tell);
             t.shrink();
             let emptied = t.is_empty();
             if emptied {
                 let at = shard.torrents.position(&h, shard.torrents.hash(&h));
                 at.into_iter().for_each(|at| shard.torrents.remove_at(at));
             }
-            let g = Gone {
+            let g = Removed {
                 seeders: s,
                 leechers: l,
                 torrents: usize::from(emptied),
@@ -122,22 +140,24 @@ impl Swarm {
 
     /// Sweeps one family of `t`: whole when `below` is `usize::MAX` and the family is small,
     /// else one chunk below `below`.
-    fn sweep(
+    fn sweep_kind(
         &self,
         t: &mut Torrent,
         kind: Kind,
         below: usize,
-        gone: &impl Fn(u32, bool) -> bool,
-        tell: &mut impl FnMut(SocketAddr, PeerId),
+        gone: Gone,
+        renewal: Renewal,
+        tell: &mut impl FnMut(SocketAddr, PeerId, PeerState),
     ) -> (usize, usize, Option<usize>) {
+        let (r, none) = (renewal, (0, 0, None));
         match kind {
-            Kind::V4 => self.sweep_family(&mut t.v4, below, gone, tell),
+            Kind::V4 => self.sweep_family(&mut t.v4, below, gone, r, tell),
             Kind::V6 => t
                 .v6_mut()
-                .map_or((0, 0, None), |f| self.sweep_family(f, below, gone, tell)),
+                .map_or(none, |f| self.sweep_family(f, below, gone, r, tell)),
             Kind::Rtc => t
                 .rtc_mut()
-                .map_or((0, 0, None), |f| self.sweep_family(f, below, gone, tell)),
+                .map_or(none, |f| self.sweep_family(f, below, gone, r, tell)),
         }
     }
 
@@ -145,20 +165,21 @@ impl Swarm {
         &self,
         f: &mut Family<A>,
         below: usize,
-        gone: &impl Fn(u32, bool) -> bool,
-        tell: &mut impl FnMut(SocketAddr, PeerId),
+        gone: Gone,
+        renewal: Renewal,
+        tell: &mut impl FnMut(SocketAddr, PeerId, PeerState),
     ) -> (usize, usize, Option<usize>) {
         let gone = |p: &Peer<A>| gone(p.seen(), p.owned());
-        let owned_gone = |p: &Peer<A>| tell(p.addr(), p.id());
+        let tell = |p: &Peer<A>, state| tell(p.addr(), p.id(), state);
         if below == usize::MAX && f.len() <= CHUNK {
-            let (s, l) = f.remove_where(gone, &self.hasher, owned_gone);
+            let (s, l) = f.remove_where(gone, renewal, &self.hasher, tell);
             return (s, l, None);
         }
-        f.remove_some(below, CHUNK, gone, &self.hasher, owned_gone)
+        f.remove_some(below, CHUNK, gone, renewal, &self.hasher, tell)
     }
 
     /// What a chunk removed, in the shard's and the swarm's totals.
-    fn count_gone(&self, shard: &mut Shard, g: &Gone, expired: &mut Expired) {
+    fn count_gone(&self, shard: &mut Shard, g: &Removed, expired: &mut Expired) {
         let peers = g.seeders + g.leechers;
         shard.seeders -= g.seeders as u64;
         shard.leechers -= g.leechers as u64;
@@ -177,13 +198,13 @@ fn family_len(t: &Torrent, kind: Kind) -> usize {
     }
 }
 
-/// An owner tells the others its peer's lease ran out.
-fn expiry(info_hash: InfoHash, addr: SocketAddr, peer_id: PeerId) -> PeerChange {
+/// An owner tells the others its peer's lease ran out (`Expired`) or renews it (its role).
+fn change(info_hash: InfoHash, addr: SocketAddr, peer_id: PeerId, state: PeerState) -> PeerChange {
     PeerChange {
         info_hash,
         peer_id,
         addr,
-        state: PeerState::Expired,
+        state,
         completed: false,
     }
 }

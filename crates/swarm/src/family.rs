@@ -12,6 +12,8 @@ use crate::{PeerState, Refusal};
 
 mod sweep;
 
+pub(crate) use sweep::Renewal;
+
 /// Below this many peers a list is searched linearly (a few cache lines); from it on, a hash
 /// index of positions keeps announces O(1) in swarms of any size.
 pub(crate) const INDEX_FROM: usize = 24;

@@ -171,7 +171,8 @@ impl Swarm {
     /// Drops every peer another node's record placed here: the bus lost the records they
     /// stand on (a Redis that restarted empty), and their owners publish them again.
     pub fn forget_remote(&self) -> u64 {
-        self.remove_where(|_, owned| !owned).peers
+        self.remove_where(&|_, owned| !owned, crate::family::Renewal::NONE)
+            .peers
     }
 
     /// Every peer of a torrent as this node sees it, for comparing nodes' views.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamInfoStreamReply, StreamRangeReply, StreamReadReply};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use store::AnyStore;
 use tokio::net::TcpStream;
@@ -32,8 +32,9 @@ pub const STREAM: &str = "shoal:swarm";
 pub const EPOCH: &str = "shoal:epoch";
 /// Records per stream entry at most.
 const ENTRY_RECORDS: usize = 10_000;
-/// How long after a peer's last record the stream keeps it, beyond one timeout and one lease.
-const RETAIN_SLACK_MS: u64 = 60_000;
+/// How long the stream keeps entries beyond one lease and one sweep period: a sweep of tens
+/// of millions of peers and the nodes' clocks.
+const RETAIN_SLACK: Duration = Duration::from_secs(60);
 /// A node that had nothing to say for this long says so (an empty entry), so every node
 /// knows which nodes are alive.
 const PRESENCE: Duration = Duration::from_secs(5);
@@ -159,8 +160,8 @@ impl Epoch {
     }
 }
 
-/// Starts the publisher and the reader. The reader first replays one peer timeout of the
-/// stream, then sets `ready`.
+/// Starts the publisher and the reader. The reader first replays the stream as far back as
+/// it reaches (`Tracker::stream_reach`), then sets `ready`.
 pub fn start(
     config: &ClusterConfig,
     tracker: Arc<Tracker>,
@@ -170,10 +171,10 @@ pub fn start(
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let url = Bus::of(config);
-    // A peer of another node lives here one timeout and one lease past its last record
-    // (swarm `apply`): a node replaying the stream must see that far back.
-    let timeout = tracker.policy().peer_timeout;
-    let retain_ms = u64::from(timeout + (timeout / 2).max(1)) * 1000 + RETAIN_SLACK_MS;
+    // Every live peer has a record within one lease and one sweep (its owner renews it):
+    // the stream keeps that much, a node starting replays that much (docs/design.md,
+    // "Several nodes").
+    let retain_ms = tracker.stream_reach(RETAIN_SLACK).as_millis() as u64;
     tasks.spawn(publish(
         url.clone(),
         tracker.clone(),
@@ -280,7 +281,7 @@ async fn add(
     batch: &[Record],
     retain_ms: u64,
 ) -> redis::RedisResult<()> {
-    // Entries older than one peer timeout (and a little) hold no live peer: trim them as
+    // Entries older than the stream's reach hold no live peer's latest record: trim them as
     // this one goes in, so the stream never grows beyond that.
     let min_id = crate::os::unix_ms().saturating_sub(retain_ms);
     let _: Value = redis::cmd("XADD")
@@ -327,8 +328,8 @@ async fn read(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut r = Reader {
-        // Replaying from one timeout and one lease ago rebuilds every live remote peer:
-        // each has a record within that window.
+        // Replaying the stream's reach rebuilds every peer a live node owns: each has a
+        // record within it.
         last: format!("{}-0", crate::os::unix_ms().saturating_sub(retain_ms)),
         replaying: true,
         epoch: Epoch::default(),
@@ -396,8 +397,15 @@ impl Reader {
                 "the bus lost its data (Redis restarted empty?): forgot {n} peers of other nodes; rereading the stream as the nodes republish"
             );
             self.last = "0-0".into();
-        } else if !self.replaying {
-            after_reconnect(&mut c, &mut self.last).await;
+        } else if !self.replaying && after_reconnect(&mut c, &mut self.last).await {
+            // Entries this node had not read were trimmed while it was away: a later record
+            // about a peer it holds may be among them. It forgets what other nodes told it
+            // and reads the rest as a node starting now would (each live peer's renewal is
+            // in it).
+            let n = self.tracker.forget_remote();
+            tracing::warn!(
+                "away from the bus for longer than the stream keeps entries: forgot {n} peers of other nodes; reading them again from the stream"
+            );
         }
         if !self.replaying {
             reload_access(&self.tracker, &self.store, "after a bus reconnect").await;
@@ -480,17 +488,103 @@ async fn reload_access(tracker: &Tracker, store: &AnyStore, when: &str) {
 }
 
 /// After the bus was away with its data kept: if the stream's ids went back (a Redis
-/// restored from an older snapshot), read it from its start.
-async fn after_reconnect(c: &mut MultiplexedConnection, last: &mut String) {
-    let ms = |id: &str| id.split('-').next()?.parse::<u64>().ok();
-    let theirs = redis::cmd("XINFO")
+/// restored from an older snapshot), read it from its start. True if entries after `last`
+/// may have been trimmed unread: the stream now starts past `last` (or is empty with newer
+/// ids), so the node was away about as long as the stream keeps entries. (When the first
+/// entry kept is exactly the next one, nothing was lost and the node only rereads what a
+/// starting node would.)
+async fn after_reconnect(c: &mut MultiplexedConnection, last: &mut String) -> bool {
+    let info = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(STREAM)
-        .query_async::<StreamInfoStreamReply>(c)
+        .query_async::<std::collections::HashMap<String, Value>>(c)
         .await
-        .ok()
-        .and_then(|i| ms(&i.last_generated_id));
-    if theirs.is_none_or(|t| ms(last).is_some_and(|ours| t < ours)) {
+        .unwrap_or_default();
+    let id = |key: &str| match info.get(key) {
+        Some(Value::BulkString(b)) => parse_id(&String::from_utf8_lossy(b)),
+        Some(Value::SimpleString(s)) => parse_id(s),
+        Some(Value::Array(entry)) => match entry.first() {
+            Some(Value::BulkString(b)) => parse_id(&String::from_utf8_lossy(b)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let ours = parse_id(last).unwrap_or((0, 0));
+    let Some(theirs) = id("last-generated-id").filter(|theirs| *theirs >= ours) else {
         *last = "0-0".into();
+        return false;
+    };
+    match id("first-entry").filter(|first| *first > (0, 0)) {
+        Some(first) => first > ours,
+        None => theirs > ours,
+    }
+}
+
+/// A stream id `ms-seq` as a pair that orders as the stream does.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod reconnect {
+    use super::*;
+
+    async fn xadd(c: &mut MultiplexedConnection, id: &str) {
+        let _: Value = redis::cmd("XADD")
+            .arg(STREAM)
+            .arg(id)
+            .arg("d")
+            .arg("x")
+            .query_async(c)
+            .await
+            .unwrap();
+    }
+
+    /// On a real Redis: a reader that comes back after entries it had not read were trimmed
+    /// knows it (and forgets what they might have changed); one that had read them, or
+    /// finds the stream's ids gone back, does not.
+    #[tokio::test]
+    async fn a_reader_knows_when_entries_it_had_not_read_were_trimmed() {
+        let redis = testkit::Redis::launch().expect("a Redis server for this test");
+        let config: ClusterConfig =
+            toml::from_str(&format!("redis_url = {:?}", redis.url())).unwrap();
+        let mut c = connect(&Bus::of(&config)).await.unwrap();
+        for id in ["1000-0", "2000-0", "3000-0", "4000-0"] {
+            xadd(&mut c, id).await;
+        }
+        let mut last = String::from("2000-0");
+        assert!(!after_reconnect(&mut c, &mut last).await, "nothing trimmed");
+        let _: Value = redis::cmd("XTRIM")
+            .arg(STREAM)
+            .arg("MINID")
+            .arg("3500")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            after_reconnect(&mut c, &mut last).await,
+            "3000-0 went unread"
+        );
+        let _: Value = redis::cmd("XTRIM")
+            .arg(STREAM)
+            .arg("MINID")
+            .arg("9000")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            after_reconnect(&mut c, &mut last).await,
+            "an empty stream past it"
+        );
+        assert_eq!(last, "2000-0");
+        let mut read_all = String::from("4000-0");
+        assert!(
+            !after_reconnect(&mut c, &mut read_all).await,
+            "it had read 4000-0"
+        );
+        let mut ahead = String::from("9000-0");
+        assert!(!after_reconnect(&mut c, &mut ahead).await);
+        assert_eq!(ahead, "0-0", "ids went back: read from the start");
     }
 }

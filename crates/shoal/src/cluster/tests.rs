@@ -5,12 +5,19 @@
 //! published and read in any order, time passing, sweeps, graceful restarts and kills,
 //! Redis down, Redis restarted empty) and shrinks a failure to its shortest sequence.
 //!
-//! Once traffic stops and every batch is published and read, every node must hold the same
-//! view of every swarm (endpoint, peer id, role, owning incarnation) and that view must be
-//! the model's: the records of the stream applied in stream order by a single map, where a
-//! join places a peer, a stop removes it, an expiry removes it only from its owner, and a
-//! peer of an incarnation that is gone expires one peer timeout plus one lease after its
-//! last record. `PROPTEST_CASES` sets the number of cases (scripts/agreement for long runs).
+//! Time passes as it does for a real node: every `SWEEP` seconds each node sweeps (expiring
+//! and renewing leases), publishes and reads, if the bus is up. The stream keeps entries for
+//! one lease and one sweep (`Tracker::stream_reach`), so a node that starts late replays
+//! only that much.
+//!
+//! Once traffic stops and every batch is published and read, each node's view of every
+//! swarm (endpoint, peer id, role, owning incarnation) must be the model's for the entries
+//! that node read: those records applied in stream order by a single map, where a join
+//! places a peer, a stop removes it, an expiry removes it only from its owner, and a peer of
+//! an incarnation that is gone expires one peer timeout plus one lease after its last
+//! record. And every node must hold the same view of the peers live incarnations own,
+//! however late it started: the renewals make the short stream enough. `PROPTEST_CASES`
+//! sets the number of cases (scripts/agreement for long runs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -24,8 +31,10 @@ use super::record::{self, Record};
 
 const T: u32 = 100;
 const LEASE: u32 = T / 2;
-/// As `cluster::retain_ms`: one timeout and one lease, and some slack.
-const RETAIN: u32 = T + LEASE + 10;
+/// As `Tracker::sweep_every`: a tenth of the timeout.
+const SWEEP: u32 = T / 10;
+/// As `Tracker::stream_reach`: one lease and one sweep, and a second of slack.
+const RETAIN: u32 = LEASE + SWEEP + 1;
 const NODES: usize = 3;
 const CLIENTS: u8 = 6;
 const TORRENTS: [InfoHash; 2] = [InfoHash([1; 20]), InfoHash([2; 20])];
@@ -78,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+#[derive(Clone)]
 struct StreamEntry {
     seq: u64,
     secs: u32,
@@ -94,6 +104,8 @@ struct Node {
     follower: Follower,
     /// The sequence number of the next entry to read.
     next: u64,
+    /// The entries this incarnation read since it started or the stream was lost.
+    read: Vec<u64>,
     replaying: bool,
     backlog: Vec<Record>,
     pub_epoch: Option<u64>,
@@ -117,6 +129,7 @@ impl Node {
             inc,
             swarm,
             next: 0,
+            read: Vec::new(),
             replaying: true,
             backlog: Vec::new(),
             pub_epoch: None,
@@ -128,6 +141,8 @@ impl Node {
 struct Sim {
     now: u32,
     stream: Vec<StreamEntry>,
+    /// Every entry ever written, by sequence number, trimmed or not.
+    history: BTreeMap<u64, StreamEntry>,
     next_seq: u64,
     epoch: u64,
     up: bool,
@@ -141,6 +156,8 @@ struct Sim {
     /// in-memory counts may miss increments the database holds (docs/scaling.md,
     /// "Agreement"), so only the database is compared.
     counts_may_lag: bool,
+    /// Entries trimmed before a node read them.
+    views_may_differ: bool,
 }
 
 type View = BTreeMap<(InfoHash, SocketAddr), ([u8; 20], bool, (String, String))>;
@@ -150,6 +167,7 @@ impl Sim {
         let mut sim = Sim {
             now: 1000,
             stream: Vec::new(),
+            history: BTreeMap::new(),
             next_seq: 0,
             epoch: 0,
             up: true,
@@ -159,6 +177,7 @@ impl Sim {
             counted: 0,
             lost: 0,
             counts_may_lag: false,
+            views_may_differ: false,
         };
         for n in 0..NODES {
             let node = sim.incarnation(n);
@@ -185,10 +204,8 @@ impl Sim {
             } => self.announce(client, node, torrent, event, seeder, id),
             Op::Publish(n) => self.publish(n),
             Op::Read(n, k) => self.read(n, k),
-            Op::Tick(s) => self.now += s,
-            Op::Sweep(n) => {
-                self.nodes[n].swarm.remove_expired(self.now - T);
-            }
+            Op::Tick(s) => self.pass(s),
+            Op::Sweep(n) => self.sweep(n),
             Op::Flush(n) => self.flush(n),
             Op::Restart { node, kill } => {
                 if kill {
@@ -211,6 +228,29 @@ impl Sim {
                 self.up = true;
             }
         }
+    }
+
+    /// `s` seconds pass: every `SWEEP` seconds each node sweeps, publishes and reads, as
+    /// `serve`'s sweep task and the bus's two tasks do.
+    fn pass(&mut self, s: u32) {
+        let end = self.now + s;
+        while self.now < end {
+            let next = (self.now / SWEEP + 1) * SWEEP;
+            self.now = next.min(end);
+            if self.now == next {
+                for n in 0..NODES {
+                    self.sweep(n);
+                    self.publish(n);
+                }
+                for n in 0..NODES {
+                    self.read(n, usize::MAX);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, n: usize) {
+        self.nodes[n].swarm.sweep(self.now, self.now - T);
     }
 
     fn announce(&mut self, client: u8, n: usize, torrent: usize, event: u8, seeder: bool, id: u8) {
@@ -280,21 +320,25 @@ impl Sim {
         if node.backlog.is_empty() {
             return;
         }
-        self.stream.push(StreamEntry {
+        let entry = StreamEntry {
             seq: self.next_seq,
             secs: self.now,
             node: node.name.clone(),
             inc: node.inc.clone(),
             data: record::encode(&node.backlog),
-        });
+        };
+        self.history.insert(entry.seq, entry.clone());
+        self.stream.push(entry);
         node.backlog.clear();
         self.next_seq += 1;
         // XADD MINID: entries older than the retention go. A node that had not read one
-        // misses the downloads it carried (its peers expired anyway).
+        // misses the downloads it carried, and the peers until their next renewal.
         let now = self.now;
         let gone = self.stream.iter().filter(|e| e.secs + RETAIN < now);
         if let Some(last) = gone.map(|e| e.seq).max() {
-            self.counts_may_lag |= self.nodes.iter().any(|n| n.next <= last);
+            let missed = self.nodes.iter().any(|n| n.next <= last);
+            self.counts_may_lag |= missed;
+            self.views_may_differ |= missed;
         }
         self.stream.retain(|e| e.secs + RETAIN >= now);
     }
@@ -308,6 +352,15 @@ impl Sim {
         if node.read_epoch.is_some_and(|e| e != self.epoch) {
             node.swarm.forget_remote();
             node.next = 0;
+            node.read.clear();
+        }
+        // `cluster::after_reconnect`: entries this node had not read were trimmed (the bus
+        // was away for longer than the stream's reach); it reads the rest as a node that
+        // starts now would, its remote peers forgotten.
+        let first = self.stream.first().map_or(self.next_seq, |e| e.seq);
+        if node.next < first && !node.read.is_empty() {
+            node.swarm.forget_remote();
+            node.read.clear();
         }
         node.read_epoch = Some(self.epoch);
         let from = self.stream.partition_point(|e| e.seq < node.next);
@@ -332,6 +385,7 @@ impl Sim {
             });
             assert!(!applied.malformed);
             node.next = e.seq + 1;
+            node.read.push(e.seq);
         }
         if self.stream.last().is_none_or(|e| e.seq < node.next) {
             node.replaying = false;
@@ -367,11 +421,11 @@ impl Sim {
         out
     }
 
-    /// The stream applied in order by one map, less the peers of incarnations that are
-    /// gone and whose lease ran out.
-    fn model(&self) -> View {
+    /// The entries node `n` read, applied in order by one map, less the peers of
+    /// incarnations that are gone and whose lease ran out.
+    fn model(&self, n: usize) -> View {
         let mut m = Model::default();
-        for e in &self.stream {
+        for e in self.nodes[n].read.iter().map(|s| &self.history[s]) {
             m.entry(&Entry {
                 id: e.seq.to_string(),
                 ms: u64::from(e.secs) * 1000,
@@ -401,12 +455,44 @@ fn agree(ops: &[Op]) -> Result<(), TestCaseError> {
     }
     sim.settle();
     for n in 0..NODES {
-        sim.nodes[n].swarm.remove_expired(sim.now - T);
+        sim.sweep(n);
     }
     sim.settle();
-    let model = sim.model();
     for n in 0..NODES {
-        prop_assert_eq!(&sim.view(n), &model, "node {} differs from the model", n);
+        let model = sim.model(n);
+        prop_assert_eq!(&sim.view(n), &model, "node {} differs from its model", n);
+    }
+    // Every peer a live node owns is on every node, as that node's, however late it started:
+    // the renewals make the short stream enough.
+    let owned: View = (0..NODES)
+        .flat_map(|n| {
+            let me = (sim.nodes[n].name.clone(), sim.nodes[n].inc.clone());
+            sim.view(n).into_iter().filter(move |(_, p)| p.2 == me)
+        })
+        .collect();
+    for n in 0..NODES {
+        let view = sim.view(n);
+        for (k, p) in &owned {
+            prop_assert_eq!(view.get(k), Some(p), "node {} misses a live node's peer", n);
+        }
+    }
+    // And unless a node missed entries (the bus away for longer than the stream's reach,
+    // when a copy may outlive its writer's claim by one timeout and one lease, as a dead
+    // node's do), every node holds the same view of what live incarnations wrote.
+    if !sim.views_may_differ {
+        let alive: HashSet<(String, String)> = sim
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.inc.clone()))
+            .collect();
+        let live = |n: usize| -> View {
+            let mut v = sim.view(n);
+            v.retain(|_, p| alive.contains(&p.2));
+            v
+        };
+        for n in 1..NODES {
+            prop_assert_eq!(&live(n), &live(0), "node {} and node 0 differ", n);
+        }
     }
     for n in 0..NODES {
         sim.flush(n);

@@ -498,9 +498,9 @@ async fn sample_history(tracker: Arc<Tracker>, every: Duration) {
     }
 }
 
-/// Removes silent peers about ten times per peer timeout.
+/// Removes silent peers (and renews due leases) every `Tracker::sweep_every`.
 async fn clean_expired(tracker: Arc<Tracker>) {
-    let every = Duration::from_secs(u64::from(tracker.policy().peer_timeout / 10).clamp(1, 60));
+    let every = tracker.sweep_every();
     loop {
         tokio::time::sleep(every).await;
         // A walk over every torrent: on the blocking pool, never on a runtime worker.

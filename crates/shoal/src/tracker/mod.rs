@@ -135,6 +135,11 @@ impl Batch {
     }
 }
 
+/// A cluster's lease renewal period: half a peer timeout.
+fn lease_every(policy: &AnnounceConfig) -> u32 {
+    (policy.peer_timeout / 2).max(1)
+}
+
 impl Tracker {
     pub fn new(policy: AnnounceConfig, mode: Mode, limits: Limits) -> Self {
         Self::build(policy, mode, limits, 0, 0)
@@ -148,8 +153,18 @@ impl Tracker {
         limits: Limits,
         max_outbox: usize,
     ) -> Self {
-        let lease_every = (policy.peer_timeout / 2).max(1);
+        let lease_every = lease_every(&policy);
         Self::build(policy, mode, limits, lease_every, max_outbox)
+    }
+
+    /// How far back the stream must reach for a node that starts now to find a record of
+    /// every peer a live node owns: owners renew each lease at an announce or at the first
+    /// sweep after it is due, so no live peer's last record is older than one lease and
+    /// one sweep period; `slack` covers a sweep's own length and the nodes' clocks.
+    pub fn stream_reach(&self, slack: std::time::Duration) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(lease_every(&self.policy)))
+            + self.sweep_every()
+            + slack
     }
 
     fn build(
@@ -372,13 +387,19 @@ impl Tracker {
         self.swarm.loader()
     }
 
-    /// Removes peers silent for longer than the peer timeout. Walks every torrent: call it
-    /// off the request path.
+    /// Removes peers silent for longer than the peer timeout and, in a cluster, renews the
+    /// leases of owned peers that are due (docs/design.md, "Several nodes"). Walks every
+    /// torrent: call it off the request path, every `sweep_every`.
     pub fn expire(&self) -> Expired {
-        let cutoff = self.clock() - self.policy.peer_timeout;
-        let gone = self.swarm.remove_expired(cutoff);
+        let now = self.clock();
+        let gone = self.swarm.sweep(now, now - self.policy.peer_timeout);
         self.metrics.expired(gone.peers);
         gone
+    }
+
+    /// How often `expire` runs: about ten times per peer timeout, at least once a minute.
+    pub fn sweep_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.policy.peer_timeout / 10).clamp(1, 60))
     }
 
     /// Seconds since start: the swarm's clock for last-seen times.

@@ -1,28 +1,65 @@
 //! A family's part of the expiry sweep (docs/design.md, "Expiry"): a small family all at
 //! once, a large one a slice at a time so that no announce waits for a swarm of millions.
+//! The same walk renews the leases of owned peers that are due (docs/design.md, "Several
+//! nodes"), so that the stream holds a record of every live peer within one lease.
 
 use hashbrown::DefaultHashBuilder;
 
-use super::{Family, Ip, Peer};
+use super::{Family, Ip, Peer, lease_at};
+use crate::PeerState;
+
+/// Which owned peers a sweep renews: those whose last record is `every` seconds old at
+/// `now` (`every` 0: none, a single node or a sweep that only removes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Renewal {
+    pub now: u32,
+    pub every: u32,
+}
+
+impl Renewal {
+    pub(crate) const NONE: Renewal = Renewal { now: 0, every: 0 };
+
+    /// Renews `p`'s lease if it is due; true if it was (its record is to be published).
+    fn renew<A: Ip>(self, p: &mut Peer<A>) -> bool {
+        let due = self.every > 0 && p.owned() && p.lease_due(self.now, self.every);
+        if due {
+            p.lease = lease_at(self.now);
+        }
+        due
+    }
+}
+
+fn role(seeder: bool) -> PeerState {
+    if seeder {
+        PeerState::Seeder
+    } else {
+        PeerState::Leecher
+    }
+}
 
 impl<A: Ip> Family<A> {
     /// Drops the peers `gone` picks (last seen before a cutoff, or every remote one),
-    /// telling `owned_gone` of each this node owned; returns how many seeders and leechers
-    /// went. One pass and an index rebuild: for families a shard can be held for whole.
+    /// telling `tell` of each this node owned (as `Expired`) and of each owned peer whose
+    /// lease `renewal` renewed (as its role); returns how many seeders and leechers went.
+    /// One pass and an index rebuild: for families a shard can be held for whole.
     pub(crate) fn remove_where(
         &mut self,
         gone: impl Fn(&Peer<A>) -> bool,
+        renewal: Renewal,
         hasher: &DefaultHashBuilder,
-        mut owned_gone: impl FnMut(&Peer<A>),
+        mut tell: impl FnMut(&Peer<A>, PeerState),
     ) -> (usize, usize) {
         let (seeders, before) = (self.seeders as usize, self.peers.len());
         let mut i = 0;
         let mut kept_seeders = 0;
         // `retain` keeps order, so seeders stay in front.
-        self.peers.retain(|p| {
+        self.peers.retain_mut(|p| {
             let keep = !gone(p);
             if !keep && p.owned() {
-                owned_gone(p);
+                tell(p, PeerState::Expired);
+            }
+            if keep && renewal.renew(p) {
+                tell(p, role(i < seeders));
             }
             if keep && i < seeders {
                 kept_seeders += 1;
@@ -53,8 +90,9 @@ impl<A: Ip> Family<A> {
         below: usize,
         budget: usize,
         gone: impl Fn(&Peer<A>) -> bool,
+        renewal: Renewal,
         hasher: &DefaultHashBuilder,
-        mut owned_gone: impl FnMut(&Peer<A>),
+        mut tell: impl FnMut(&Peer<A>, PeerState),
     ) -> (usize, usize, Option<usize>) {
         let mut at = below.min(self.peers.len());
         let stop = at.saturating_sub(budget.max(1));
@@ -62,9 +100,14 @@ impl<A: Ip> Family<A> {
         while at > stop {
             at -= 1;
             let p = self.peers[at];
-            if gone(&p) {
+            if !gone(&p) {
+                let seeder = at < self.seeders as usize;
+                if renewal.renew(&mut self.peers[at]) {
+                    tell(&self.peers[at], role(seeder));
+                }
+            } else {
                 if p.owned() {
-                    owned_gone(&p);
+                    tell(&p, PeerState::Expired);
                 }
                 if at < self.seeders as usize {
                     seeders += 1;
@@ -118,10 +161,11 @@ mod tests {
             let mut whole = family(3000, &hasher);
             let mut sliced = family(3000, &hasher);
             let gone = |p: &Peer<[u8; 4]>| p.seen() < 3;
-            let by_pass = whole.remove_where(gone, &hasher, |_| {});
+            let by_pass = whole.remove_where(gone, Renewal::NONE, &hasher, |_, _| {});
             let (mut s, mut l, mut below) = (0, 0, Some(usize::MAX));
             while let Some(b) = below {
-                let (ds, dl, next) = sliced.remove_some(b, budget, gone, &hasher, |_| {});
+                let (ds, dl, next) =
+                    sliced.remove_some(b, budget, gone, Renewal::NONE, &hasher, |_, _| {});
                 (s, l, below) = (s + ds, l + dl, next);
             }
             assert_eq!((s, l), by_pass, "budget {budget}");

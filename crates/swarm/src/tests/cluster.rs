@@ -234,3 +234,64 @@ fn a_full_outbox_drops_and_counts() {
     assert_eq!(s.take_changes().len(), 2);
     assert_eq!(s.dropped_changes(), 1);
 }
+
+/// A peer that stops announcing (its client keeps a longer interval, or will expire) still
+/// has its lease renewed by its owner's sweep, so the stream holds a record of every live
+/// peer within one lease and a sweep; remote peers and a single node renew nothing.
+#[test]
+fn the_sweep_renews_owned_leases_that_are_due_and_nothing_else() {
+    let (a, b) = (node(), node());
+    // 100 peers over one large swarm (swept in slices) and small ones.
+    for i in 0..100u32 {
+        let mut p = peer(
+            i as u8,
+            &format!("10.0.{}.{}:1", i / 50, i % 50),
+            i as u64 % 2,
+            AnnounceEvent::Started,
+        );
+        if i % 10 == 0 {
+            p.info_hash = InfoHash([i as u8 + 1; 20]);
+        }
+        at(&a, p, 0);
+    }
+    assert_eq!(relay(&a, &b, 0), 100);
+    a.sweep(899, 0);
+    assert!(a.take_changes().is_empty(), "nothing due before a lease");
+    a.sweep(900, 0);
+    let renewed = a.take_changes();
+    assert_eq!(renewed.len(), 100, "every owned peer once");
+    let stats = a.scrape(&IH);
+    let seeders = renewed
+        .iter()
+        .filter(|c| c.info_hash == IH && c.state == PeerState::Seeder)
+        .count();
+    assert_eq!(
+        seeders as u32, stats.seeders,
+        "each renewal carries its role"
+    );
+    assert!(renewed.iter().all(|c| !c.completed));
+    a.sweep(1000, 0);
+    assert!(a.take_changes().is_empty(), "renewed once per lease");
+    // The other node applies the renewals as another join: nothing changes in its view but
+    // the time its copies last.
+    let before: Vec<_> = b.peers(&IH);
+    for c in &renewed {
+        b.apply(c, &from_other(900)).unwrap();
+    }
+    assert_eq!(b.peers(&IH), before);
+    b.sweep(1800, 0);
+    assert!(
+        b.take_changes().is_empty(),
+        "remote peers are their owners' to renew"
+    );
+    // Past the owner's timeout they expire there (and say so), renewals or not.
+    a.sweep(1801, 1801 - 1800);
+    let gone = a.take_changes();
+    assert_eq!(gone.len(), 100);
+    assert!(gone.iter().all(|c| c.state == PeerState::Expired));
+
+    let single = Swarm::default();
+    at(&single, peer(1, "10.0.0.1:1", 5, AnnounceEvent::Started), 0);
+    single.sweep(100_000, 0);
+    assert!(single.take_changes().is_empty());
+}
