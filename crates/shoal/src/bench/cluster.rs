@@ -158,32 +158,36 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-/// Two nodes in this process, each with the real publisher and reader on the bus: the time
-/// from an announce answered by one to its peer being in the other's scrape, sorted (ms).
-async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>> {
-    use std::sync::Arc;
-    let dir = std::env::temp_dir().join(format!("shoal-bench-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("cannot make {}", dir.display())))?;
-    let url = store::DatabaseUrl::parse(&format!("sqlite://{}/access.db", dir.display()))
-        .map_err(Error::store("a SQLite URL"))?;
-    let db = store::AnyStore::open(&url, 2)
-        .await
-        .map_err(Error::store("opening the access database"))?;
-    store::SchemaMigrator::migrate(&db)
-        .await
-        .map_err(Error::store("migrating the access database"))?;
-    let config = crate::config::ClusterConfig {
-        redis_url: toml::from_str::<crate::config::ClusterConfig>(&format!(
-            "redis_url = {redis_url:?}"
-        ))
-        .map_err(|e| Error::Said(e.to_string()))?
-        .redis_url,
-        ..Default::default()
-    };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let mut nodes = Vec::new();
-    for id in ["bench-a", "bench-b"] {
-        let t = Arc::new(Tracker::clustered(
+/// A node in this process: the real swarm, publisher and reader on the bus, with a SQLite
+/// access database of its own.
+pub struct InProcess {
+    pub tracker: std::sync::Arc<Tracker>,
+    pub state: std::sync::Arc<crate::cluster::BusState>,
+    tasks: tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    db: store::AnyStore,
+    dir: std::path::PathBuf,
+}
+
+impl InProcess {
+    pub async fn start(redis_url: &str, id: &str) -> Result<InProcess> {
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("shoal-bench-{id}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(Error::io(format!("cannot make {}", dir.display())))?;
+        let url = store::DatabaseUrl::parse(&format!("sqlite://{}/access.db", dir.display()))
+            .map_err(Error::store("a SQLite URL"))?;
+        let db = store::AnyStore::open(&url, 2)
+            .await
+            .map_err(Error::store("opening the access database"))?;
+        store::SchemaMigrator::migrate(&db)
+            .await
+            .map_err(Error::store("migrating the access database"))?;
+        let config: crate::config::ClusterConfig =
+            toml::from_str(&format!("redis_url = {redis_url:?}"))
+                .map_err(|e| Error::Said(e.to_string()))?;
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let tracker = Arc::new(Tracker::clustered(
             AnnounceConfig::default(),
             Mode::Public,
             swarm::Limits::NONE,
@@ -191,18 +195,45 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>> {
         ));
         let state = Arc::new(crate::cluster::BusState::new(
             id.into(),
-            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(3600),
         ));
-        let tasks =
-            crate::cluster::start(&config, t.clone(), db.clone(), state.clone(), stop.clone());
-        nodes.push((t, state, tasks));
+        let tasks = crate::cluster::start(&config, tracker.clone(), db.clone(), state.clone(), rx);
+        Ok(InProcess {
+            tracker,
+            state,
+            tasks,
+            stop,
+            db,
+            dir,
+        })
     }
-    for (_, state, _) in &nodes {
-        while !state.is_ready() {
+
+    /// Waits until the node has replayed the stream.
+    pub async fn ready(&self) {
+        while !self.state.is_ready() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
-    let (a, b) = (&nodes[0].0, &nodes[1].0);
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        store::Connection::close(&self.db).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two nodes in this process, each with the real publisher and reader on the bus: the time
+/// from an announce answered by one to its peer being in the other's scrape, sorted (ms).
+async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>> {
+    let mut nodes = Vec::new();
+    for id in ["bench-a", "bench-b"] {
+        nodes.push(InProcess::start(redis_url, id).await?);
+    }
+    for node in &nodes {
+        node.ready().await;
+    }
+    let (a, b) = (&nodes[0].tracker, &nodes[1].tracker);
     let mut lags = Vec::with_capacity(samples);
     let mut out = Vec::new();
     for i in 0..samples {
@@ -236,12 +267,9 @@ async fn lag(redis_url: &str, samples: usize) -> Result<Vec<f64>> {
         }
         lags.push(started.elapsed().as_secs_f64() * 1000.0);
     }
-    let _ = stop_tx.send(true);
-    for (_, _, mut tasks) in nodes {
-        while tasks.join_next().await.is_some() {}
+    for node in nodes {
+        node.stop().await;
     }
-    store::Connection::close(&db).await;
-    let _ = std::fs::remove_dir_all(&dir);
     lags.sort_by(f64::total_cmp);
     Ok(lags)
 }

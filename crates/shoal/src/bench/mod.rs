@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod persistence;
 pub mod population;
+pub mod stream;
 pub mod swarm;
 pub mod udp_floor;
 pub mod udp_load;

@@ -23,7 +23,7 @@ use self::follow::{Entry, Follower};
 use self::record::Record;
 pub use self::state::{BusHealth, BusState, json, metrics};
 use crate::config::ClusterConfig;
-use crate::tracker::Tracker;
+use crate::tracker::{Remote, Tracker};
 
 /// The stream every node writes to and reads from.
 pub const STREAM: &str = "shoal:swarm";
@@ -34,7 +34,7 @@ pub const EPOCH: &str = "shoal:epoch";
 const ENTRY_RECORDS: usize = 10_000;
 /// How long the stream keeps entries beyond one lease and one sweep period: a sweep of tens
 /// of millions of peers and the nodes' clocks.
-const RETAIN_SLACK: Duration = Duration::from_secs(60);
+pub const RETAIN_SLACK: Duration = Duration::from_secs(60);
 /// A node that had nothing to say for this long says so (an empty entry), so every node
 /// knows which nodes are alive.
 const PRESENCE: Duration = Duration::from_secs(5);
@@ -363,6 +363,22 @@ async fn read(
     }
 }
 
+/// The stream's entries after `last` (XRANGE), a page at a time.
+async fn range_after(
+    mut c: MultiplexedConnection,
+    last: String,
+) -> redis::RedisResult<Vec<StreamId>> {
+    redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg(format!("({last}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(100)
+        .query_async::<StreamRangeReply>(&mut c)
+        .await
+        .map(|r| r.ids)
+}
+
 /// The reader's place in the stream and what it does with each entry.
 struct Reader {
     /// The id of the last entry read.
@@ -416,15 +432,7 @@ impl Reader {
     /// The next entries: history while replaying, then new ones as they come.
     async fn fetch(&self, c: &mut MultiplexedConnection) -> redis::RedisResult<Vec<StreamId>> {
         if self.replaying {
-            return redis::cmd("XRANGE")
-                .arg(STREAM)
-                .arg(format!("({}", self.last))
-                .arg("+")
-                .arg("COUNT")
-                .arg(100)
-                .query_async::<StreamRangeReply>(c)
-                .await
-                .map(|r| r.ids);
+            return range_after(c.clone(), self.last.clone()).await;
         }
         // Nil when BLOCK times out with nothing new.
         let reply = redis::cmd("XREAD")
@@ -454,17 +462,29 @@ impl Reader {
             return;
         }
         let now = crate::os::unix_ms();
+        let live = !self.replaying;
+        // Replaying, a page's records are applied together, sorted by info-hash (stable, so
+        // an endpoint's records keep their order and the result is the same), so that one
+        // torrent's records meet its entry in cache; live, each entry as it comes.
+        let mut page = Vec::new();
         for e in &batch {
             self.last.clone_from(&e.id);
             if e.node != self.state.node_id {
                 self.state.heard(&e.node);
             }
-            let age = (now.saturating_sub(e.ms) / 1000) as u32;
-            let (tracker, live) = (&self.tracker, !self.replaying);
-            let applied = self.follower.entry(e, |c, origin| {
-                // A refusal (a limit met) leaves the peer out of this node's view only.
-                let _ = tracker.apply_remote(c, origin, age, live);
+            let age_secs = (now.saturating_sub(e.ms) / 1000) as u32;
+            let applied = self.follower.entry(e, |&change, origin| {
+                page.push(Remote {
+                    change,
+                    origin,
+                    age_secs,
+                })
             });
+            if live {
+                // A refusal (a limit met) leaves the peer out of this node's view only.
+                self.tracker.apply_remote_batch(&page, live);
+                page.clear();
+            }
             if applied.malformed {
                 self.state.malformed();
                 tracing::warn!(
@@ -478,6 +498,8 @@ impl Reader {
                 reload_access(&self.tracker, &self.store, "after a notice").await;
             }
         }
+        page.sort_by_key(|r| r.change.info_hash.0);
+        self.tracker.apply_remote_batch(&page, live);
     }
 }
 

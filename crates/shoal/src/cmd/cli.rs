@@ -56,6 +56,7 @@ enum Bench {
     UdpLoad(bench::udp_load::Args),
     Swarm(bench::swarm::Args),
     UdpSwarm(bench::udp_swarm::Args),
+    Stream(bench::stream::Args),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -108,6 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Bench::UdpLoad(args) => bench::udp_load::run(args),
             Bench::Swarm(args) => bench::swarm::run(args),
             Bench::UdpSwarm(args) => bench::udp_swarm::run(args),
+            Bench::Stream(args) => runtime()?.block_on(bench::stream::run(args)),
         },
         Command::Db(args) => {
             let config = load_config(args.config.as_deref())?;

@@ -45,6 +45,14 @@ pub struct Now {
     pub swarm: u32,
 }
 
+/// A record read from the bus, with its writer and its age.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote {
+    pub change: PeerChange,
+    pub origin: Origin,
+    pub age_secs: u32,
+}
+
 /// An announce after decoding, in the protocol-neutral form every server hands over.
 pub struct PeerAnnounce<'a> {
     pub info_hash: InfoHash,
@@ -362,14 +370,43 @@ impl Tracker {
         age_secs: u32,
         count: bool,
     ) -> Result<(), Refusal> {
+        self.swarm.apply(c, &self.delivery(origin, age_secs, count))
+    }
+
+    /// `apply_remote` for many records, in order: the clock read once, and the cache misses
+    /// of each run of 32 started together (`Swarm::prefetch`), as the UDP server does for a
+    /// batch of announces. Returns how many a limit refused.
+    pub fn apply_remote_batch(&self, records: &[Remote], count: bool) -> usize {
         let now = self.clock();
-        let d = Delivery {
+        let mut refused = 0;
+        let mut warm = Vec::with_capacity(32);
+        for run in records.chunks(32) {
+            warm.clear();
+            warm.extend(run.iter().map(|r| Prefetch {
+                info_hash: r.change.info_hash,
+                addr: r.change.addr,
+                only_leechers: false,
+            }));
+            self.swarm.prefetch(&warm);
+            for r in run {
+                let d = self.delivery_at(now, r.origin, r.age_secs, count);
+                refused += usize::from(self.swarm.apply(&r.change, &d).is_err());
+            }
+        }
+        refused
+    }
+
+    fn delivery(&self, origin: Origin, age_secs: u32, count: bool) -> Delivery {
+        self.delivery_at(self.clock(), origin, age_secs, count)
+    }
+
+    fn delivery_at(&self, now: u32, origin: Origin, age_secs: u32, count: bool) -> Delivery {
+        Delivery {
             origin,
             at: now.saturating_sub(age_secs),
             cutoff: now - self.policy.peer_timeout,
             count,
-        };
-        self.swarm.apply(c, &d)
+        }
     }
 
     /// Drops every peer learned from the bus, for a bus that lost its data.
@@ -391,8 +428,14 @@ impl Tracker {
     /// leases of owned peers that are due (docs/design.md, "Several nodes"). Walks every
     /// torrent: call it off the request path, every `sweep_every`.
     pub fn expire(&self) -> Expired {
-        let now = self.clock();
-        let gone = self.swarm.sweep(now, now - self.policy.peer_timeout);
+        self.expire_at(self.clock())
+    }
+
+    /// `expire` as of swarm second `now`: for benchmarks that run a clock of their own.
+    pub fn expire_at(&self, now: u32) -> Expired {
+        let gone = self
+            .swarm
+            .sweep(now, now.saturating_sub(self.policy.peer_timeout));
         self.metrics.expired(gone.peers);
         gone
     }
