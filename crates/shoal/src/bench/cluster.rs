@@ -82,12 +82,7 @@ pub async fn run(a: Args) -> Result<()> {
 
     // The stream: every live peer has about two records within one peer timeout (a join or
     // renewal, and the renewal half a timeout later); one million peers, two records each.
-    let shown = store::redact_url(&a.redis_url);
-    let client = redis::Client::open(a.redis_url.as_str()).map_err(Error::bus(&shown))?;
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(Error::bus(format!("cannot reach {shown}")))?;
+    let mut c = connect(&a.redis_url).await?;
     let key = "shoal:bench";
     let _: Value = redis::cmd("DEL")
         .arg(key)
@@ -148,6 +143,16 @@ pub async fn run(a: Args) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// A connection to the Redis a bench may fill, its URL redacted in errors.
+pub async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection> {
+    let shown = store::redact_url(url);
+    let client = redis::Client::open(url).map_err(Error::bus(&shown))?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(Error::bus(format!("cannot reach {shown}")))
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

@@ -57,12 +57,7 @@ fn parse_count_or_zero(s: &str) -> std::result::Result<u64, String> {
 const ENTRIES_PER_SECOND: usize = 10;
 
 pub async fn run(a: Args) -> Result<()> {
-    let shown = store::redact_url(&a.redis_url);
-    let client = redis::Client::open(a.redis_url.as_str()).map_err(Error::bus(&shown))?;
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(Error::bus(format!("cannot reach {shown}")))?;
+    let mut c = super::cluster::connect(&a.redis_url).await?;
     let steady = steady(&a, &mut c).await?;
     println!("{steady}");
     if a.join > 0 {

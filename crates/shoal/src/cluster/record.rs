@@ -119,6 +119,22 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
     out
 }
 
+fn peer(
+    info_hash: InfoHash,
+    peer_id: PeerId,
+    addr: SocketAddr,
+    state: PeerState,
+    completed: bool,
+) -> Record {
+    Record::Peer(PeerChange {
+        info_hash,
+        peer_id,
+        addr,
+        state,
+        completed,
+    })
+}
+
 /// Takes `n` bytes off the front of `b`.
 fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     let (head, rest) = b.split_at_checked(n)?;
@@ -187,14 +203,9 @@ fn decode_v3(mut b: &[u8]) -> Option<Vec<Record>> {
         } else {
             Ipv4Addr::from(array::<4>(&mut b)?).into()
         };
-        let port = u16::from_be_bytes(array(&mut b)?);
-        out.push(Record::Peer(PeerChange {
-            info_hash,
-            peer_id,
-            addr: SocketAddr::new(ip, port),
-            state,
-            completed: head & COMPLETED != 0,
-        }));
+        let addr = SocketAddr::new(ip, u16::from_be_bytes(array(&mut b)?));
+        let completed = head & COMPLETED != 0;
+        out.push(peer(info_hash, peer_id, addr, state, completed));
     }
     Some(out)
 }
@@ -223,14 +234,8 @@ fn decode_v2(version: u8, mut b: &[u8]) -> Option<Vec<Record>> {
             6 => Ipv6Addr::from(array::<16>(&mut b)?).into(),
             _ => return None,
         };
-        let port = u16::from_be_bytes(array(&mut b)?);
-        out.push(Record::Peer(PeerChange {
-            info_hash,
-            peer_id,
-            addr: SocketAddr::new(ip, port),
-            state,
-            completed: flags & 1 != 0,
-        }));
+        let addr = SocketAddr::new(ip, u16::from_be_bytes(array(&mut b)?));
+        out.push(peer(info_hash, peer_id, addr, state, flags & 1 != 0));
     }
     Some(out)
 }
