@@ -190,4 +190,104 @@ mod tests {
         }
         assert_eq!(f.per_ip.as_deref(), Some(&counts));
     }
+
+    /// Every peer sits where the index says, seeders are a prefix, per-address counts (where
+    /// kept) are a recount.
+    fn consistent(f: &Family<[u8; 4]>, hasher: &DefaultHashBuilder) {
+        assert!(f.seeders as usize <= f.peers.len());
+        for (i, p) in f.peers.iter().enumerate() {
+            assert_eq!(f.find(p, p.hash(hasher)), Some(i));
+        }
+        if let Some(per_ip) = f.per_ip.as_deref() {
+            let mut counts = hashbrown::HashMap::new();
+            for p in &f.peers {
+                *counts.entry(p.ip).or_insert(0u32) += 1;
+            }
+            assert_eq!(per_ip, &counts);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Announce {
+            ep: u8,
+            seeder: bool,
+            stop: bool,
+            seen: u32,
+        },
+        Slice(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0..60u8, any::<bool>(), proptest::bool::weighted(0.15), 0..10u32)
+                .prop_map(|(ep, seeder, stop, seen)| Op::Announce { ep, seeder, stop, seen }),
+            2 => (1..20usize).prop_map(Op::Slice),
+        ]
+    }
+
+    type View = std::collections::BTreeMap<SocketAddr, (u32, bool)>;
+
+    fn view(f: &Family<[u8; 4]>) -> View {
+        f.with_roles()
+            .map(|(p, s)| (p.addr(), (p.seen(), s)))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// A sliced sweep with announces between its slices (the shard is released between
+        /// them, docs/design.md "Expiry"), against a map: a slice removes only peers last
+        /// seen before the cutoff, the family stays whole after every step, and a full pass
+        /// at the end leaves exactly the map's peers seen since.
+        #[test]
+        fn slices_between_announces_remove_only_what_is_gone(
+            ops in proptest::collection::vec(op(), 1..200)
+        ) {
+            const CUTOFF: u32 = 5;
+            let hasher = DefaultHashBuilder::default();
+            let mut f = Family::<[u8; 4]>::default();
+            let mut model = View::new();
+            let mut below: Option<usize> = None;
+            let gone = |p: &Peer<[u8; 4]>| p.seen() < CUTOFF;
+            for op in ops {
+                match op {
+                    Op::Announce { ep, seeder, stop, seen } => {
+                        // Three endpoints share each address.
+                        let addr = SocketAddr::from(([10, 0, 0, ep % 20], 6881 + u16::from(ep / 20)));
+                        let Announcer::V4(p) = Announcer::new(PeerId([ep; 20]), addr, seen) else {
+                            unreachable!()
+                        };
+                        let event = if stop { AnnounceEvent::Stopped } else { AnnounceEvent::None };
+                        f.update(p, u64::from(!seeder), event, &hasher, OPEN, 0).unwrap();
+                        if stop {
+                            model.remove(&addr);
+                        } else {
+                            model.insert(addr, (seen, seeder));
+                        }
+                    }
+                    Op::Slice(budget) => {
+                        let from = below.unwrap_or(usize::MAX);
+                        let before = view(&f);
+                        let (_, _, next) =
+                            f.remove_some(from, budget, gone, Renewal::NONE, &hasher, |_, _| {});
+                        below = next;
+                        let after = view(&f);
+                        for (addr, (seen, _)) in &before {
+                            if !after.contains_key(addr) {
+                                proptest::prop_assert!(*seen < CUTOFF, "{addr} seen at {seen} removed");
+                                model.remove(addr);
+                            }
+                        }
+                    }
+                }
+                consistent(&f, &hasher);
+                proptest::prop_assert_eq!(view(&f), model.clone());
+            }
+            f.remove_where(gone, Renewal::NONE, &hasher, |_, _| {});
+            model.retain(|_, (seen, _)| *seen >= CUTOFF);
+            consistent(&f, &hasher);
+            proptest::prop_assert_eq!(view(&f), model);
+        }
+    }
 }
