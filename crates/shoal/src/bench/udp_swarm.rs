@@ -39,6 +39,20 @@ pub struct Args {
     /// interleave several trackers (scripts/bench-scale).
     #[arg(long)]
     pub paced: bool,
+    /// After the steady phases, every leecher announces `completed` once: one download per
+    /// leecher pending in the tracker (scripts/bench-scale times their flush at SIGTERM).
+    #[arg(long)]
+    pub complete: bool,
+}
+
+/// What a phase's announces say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A leecher's first announce says `started`.
+    Fill,
+    Steady,
+    /// A leecher finished: `completed`, nothing left.
+    Complete,
 }
 
 const BATCH: usize = 64;
@@ -228,7 +242,7 @@ impl Load {
     }
 
     /// Queues peer `i`'s next request: a connect if its address has no fresh id.
-    fn queue(&mut self, i: u64, first: bool) {
+    fn queue(&mut self, i: u64, phase: Phase) {
         let p = self.pop.peer(i);
         let a = Self::address(i);
         let tid = TransactionId(i as u32);
@@ -247,12 +261,16 @@ impl Load {
             info_hash: p.info_hash,
             peer_id: p.peer_id,
             downloaded: 0,
-            left: if p.seeder { 0 } else { 1 << 20 },
-            uploaded: 0,
-            event: if first && !p.seeder {
-                AnnounceEvent::Started
+            left: if p.seeder || phase == Phase::Complete {
+                0
             } else {
-                AnnounceEvent::None
+                1 << 20
+            },
+            uploaded: 0,
+            event: match phase {
+                Phase::Fill if !p.seeder => AnnounceEvent::Started,
+                Phase::Complete => AnnounceEvent::Completed,
+                _ => AnnounceEvent::None,
             },
             ip: 0,
             key: i as u32,
@@ -264,7 +282,7 @@ impl Load {
     }
 
     /// Runs peers from `next` until `done` says stop, `window` requests in flight.
-    fn run(&mut self, mut next: impl FnMut() -> Option<u64>, first: bool) -> Tally {
+    fn run(&mut self, mut next: impl FnMut() -> Option<u64>, phase: Phase) -> Tally {
         let mut t = Tally::default();
         let mut flying = 0usize;
         let mut more = true;
@@ -273,7 +291,7 @@ impl Load {
         while more || flying > 0 {
             while more && flying + self.wire.out.len() < self.window {
                 match again.pop().or_else(&mut next) {
-                    Some(i) => self.queue(i, first),
+                    Some(i) => self.queue(i, phase),
                     None => more = false,
                 }
                 if self.wire.out.len() == BATCH {
@@ -309,7 +327,7 @@ impl Load {
             }
             // Connect answers put their peers back; announce them now, before new ones.
             while let Some(i) = again.pop() {
-                self.queue(i, first);
+                self.queue(i, phase);
                 if self.wire.out.len() == BATCH {
                     flying += self.wire.flush();
                 }
@@ -362,7 +380,7 @@ pub fn run(a: Args) -> Result<()> {
                     filled - 1
                 })
             },
-            true,
+            Phase::Fill,
         );
         line(json!({
             "phase": "filled", "peers": size, "secs": started.elapsed().as_secs_f64(),
@@ -380,7 +398,7 @@ pub fn run(a: Args) -> Result<()> {
                     k += 1;
                     (Instant::now() < end).then(|| mix(k) % size)
                 },
-                false,
+                Phase::Steady,
             );
             let secs = started.elapsed().as_secs_f64();
             line(json!({
@@ -388,6 +406,17 @@ pub fn run(a: Args) -> Result<()> {
                 "answers_per_sec": (t.announces + t.connects) as f64 / secs,
                 "announces_per_sec": t.announces as f64 / secs,
                 "connects": t.connects, "errors": t.errors, "lost": t.lost, "round": round,
+            }));
+        }
+        if a.complete {
+            go();
+            let started = Instant::now();
+            let pop = load.pop;
+            let mut leechers = (0..size).filter(move |&i| !pop.peer(i).seeder);
+            let t = load.run(|| leechers.next(), Phase::Complete);
+            line(json!({
+                "phase": "completed", "peers": size, "secs": started.elapsed().as_secs_f64(),
+                "announces": t.announces, "errors": t.errors, "lost": t.lost,
             }));
         }
     }
@@ -438,7 +467,7 @@ mod tests {
                     n - 1
                 })
             },
-            true,
+            Phase::Fill,
         );
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         workers.into_iter().for_each(|w| w.join().unwrap());

@@ -421,8 +421,8 @@ impl Sim {
         out
     }
 
-    /// The entries node `n` read, applied in order by one map, less the peers of
-    /// incarnations that are gone and whose lease ran out.
+    /// The entries node `n` read, applied in order by one map, less the peers whose lease
+    /// ran out and whose writer does not own them (gone, or no longer the owner).
     fn model(&self, n: usize) -> View {
         let mut m = Model::default();
         for e in self.nodes[n].read.iter().map(|s| &self.history[s]) {
@@ -434,15 +434,22 @@ impl Sim {
                 data: e.data.clone(),
             });
         }
-        let alive: HashSet<(String, String)> = self
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.inc.clone()))
-            .collect();
+        // A live writer that still owns the peer will say when it leaves; any other record
+        // places its peer for one timeout and one lease (a writer that is gone, or one that
+        // no longer owns it because of a record this node never read back).
+        let owns = |(h, addr): &(InfoHash, SocketAddr), writer: &(String, String)| {
+            self.nodes.iter().any(|n| {
+                (&n.name, &n.inc) == (&writer.0, &writer.1)
+                    && n.swarm
+                        .peers(h)
+                        .iter()
+                        .any(|p| p.addr == *addr && p.owner.is_none())
+            })
+        };
         let cutoff = self.now - T;
         m.peers
             .into_iter()
-            .filter(|(_, p)| alive.contains(&p.writer) || (p.ms / 1000) as u32 + LEASE >= cutoff)
+            .filter(|(k, p)| owns(k, &p.writer) || (p.ms / 1000) as u32 + LEASE >= cutoff)
             .map(|(k, p)| (k, (p.peer_id.0, p.seeder, p.writer)))
             .collect()
     }
