@@ -1,5 +1,6 @@
-//! Writes download deltas to the store, one batched transaction per interval. A failed write
-//! keeps its deltas and retries with backoff; nothing is dropped.
+//! Writes download deltas to the store, one batched transaction per interval (per 100,000
+//! torrents, for more). A failed write keeps its deltas and retries with backoff; nothing is
+//! dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use crate::tracker::Tracker;
 
 /// Retries slow down to this, so a database that comes back is used within seconds.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Torrents per transaction: a flush of millions (after the database was away long, or the
+/// last one at shutdown) commits as it goes, so a deadline or a failure keeps what it wrote.
+const SLICE: usize = 100_000;
 
 /// What the final flush may take at shutdown, retries included.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(8);
@@ -63,19 +68,23 @@ impl<S: TorrentMetricsStore> Flusher<S> {
         if self.unflushed.is_empty() {
             return Ok(0);
         }
-        let batch: Vec<_> = self.unflushed.iter().map(|(h, d)| (*h, *d)).collect();
         let started = Instant::now();
-        match self.store.add_downloads(&batch).await {
-            Ok(()) => {
-                self.unflushed.clear();
-                m.flushed(outstanding, started.elapsed());
-                Ok(batch.len())
-            }
-            Err(e) => {
+        let torrents: Vec<InfoHash> = self.unflushed.keys().copied().collect();
+        for slice in torrents.chunks(SLICE) {
+            let batch: Vec<_> = slice.iter().map(|h| (*h, self.unflushed[h])).collect();
+            if let Err(e) = self.store.add_downloads(&batch).await {
                 m.flush_failed();
-                Err(e)
+                let left: u64 = self.unflushed.values().sum();
+                m.flush_holds(self.unflushed.len(), left);
+                return Err(e);
             }
+            // Written: nothing between the write's end and this may be cancelled.
+            slice.iter().for_each(|h| {
+                self.unflushed.remove(h);
+            });
         }
+        m.flushed(outstanding, started.elapsed());
+        Ok(torrents.len())
     }
 
     /// Starts a flush every `interval` (a slow write does not push the next one back) until
@@ -190,5 +199,142 @@ impl FlusherThread {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|_| "the flusher thread panicked".to_string())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::{AnnounceConfig, Mode};
+    use crate::tracker::{PeerAnnounce, Protocol};
+
+    /// A real SQLite store whose `add_downloads` fails from the `fail_from`th call on.
+    struct Failing {
+        inner: store::AnyStore,
+        calls: AtomicUsize,
+        fail_from: usize,
+    }
+
+    impl TorrentMetricsStore for Failing {
+        async fn load_torrent_downloads(
+            &self,
+            h: &InfoHash,
+        ) -> Result<Option<u64>, store::StoreError> {
+            self.inner.load_torrent_downloads(h).await
+        }
+        async fn save_torrent_downloads(
+            &self,
+            h: &InfoHash,
+            n: u64,
+        ) -> Result<(), store::StoreError> {
+            self.inner.save_torrent_downloads(h, n).await
+        }
+        async fn increase_downloads_for_torrent(
+            &self,
+            h: &InfoHash,
+        ) -> Result<(), store::StoreError> {
+            self.inner.increase_downloads_for_torrent(h).await
+        }
+        async fn load_all_torrents_downloads<F>(&self, sink: F) -> Result<u64, store::StoreError>
+        where
+            F: FnMut(InfoHash, u64) + Send,
+        {
+            self.inner.load_all_torrents_downloads(sink).await
+        }
+        async fn add_downloads(&self, deltas: &[(InfoHash, u64)]) -> Result<(), store::StoreError> {
+            if self.calls.fetch_add(1, Ordering::Relaxed) + 1 >= self.fail_from {
+                return Err(store::StoreError::BadRow {
+                    what: "test",
+                    detail: "the database went away".into(),
+                });
+            }
+            self.inner.add_downloads(deltas).await
+        }
+        async fn load_global_downloads(&self) -> Result<Option<u64>, store::StoreError> {
+            self.inner.load_global_downloads().await
+        }
+        async fn save_global_downloads(&self, n: u64) -> Result<(), store::StoreError> {
+            self.inner.save_global_downloads(n).await
+        }
+        async fn increase_global_downloads(&self, by: u64) -> Result<(), store::StoreError> {
+            self.inner.increase_global_downloads(by).await
+        }
+    }
+
+    /// More torrents than one transaction takes: the flush commits slice by slice, so a
+    /// failure (or the shutdown deadline) halfway keeps what was written, and the retry
+    /// writes the rest once.
+    #[tokio::test]
+    async fn a_large_flush_keeps_the_slices_it_wrote_when_the_database_goes_away() {
+        let tracker = Arc::new(Tracker::new(
+            AnnounceConfig::default(),
+            Mode::Public,
+            swarm::Limits::NONE,
+        ));
+        let n = 2 * SLICE as u32 + 1;
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut h = [0u8; 20];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            for (left, event) in [
+                (1, protocol::AnnounceEvent::Started),
+                (0, protocol::AnnounceEvent::Completed),
+            ] {
+                let a = PeerAnnounce {
+                    info_hash: InfoHash(h),
+                    peer_id: protocol::PeerId([7; 20]),
+                    ip: [10, 0, 0, 1].into(),
+                    port: 6881,
+                    left,
+                    event,
+                    numwant: Some(0),
+                    key: None,
+                };
+                let _ = tracker.announce(Protocol::Udp, &a, tracker.now(), &mut out);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("shoal-flusher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = store::DatabaseUrl::parse(&format!("sqlite://{}/d.db", dir.display())).unwrap();
+        let db = store::AnyStore::open(&url, 2).await.unwrap();
+        store::SchemaMigrator::migrate(&db).await.unwrap();
+        let failing = Failing {
+            inner: db.clone(),
+            calls: AtomicUsize::new(0),
+            fail_from: 2,
+        };
+        let mut flusher = Flusher::new(failing, tracker.clone(), usize::MAX);
+        assert!(flusher.flush().await.is_err(), "the second slice fails");
+        let rows = db.load_all_torrents_downloads(|_, _| {}).await.unwrap();
+        assert_eq!(rows, SLICE as u64, "the first slice is written");
+        assert_eq!(
+            db.load_global_downloads().await.unwrap(),
+            Some(SLICE as u64)
+        );
+        assert_eq!(
+            flusher.unflushed.len(),
+            n as usize - SLICE,
+            "the rest waits"
+        );
+        flusher.store.fail_from = usize::MAX;
+        assert_eq!(flusher.flush().await.unwrap(), n as usize - SLICE);
+        let mut sum = 0;
+        let rows = db
+            .load_all_torrents_downloads(|_, d| sum += d)
+            .await
+            .unwrap();
+        assert_eq!(
+            (rows, sum),
+            (u64::from(n), u64::from(n)),
+            "every download once"
+        );
+        assert_eq!(
+            db.load_global_downloads().await.unwrap(),
+            Some(u64::from(n))
+        );
+        store::Connection::close(&db).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
