@@ -70,6 +70,7 @@ impl Swarm {
                 let shard = &mut *guard;
                 let before = shard.torrents.len();
                 let mut g = Removed::default();
+                let renewal = self.room_for(&shard.outbox, renewal);
                 let outbox = &mut shard.outbox;
                 from = shard.torrents.retain_some(at, CHUNK, |h, t| {
                     let mut tell =
@@ -114,6 +115,7 @@ impl Swarm {
         while let Some(b) = below {
             let mut guard = self.lock(i);
             let shard = &mut *guard;
+            let renewal = self.room_for(&shard.outbox, renewal);
             let outbox = &mut shard.outbox;
             // The torrent may have gone meanwhile (its peers stopped): nothing left to do.
             let Some(t) = shard.torrents.get_mut(&h) else {
@@ -176,6 +178,17 @@ impl Swarm {
             return (s, l, None);
         }
         f.remove_some(below, CHUNK, gone, renewal, &self.hasher, tell)
+    }
+
+    /// The renewals a chunk may make: none while the shard's outbox could not take all a
+    /// chunk adds, so a sweep of millions never overflows it (dropping changes); a renewal
+    /// that waits is made by the peer's next announce or the next sweep.
+    fn room_for(&self, outbox: &[PeerChange], renewal: Renewal) -> Renewal {
+        if outbox.len() + 4 * CHUNK <= self.outbox_cap {
+            renewal
+        } else {
+            Renewal::NONE
+        }
     }
 
     /// What a chunk removed, in the shard's and the swarm's totals.

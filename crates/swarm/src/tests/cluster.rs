@@ -295,3 +295,44 @@ fn the_sweep_renews_owned_leases_that_are_due_and_nothing_else() {
     single.sweep(100_000, 0);
     assert!(single.take_changes().is_empty());
 }
+
+/// A sweep that finds more leases due than the outbox holds renews what fits and leaves the
+/// rest for the next sweep: nothing is dropped, every peer is renewed once.
+#[test]
+fn renewals_wait_for_room_in_the_outbox_rather_than_drop() {
+    let s = Swarm::with_policy(
+        4,
+        Policy {
+            lease_every: 900,
+            max_outbox: 4 * 64,
+            ..Policy::default()
+        },
+    );
+    let n = 1500u32;
+    let mut renewed = std::collections::HashSet::new();
+    for i in 0..n {
+        let mut p = peer(
+            1,
+            &format!("10.{}.{}.{}:1", i >> 16, (i >> 8) & 255, i & 255),
+            1,
+            AnnounceEvent::Started,
+        );
+        p.info_hash = InfoHash([(i % 97) as u8 + 1; 20]);
+        at(&s, p, 0);
+        // The publisher takes the joins as they come.
+        s.take_changes();
+    }
+    let mut sweeps = 0;
+    while renewed.len() < n as usize && sweeps < 100 {
+        s.sweep(900 + sweeps, 0);
+        sweeps += 1;
+        let batch = s.take_changes();
+        assert!(batch.len() <= 4 * 64, "no more than the outbox holds");
+        for c in batch {
+            assert!(renewed.insert(c.addr), "{} renewed twice", c.addr);
+        }
+    }
+    assert_eq!(renewed.len(), n as usize, "every lease renewed");
+    assert!(sweeps > 1, "more than one sweep was needed");
+    assert_eq!(s.dropped_changes(), 0);
+}
