@@ -13,6 +13,17 @@ async fn xadd(c: &mut MultiplexedConnection, id: &str) {
         .unwrap();
 }
 
+/// Trims the stream as a publisher's `XADD … MINID` does.
+async fn xtrim(c: &mut MultiplexedConnection, min_id: u64) {
+    let _: Value = redis::cmd("XTRIM")
+        .arg(STREAM)
+        .arg("MINID")
+        .arg(min_id)
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
 /// On a real Redis: a reader that comes back after entries it had not read were trimmed
 /// knows it (and forgets what they might have changed); one that had read them, or
 /// finds the stream's ids gone back, does not.
@@ -26,24 +37,12 @@ async fn a_reader_knows_when_entries_it_had_not_read_were_trimmed() {
     }
     let mut last = String::from("2000-0");
     assert!(!after_reconnect(&mut c, &mut last).await, "nothing trimmed");
-    let _: Value = redis::cmd("XTRIM")
-        .arg(STREAM)
-        .arg("MINID")
-        .arg("3500")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    xtrim(&mut c, 3500).await;
     assert!(
         after_reconnect(&mut c, &mut last).await,
         "3000-0 went unread"
     );
-    let _: Value = redis::cmd("XTRIM")
-        .arg(STREAM)
-        .arg("MINID")
-        .arg("9000")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    xtrim(&mut c, 9000).await;
     assert!(
         after_reconnect(&mut c, &mut last).await,
         "an empty stream past it"
