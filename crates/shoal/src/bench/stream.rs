@@ -11,7 +11,8 @@
 //!   ratio, then a node started in this process (the real reader and swarm) timed from start
 //!   to ready, with the memory it took.
 //!
-//! `--redis-url` must be a Redis the bench may fill and empty: it deletes the cluster's keys.
+//! `--redis-url` must be a Redis the bench may fill and empty: it deletes the cluster's keys
+//! (`--keep-join` leaves the join's stream for a `shoal serve` node to be timed on).
 
 use std::time::Instant;
 
@@ -43,6 +44,9 @@ pub struct Args {
     /// Zipf exponent of torrent popularity (one torrent per five peers).
     #[arg(long, default_value_t = 1.0)]
     pub zipf: f64,
+    /// Leaves the join's stream in Redis, so a `shoal serve` node can be timed joining it.
+    #[arg(long)]
+    pub keep_join: bool,
 }
 
 fn parse_count_or_zero(s: &str) -> std::result::Result<u64, String> {
@@ -312,7 +316,9 @@ async fn join(a: &Args, c: &mut MultiplexedConnection, ratio: f64) -> Result<ser
     let (rss_after, _) = super::swarm::memory();
     let held = node.tracker.stats();
     node.stop().await;
-    del(c, &[STREAM, crate::cluster::EPOCH]).await?;
+    if !a.keep_join {
+        del(c, &[STREAM, crate::cluster::EPOCH]).await?;
+    }
     let peers = held.seeders + held.leechers;
     Ok(serde_json::json!({
         "bench": "stream-join",

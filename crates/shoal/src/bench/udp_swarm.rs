@@ -43,11 +43,19 @@ pub struct Args {
     /// leecher pending in the tracker (scripts/bench-scale times their flush at SIGTERM).
     #[arg(long)]
     pub complete: bool,
+    /// Instead of the steady phases: a quarter of the peers (filled first) fall silent while
+    /// the rest re-announce at `--expire-rate` for this many seconds; the answers are timed
+    /// while the tracker's expiry removes the quarter (one size only).
+    #[arg(long, default_value_t = 0)]
+    pub expire_secs: u64,
+    /// Re-announces per second during `--expire-secs`, open loop.
+    #[arg(long, default_value_t = 60_000)]
+    pub expire_rate: u64,
 }
 
 /// What a phase's announces say.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// A leecher's first announce says `started`.
     Fill,
     Steady,
@@ -62,10 +70,10 @@ const ID_AGE: u64 = 60;
 
 /// One socket bound to the wildcard address (so that replies to any 127/8 address reach
 /// it), sending each datagram from the address `IP_PKTINFO` names.
-struct Wire {
+pub(super) struct Wire {
     sock: UdpSocket,
     server: SocketAddrV4,
-    out: Vec<([u8; PACKET], usize, Ipv4Addr)>,
+    pub(super) out: Vec<([u8; PACKET], usize, Ipv4Addr)>,
     inbox: Vec<[u8; PACKET]>,
 }
 
@@ -102,7 +110,7 @@ impl Wire {
     }
 
     /// Sends what is queued; returns how many went.
-    fn flush(&mut self) -> usize {
+    pub(super) fn flush(&mut self) -> usize {
         let n = self.out.len();
         if n == 0 {
             return 0;
@@ -168,7 +176,12 @@ impl Wire {
 
     /// Waits for answers (200 ms at most) and hands each datagram from the server to `f`;
     /// returns how many came.
-    fn recv(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+    fn recv(&mut self, f: impl FnMut(&[u8])) -> usize {
+        self.recv_with(libc::MSG_WAITFORONE, f)
+    }
+
+    /// `recv` with `recvmmsg`'s flags: `MSG_DONTWAIT` takes only what has come.
+    pub(super) fn recv_with(&mut self, flags: libc::c_int, mut f: impl FnMut(&[u8])) -> usize {
         // SAFETY: as in `flush`: zeroed headers pointing into `self.inbox` and locals.
         let mut hdrs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
         let mut names: Vec<libc::sockaddr_in> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
@@ -193,7 +206,7 @@ impl Wire {
                 self.sock.as_raw_fd(),
                 hdrs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -222,27 +235,27 @@ struct Tally {
     lost: u64,
 }
 
-struct Load {
-    pop: Population,
-    wire: Wire,
+pub(super) struct Load {
+    pub(super) pop: Population,
+    pub(super) wire: Wire,
     /// Connection id per address index, and the second it came (0: none yet).
-    ids: Vec<u64>,
-    issued: Vec<u32>,
+    pub(super) ids: Vec<u64>,
+    pub(super) issued: Vec<u32>,
     started: Instant,
     window: usize,
 }
 
 impl Load {
-    fn address(i: u64) -> usize {
+    pub(super) fn address(i: u64) -> usize {
         (i % ((1 << 24) - 2)) as usize
     }
 
-    fn secs(&self) -> u32 {
+    pub(super) fn secs(&self) -> u32 {
         self.started.elapsed().as_secs() as u32 + 1
     }
 
     /// Queues peer `i`'s next request: a connect if its address has no fresh id.
-    fn queue(&mut self, i: u64, phase: Phase) {
+    pub(super) fn queue(&mut self, i: u64, phase: Phase) {
         let p = self.pop.peer(i);
         let a = Self::address(i);
         let tid = TransactionId(i as u32);
@@ -340,6 +353,10 @@ impl Load {
 pub fn run(a: Args) -> Result<()> {
     let (sizes, pop) = a.shape.resolve()?;
     let largest = *sizes.last().unwrap_or(&1);
+    let expiry = a.expire_secs > 0;
+    if expiry && sizes.len() != 1 {
+        return Err(Error::Said("--expire-secs takes one size".into()));
+    }
     if largest > u64::from(u32::MAX) {
         return Err(Error::Said(
             "at most 4 294 967 295 peers (their numbers are transaction ids)".into(),
@@ -377,7 +394,10 @@ pub fn run(a: Args) -> Result<()> {
             || {
                 (filled < size).then(|| {
                     filled += 1;
-                    filled - 1
+                    match expiry {
+                        true => super::udp_expiry::fill_order(filled - 1, size),
+                        false => filled - 1,
+                    }
                 })
             },
             Phase::Fill,
@@ -387,6 +407,16 @@ pub fn run(a: Args) -> Result<()> {
             "announces": t.announces, "expected": size - from, "connects": t.connects,
             "errors": t.errors, "lost": t.lost,
         }));
+        if expiry {
+            go();
+            line(super::udp_expiry::run(
+                &mut load,
+                size,
+                a.expire_rate,
+                a.expire_secs,
+            ));
+            continue;
+        }
         for round in 0..a.rounds {
             go();
             line(json!({"phase": "steady_start", "peers": size, "round": round}));
