@@ -1,8 +1,10 @@
 //! Expiry (docs/design.md, "Expiry"): silent peers leave without any announce waiting long.
 //! A shard is held for about `CHUNK` peers at a time and then handed to a waiting announce
 //! (`unlock_fair`: a plain unlock lets the sweep take it straight back, and an announce would
-//! wait for the whole shard). A family larger than a chunk is put aside and swept in slices
-//! after its shard's pass, so a swarm of millions costs announces no more than a small one.
+//! wait for the whole shard), and the core is yielded, so a UDP worker sharing it answers
+//! between chunks instead of after the scheduler's time slice. A family larger than a chunk
+//! is put aside and swept in slices after its shard's pass, so a swarm of millions costs
+//! announces no more than a small one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -94,6 +96,7 @@ impl Swarm {
                 g.torrents = before - shard.torrents.len();
                 self.count_gone(shard, &g, &mut expired);
                 MutexGuard::unlock_fair(guard);
+                std::thread::yield_now();
             }
             for (h, kind) in large.drain(..) {
                 self.sweep_large(i, (h, kind), gone, renewal, &mut expired);
@@ -136,6 +139,7 @@ impl Swarm {
             };
             self.count_gone(shard, &g, expired);
             MutexGuard::unlock_fair(guard);
+            std::thread::yield_now();
             below = next;
         }
     }

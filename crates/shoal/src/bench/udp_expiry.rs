@@ -1,15 +1,43 @@
 //! `bench udp-swarm --expire-secs`: a tracker's answers timed while its expiry removes a
 //! quarter of the swarm (docs/benchmarking.md, "Internet scale"). The quarter
-//! (`Population::expiring`) is filled first and then falls silent; the rest re-announce in
-//! fill order at a fixed rate, open loop, so a tracker that stalls shows it as latency
-//! rather than as a slower generator. The busiest torrent's count, read from the answers,
-//! dates the expiry: it only falls when the tracker removes silent peers.
+//! (`Population::expiring`) is filled first, then after `--expire-gap` seconds the rest, so
+//! the quarter is due a gap before anyone else; then random peers of the rest re-announce at
+//! a fixed rate, open loop, so a tracker that stalls shows it as latency rather than as a
+//! slower generator. The busiest torrent's count, read from the answers, dates the expiry:
+//! it only falls when the tracker removes silent peers.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::udp_swarm::{Load, Phase};
+use super::population::mix;
+use super::udp_swarm::{Load, Phase, Tally};
+
+/// The fill: the expiring quarter, `gap` seconds of silence, the rest.
+pub(super) fn fill(load: &mut Load, size: u64, gap: u64) -> Tally {
+    let quarter = size.div_ceil(4);
+    let mut total = Tally::default();
+    for (from, to) in [(0, quarter), (quarter, size)] {
+        if from > 0 {
+            std::thread::sleep(Duration::from_secs(gap));
+        }
+        let mut k = from;
+        let t = load.run(
+            || {
+                (k < to).then(|| {
+                    k += 1;
+                    fill_order(k - 1, size)
+                })
+            },
+            Phase::Fill,
+        );
+        total.connects += t.connects;
+        total.announces += t.announces;
+        total.errors += t.errors;
+        total.lost += t.lost;
+    }
+    total
+}
 
 /// Peer number of the `k`-th fill: the expiring quarter (every fourth peer) first, then the
 /// rest in order.
@@ -30,8 +58,8 @@ struct Second {
     top: Option<u32>,
 }
 
-/// The expiry phase: `secs` seconds of the kept peers re-announcing at `rate` per second.
-pub(super) fn run(load: &mut Load, size: u64, rate: u64, secs: u64) -> Value {
+/// The expiry phase: random kept peers re-announcing at `rate` per second until `until`.
+pub(super) fn run(load: &mut Load, size: u64, rate: u64, until: Instant) -> Value {
     let quarter = size.div_ceil(4);
     let kept = (size - quarter).max(1);
     // When each peer's request in flight went, in µs since the phase began, plus one (0: none).
@@ -41,7 +69,7 @@ pub(super) fn run(load: &mut Load, size: u64, rate: u64, secs: u64) -> Value {
     let mut again: Vec<u64> = Vec::new();
     let t0 = Instant::now();
     let micros = |t0: Instant| t0.elapsed().as_micros() as u32 + 1;
-    let end = Duration::from_secs(secs);
+    let end = until.saturating_duration_since(t0);
     // A second after the end for the last answers; what has not come by then was lost.
     while t0.elapsed() < end + Duration::from_secs(1) {
         let sending = t0.elapsed() < end;
@@ -53,7 +81,7 @@ pub(super) fn run(load: &mut Load, size: u64, rate: u64, secs: u64) -> Value {
             let i = again.pop().unwrap_or_else(|| {
                 sent += 1;
                 k += 1;
-                fill_order(quarter + (k - 1) % kept, size)
+                fill_order(quarter + mix(k) % kept, size)
             });
             load.queue(i, Phase::Steady);
             sent_at[i as usize] = micros(t0);
@@ -104,7 +132,7 @@ pub(super) fn run(load: &mut Load, size: u64, rate: u64, secs: u64) -> Value {
         }
     }
     let lost = sent_at.iter().filter(|a| **a != 0).count();
-    summary(&seconds, size, quarter, rate, secs, errors, lost)
+    summary(&seconds, size, quarter, rate, end.as_secs(), errors, lost)
 }
 
 fn summary(

@@ -44,13 +44,17 @@ pub struct Args {
     #[arg(long)]
     pub complete: bool,
     /// Instead of the steady phases: a quarter of the peers (filled first) fall silent while
-    /// the rest re-announce at `--expire-rate` for this many seconds; the answers are timed
-    /// while the tracker's expiry removes the quarter (one size only).
+    /// the rest re-announce at `--expire-rate` until this many seconds after the fill began;
+    /// the answers are timed while the tracker's expiry removes the quarter (one size only).
     #[arg(long, default_value_t = 0)]
     pub expire_secs: u64,
     /// Re-announces per second during `--expire-secs`, open loop.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 20_000)]
     pub expire_rate: u64,
+    /// With `--expire-secs`: seconds of silence between the quarter's fill and the rest's,
+    /// so the tracker's expiry takes the quarter well before any of the rest is due.
+    #[arg(long, default_value_t = 0)]
+    pub expire_gap: u64,
 }
 
 /// What a phase's announces say.
@@ -228,11 +232,11 @@ impl Wire {
 
 /// What one phase sent and got.
 #[derive(Default)]
-struct Tally {
-    connects: u64,
-    announces: u64,
-    errors: u64,
-    lost: u64,
+pub(super) struct Tally {
+    pub(super) connects: u64,
+    pub(super) announces: u64,
+    pub(super) errors: u64,
+    pub(super) lost: u64,
 }
 
 pub(super) struct Load {
@@ -295,7 +299,7 @@ impl Load {
     }
 
     /// Runs peers from `next` until `done` says stop, `window` requests in flight.
-    fn run(&mut self, mut next: impl FnMut() -> Option<u64>, phase: Phase) -> Tally {
+    pub(super) fn run(&mut self, mut next: impl FnMut() -> Option<u64>, phase: Phase) -> Tally {
         let mut t = Tally::default();
         let mut flying = 0usize;
         let mut more = true;
@@ -390,14 +394,28 @@ pub fn run(a: Args) -> Result<()> {
         go();
         let started = Instant::now();
         let from = filled;
+        if expiry {
+            let t = super::udp_expiry::fill(&mut load, size, a.expire_gap);
+            line(json!({
+                "phase": "filled", "peers": size, "secs": started.elapsed().as_secs_f64(),
+                "announces": t.announces, "expected": size, "connects": t.connects,
+                "errors": t.errors, "lost": t.lost,
+            }));
+            go();
+            let until = started + Duration::from_secs(a.expire_secs);
+            line(super::udp_expiry::run(
+                &mut load,
+                size,
+                a.expire_rate,
+                until,
+            ));
+            continue;
+        }
         let t = load.run(
             || {
                 (filled < size).then(|| {
                     filled += 1;
-                    match expiry {
-                        true => super::udp_expiry::fill_order(filled - 1, size),
-                        false => filled - 1,
-                    }
+                    filled - 1
                 })
             },
             Phase::Fill,
@@ -407,16 +425,6 @@ pub fn run(a: Args) -> Result<()> {
             "announces": t.announces, "expected": size - from, "connects": t.connects,
             "errors": t.errors, "lost": t.lost,
         }));
-        if expiry {
-            go();
-            line(super::udp_expiry::run(
-                &mut load,
-                size,
-                a.expire_rate,
-                a.expire_secs,
-            ));
-            continue;
-        }
         for round in 0..a.rounds {
             go();
             line(json!({"phase": "steady_start", "peers": size, "round": round}));

@@ -210,6 +210,7 @@ impl Node {
                 tracker.clone(),
                 config.database.max_pending_torrents.get(),
                 Duration::from_millis(config.database.flush_interval_ms.get()),
+                Duration::from_millis(config.database.final_flush_timeout_ms.get()),
             )
             .await?,
             store,

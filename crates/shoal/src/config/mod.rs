@@ -59,6 +59,9 @@ pub struct DatabaseConfig {
     /// Torrents whose download deltas may wait in memory while the database is unreachable;
     /// beyond it, increments for further torrents are dropped and counted in metrics.
     pub max_pending_torrents: NonZeroUsize,
+    /// What the last flush at SIGTERM may take, retries included, in milliseconds; what it
+    /// has not written by then is logged as lost. Keep it under the service's stop timeout.
+    pub final_flush_timeout_ms: NonZeroU64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -295,6 +298,7 @@ impl Default for DatabaseConfig {
             flush_interval_ms: NonZeroU64::new(1000).unwrap(),
             max_connections: NonZeroU32::new(8).unwrap(),
             max_pending_torrents: NonZeroUsize::new(1_000_000).unwrap(),
+            final_flush_timeout_ms: NonZeroU64::new(8000).unwrap(),
         }
     }
 }

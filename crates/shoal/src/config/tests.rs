@@ -130,6 +130,10 @@ fn errors_name_the_key() {
             "SHOAL_DATABASE__MAX_PENDING_TORRENTS",
             "'database.max_pending_torrents'",
         ),
+        (
+            "SHOAL_DATABASE__FINAL_FLUSH_TIMEOUT_MS",
+            "'database.final_flush_timeout_ms'",
+        ),
         ("SHOAL_HTTP__MAX_CONNECTIONS", "'http.max_connections'"),
         ("SHOAL_HTTP__HEADER_TIMEOUT_MS", "'http.header_timeout_ms'"),
         ("SHOAL_ANNOUNCE__INTERVAL", "'announce.interval'"),
