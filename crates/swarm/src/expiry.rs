@@ -1,8 +1,8 @@
 //! Expiry (docs/design.md, "Expiry"): silent peers leave without any announce waiting long.
 //! A shard is held for about `CHUNK` peers at a time and then handed to a waiting announce
 //! (`unlock_fair`: a plain unlock lets the sweep take it straight back, and an announce would
-//! wait for the whole shard), and the core is yielded, so a UDP worker sharing it answers
-//! between chunks instead of after the scheduler's time slice. A family larger than a chunk
+//! wait for the whole shard), and every half millisecond the core is yielded, so a UDP
+//! worker sharing it answers between chunks instead of after the scheduler's time slice. A family larger than a chunk
 //! is put aside and swept in slices after its shard's pass, so a swarm of millions costs
 //! announces no more than a small one.
 
@@ -22,6 +22,32 @@ type Gone<'a> = &'a dyn Fn(u32, bool) -> bool;
 /// Peers (and torrents) looked at per shard lock: tens of microseconds. Tiny under test, so
 /// that every test with a swarm of more than a few peers goes through the sliced sweep.
 pub(crate) const CHUNK: usize = if cfg!(test) { 8 } else { 1024 };
+
+/// The sweep yields its core at most this long after the last time, between chunks.
+const YIELD_EVERY: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Yields the core between chunks every `YIELD_EVERY`: a UDP worker sharing the core then
+/// waits about that long for it, not the scheduler's whole time slice, while a sweep on a
+/// busy core still gets a slice of its own each time (yielding after every chunk would leave it
+/// one chunk per worker slice).
+struct Pace {
+    last: std::time::Instant,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Pace {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn chunk_done(&mut self) {
+        if self.last.elapsed() >= YIELD_EVERY {
+            std::thread::yield_now();
+            self.last = std::time::Instant::now();
+        }
+    }
+}
 
 /// A torrent's family, for sweeping one later.
 #[derive(Clone, Copy)]
@@ -65,6 +91,7 @@ impl Swarm {
     pub(crate) fn remove_where(&self, gone: Gone, renewal: Renewal) -> Expired {
         let mut expired = Expired::default();
         let mut large = Vec::new();
+        let mut pace = Pace::new();
         for i in 0..self.shards.len() {
             let mut from = Some(0);
             while let Some(at) = from {
@@ -96,10 +123,10 @@ impl Swarm {
                 g.torrents = before - shard.torrents.len();
                 self.count_gone(shard, &g, &mut expired);
                 MutexGuard::unlock_fair(guard);
-                std::thread::yield_now();
+                pace.chunk_done();
             }
             for (h, kind) in large.drain(..) {
-                self.sweep_large(i, (h, kind), gone, renewal, &mut expired);
+                self.sweep_large(i, (h, kind), gone, renewal, &mut expired, &mut pace);
             }
         }
         expired
@@ -113,6 +140,7 @@ impl Swarm {
         gone: Gone,
         renewal: Renewal,
         expired: &mut Expired,
+        pace: &mut Pace,
     ) {
         let mut below = Some(usize::MAX);
         while let Some(b) = below {
@@ -139,7 +167,7 @@ impl Swarm {
             };
             self.count_gone(shard, &g, expired);
             MutexGuard::unlock_fair(guard);
-            std::thread::yield_now();
+            pace.chunk_done();
             below = next;
         }
     }

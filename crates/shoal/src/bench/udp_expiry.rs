@@ -11,10 +11,31 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::population::mix;
-use super::udp_swarm::{Load, Phase, Tally};
+use super::udp_swarm::{Args, Load, Phase, Tally, go, line, start};
+use crate::cmd::{Error, Result};
+
+/// `udp-swarm --expire-secs`: the fill, then the timed phase; a JSON line each.
+pub fn main(a: &Args) -> Result<()> {
+    let (sizes, mut load) = start(a)?;
+    let &[size] = sizes.as_slice() else {
+        return Err(Error::Said("--expire-secs takes one size".into()));
+    };
+    go(a);
+    let started = Instant::now();
+    let t = fill(&mut load, size, a.expire_gap);
+    line(json!({
+        "phase": "filled", "peers": size, "secs": started.elapsed().as_secs_f64(),
+        "announces": t.announces, "expected": size, "connects": t.connects,
+        "errors": t.errors, "lost": t.lost,
+    }));
+    go(a);
+    let until = started + Duration::from_secs(a.expire_secs);
+    line(run(&mut load, size, a.expire_rate, until));
+    Ok(())
+}
 
 /// The fill: the expiring quarter, `gap` seconds of silence, the rest.
-pub(super) fn fill(load: &mut Load, size: u64, gap: u64) -> Tally {
+fn fill(load: &mut Load, size: u64, gap: u64) -> Tally {
     let quarter = size.div_ceil(4);
     let mut total = Tally::default();
     for (from, to) in [(0, quarter), (quarter, size)] {
@@ -41,7 +62,7 @@ pub(super) fn fill(load: &mut Load, size: u64, gap: u64) -> Tally {
 
 /// Peer number of the `k`-th fill: the expiring quarter (every fourth peer) first, then the
 /// rest in order.
-pub(super) fn fill_order(k: u64, size: u64) -> u64 {
+fn fill_order(k: u64, size: u64) -> u64 {
     let quarter = size.div_ceil(4);
     if k < quarter {
         4 * k
@@ -59,7 +80,7 @@ struct Second {
 }
 
 /// The expiry phase: random kept peers re-announcing at `rate` per second until `until`.
-pub(super) fn run(load: &mut Load, size: u64, rate: u64, until: Instant) -> Value {
+fn run(load: &mut Load, size: u64, rate: u64, until: Instant) -> Value {
     let quarter = size.div_ceil(4);
     let kept = (size - quarter).max(1);
     // When each peer's request in flight went, in µs since the phase began, plus one (0: none).

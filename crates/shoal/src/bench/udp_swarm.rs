@@ -354,20 +354,17 @@ impl Load {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+/// The generator for `a`: the sizes to fill to and the load that fills them.
+pub(super) fn start(a: &Args) -> Result<(Vec<u64>, Load)> {
     let (sizes, pop) = a.shape.resolve()?;
     let largest = *sizes.last().unwrap_or(&1);
-    let expiry = a.expire_secs > 0;
-    if expiry && sizes.len() != 1 {
-        return Err(Error::Said("--expire-secs takes one size".into()));
-    }
     if largest > u64::from(u32::MAX) {
         return Err(Error::Said(
             "at most 4 294 967 295 peers (their numbers are transaction ids)".into(),
         ));
     }
     let addresses = largest.min((1 << 24) - 2) as usize;
-    let mut load = Load {
+    let load = Load {
         pop,
         wire: Wire::new(a.server)?,
         ids: vec![0; addresses],
@@ -375,42 +372,36 @@ pub fn run(a: Args) -> Result<()> {
         started: Instant::now(),
         window: a.window.max(1),
     };
-    let mut filled = 0u64;
-    let line = |v: serde_json::Value| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{v}");
-        let _ = out.flush();
-    };
-    let go = || {
-        if a.paced {
-            let mut l = String::new();
-            // End of input ends the run, as a script that stopped would want.
-            if std::io::stdin().read_line(&mut l).unwrap_or(0) == 0 {
-                std::process::exit(0);
-            }
+    Ok((sizes, load))
+}
+
+/// Prints one JSON line at once, for the script reading it.
+pub(super) fn line(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// With `--paced`, waits for a line on standard input before a phase.
+pub(super) fn go(a: &Args) {
+    if a.paced {
+        let mut l = String::new();
+        // End of input ends the run, as a script that stopped would want.
+        if std::io::stdin().read_line(&mut l).unwrap_or(0) == 0 {
+            std::process::exit(0);
         }
-    };
+    }
+}
+
+/// The fill and steady phases (`--expire-secs` runs `udp_expiry::main` instead).
+pub fn run(a: Args) -> Result<()> {
+    let (sizes, mut load) = start(&a)?;
+    let mut filled = 0u64;
+    let go = || go(&a);
     for &size in &sizes {
         go();
         let started = Instant::now();
         let from = filled;
-        if expiry {
-            let t = super::udp_expiry::fill(&mut load, size, a.expire_gap);
-            line(json!({
-                "phase": "filled", "peers": size, "secs": started.elapsed().as_secs_f64(),
-                "announces": t.announces, "expected": size, "connects": t.connects,
-                "errors": t.errors, "lost": t.lost,
-            }));
-            go();
-            let until = started + Duration::from_secs(a.expire_secs);
-            line(super::udp_expiry::run(
-                &mut load,
-                size,
-                a.expire_rate,
-                until,
-            ));
-            continue;
-        }
         let t = load.run(
             || {
                 (filled < size).then(|| {

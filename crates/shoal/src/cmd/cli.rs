@@ -108,6 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Bench::UdpFloor(args) => bench::udp_floor::run(args),
             Bench::UdpLoad(args) => bench::udp_load::run(args),
             Bench::Swarm(args) => bench::swarm::run(args),
+            Bench::UdpSwarm(args) if args.expire_secs > 0 => bench::udp_expiry::main(&args),
             Bench::UdpSwarm(args) => bench::udp_swarm::run(args),
             Bench::Stream(args) => runtime()?.block_on(bench::stream::run(args)),
         },
