@@ -2,9 +2,9 @@
 //! A shard is held for about `CHUNK` peers at a time and then handed to a waiting announce
 //! (`unlock_fair`: a plain unlock lets the sweep take it straight back, and an announce would
 //! wait for the whole shard), and every half millisecond the core is yielded, so a UDP
-//! worker sharing it answers between chunks instead of after the scheduler's time slice. A family larger than a chunk
-//! is put aside and swept in slices after its shard's pass, so a swarm of millions costs
-//! announces no more than a small one.
+//! worker sharing it answers between chunks instead of after the scheduler's time slice. A
+//! family larger than a chunk is put aside and swept in slices after its shard's pass, so a
+//! swarm of millions costs announces no more than a small one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,8 +28,8 @@ const YIELD_EVERY: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Yields the core between chunks every `YIELD_EVERY`: a UDP worker sharing the core then
 /// waits about that long for it, not the scheduler's whole time slice, while a sweep on a
-/// busy core still gets a slice of its own each time (yielding after every chunk would leave it
-/// one chunk per worker slice).
+/// busy core still gets a slice of its own each time (yielding after every chunk would leave
+/// it one chunk per worker slice).
 struct Pace {
     last: std::time::Instant,
 }
